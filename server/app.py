@@ -1,0 +1,90 @@
+"""Wires the server: database, blob store, tus handler, meetings API, events, worker pool."""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from server.config import ServerConfig
+from server.cors import cors_middleware
+from server.errors import error_middleware
+from server.events_api import EventsApi
+from server.ingest import ChunkIngest
+from server.meetings_api import MeetingsApi
+from server.recovery import RecoverySweeper
+from server.tus.handler import TusHandler, TusSettings
+from storage.blobs import BlobStore
+from storage.database import Database, sqlite_url
+from storage.job_queue import RetryPolicy
+from transcribe.pool import WorkerPool
+
+log = logging.getLogger("rollscribe")
+
+DB_KEY = web.AppKey("db", Database)
+POOL_KEY = web.AppKey("pool", WorkerPool)
+
+
+def worker_args(config: ServerConfig, database_url: str) -> list[str]:
+    args = [
+        "--database-url",
+        database_url,
+        "--data-dir",
+        str(config.data_dir),
+        "--threads",
+        str(config.worker_threads),
+        "--lease-seconds",
+        str(config.lease_s),
+        "--max-attempts",
+        str(config.max_attempts),
+    ]
+    if config.model_dir:
+        args += ["--model-dir", config.model_dir]
+    return args
+
+
+async def healthz(_request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+def build_app(config: ServerConfig) -> web.Application:
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    database_url = config.database_url or sqlite_url(config.data_dir)
+    db = Database(database_url)
+    blobs = BlobStore(config.data_dir)
+    ingest = ChunkIngest(db, blobs)
+    tus = TusHandler(
+        db,
+        blobs,
+        ingest,
+        TusSettings(
+            max_size=config.max_upload_bytes,
+            expiry_s=config.upload_expiry_s,
+            read_timeout_s=config.read_timeout_s,
+        ),
+    )
+    retry = RetryPolicy(max_attempts=config.max_attempts)
+    sweeper = RecoverySweeper(db, ingest, retry, config.sweep_interval_s)
+    pool = WorkerPool(config.workers, worker_args(config, database_url))
+
+    app = web.Application(middlewares=[cors_middleware, error_middleware], client_max_size=1024**2)
+    app[DB_KEY] = db
+    app[POOL_KEY] = pool
+    app.add_routes(tus.routes())
+    app.add_routes(MeetingsApi(db).routes())
+    app.add_routes(EventsApi(db).routes())
+    app.add_routes([web.get("/healthz", healthz)])
+
+    async def lifecycle(_app: web.Application):  # type: ignore[no-untyped-def]
+        await db.create_schema()
+        # Recovery first, so that a restart moves everything on before new work arrives.
+        await sweeper.sweep()
+        sweeper.start()
+        await pool.start()
+        yield
+        await sweeper.stop()
+        await pool.stop()
+        await db.close()
+
+    app.cleanup_ctx.append(lifecycle)
+    return app

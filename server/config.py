@@ -1,0 +1,93 @@
+"""Server settings: command-line flags, each also settable as ROLLSCRIBE_<NAME>."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    data_dir: Path = Path("./data")
+    database_url: str | None = None
+    workers: int = 1
+    worker_threads: int = 2
+    model_dir: str | None = None
+    max_upload_bytes: int = 8 * 1024**3
+    upload_expiry_s: float = 24 * 3600.0
+    read_timeout_s: float = 30.0
+    lease_s: float = 60.0
+    max_attempts: int = 3
+    sweep_interval_s: float = 2.0
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(f"ROLLSCRIBE_{name}", default)
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    d = ServerConfig()
+    parser.add_argument("--host", default=_env("HOST", d.host))
+    parser.add_argument("--port", type=int, default=int(_env("PORT", str(d.port))))
+    parser.add_argument("--data-dir", default=_env("DATA_DIR", str(d.data_dir)))
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("ROLLSCRIBE_DATABASE_URL"),
+        help="default: SQLite (WAL) in the data folder",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=int(_env("WORKERS", str(d.workers))),
+        help="transcription worker processes (0: this node only serves)",
+    )
+    parser.add_argument(
+        "--worker-threads", type=int, default=int(_env("WORKER_THREADS", str(d.worker_threads)))
+    )
+    parser.add_argument(
+        "--model-dir",
+        default=os.environ.get("ROLLSCRIBE_MODEL_DIR"),
+        help="CTranslate2 Whisper model folder; default: bundled tiny.en",
+    )
+    parser.add_argument(
+        "--max-upload-bytes",
+        type=int,
+        default=int(_env("MAX_UPLOAD_BYTES", str(d.max_upload_bytes))),
+    )
+    parser.add_argument(
+        "--upload-expiry-seconds",
+        type=float,
+        default=float(_env("UPLOAD_EXPIRY_SECONDS", str(d.upload_expiry_s))),
+    )
+    parser.add_argument(
+        "--read-timeout-seconds",
+        type=float,
+        default=float(_env("READ_TIMEOUT_SECONDS", str(d.read_timeout_s))),
+    )
+    parser.add_argument(
+        "--lease-seconds", type=float, default=float(_env("LEASE_SECONDS", str(d.lease_s)))
+    )
+    parser.add_argument(
+        "--max-attempts", type=int, default=int(_env("MAX_ATTEMPTS", str(d.max_attempts)))
+    )
+
+
+def config_from_args(args: argparse.Namespace) -> ServerConfig:
+    return ServerConfig(
+        host=args.host,
+        port=args.port,
+        data_dir=Path(args.data_dir),
+        database_url=args.database_url,
+        workers=args.workers,
+        worker_threads=args.worker_threads,
+        model_dir=args.model_dir,
+        max_upload_bytes=args.max_upload_bytes,
+        upload_expiry_s=args.upload_expiry_seconds,
+        read_timeout_s=args.read_timeout_seconds,
+        lease_s=args.lease_seconds,
+        max_attempts=args.max_attempts,
+    )

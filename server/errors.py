@@ -1,0 +1,153 @@
+"""One table of named API errors (as tusd does): handlers raise them, one middleware renders them.
+
+Every error body is JSON: {"error": {"code": ..., "message": ...}}. Protocol errors carry
+the tus headers too, so a tus client can always tell which version the server speaks.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+
+log = logging.getLogger(__name__)
+
+TUS_VERSION = "1.0.0"
+
+
+@dataclass(frozen=True)
+class ErrorKind:
+    code: str
+    status: int
+    message: str
+
+
+class ApiError(Exception):
+    def __init__(
+        self, kind: ErrorKind, detail: str | None = None, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(detail or kind.message)
+        self.kind = kind
+        self.detail = detail
+        self.headers = headers or {}
+
+    @property
+    def message(self) -> str:
+        return f"{self.kind.message}: {self.detail}" if self.detail else self.kind.message
+
+
+def _e(code: str, status: int, message: str) -> ErrorKind:
+    return ErrorKind(code, status, message)
+
+
+class Errors:
+    # tus protocol
+    UNSUPPORTED_VERSION = _e("ERR_UNSUPPORTED_VERSION", 412, "Tus-Resumable must be 1.0.0")
+    INVALID_CONTENT_TYPE = _e(
+        "ERR_INVALID_CONTENT_TYPE", 415, "Content-Type must be application/offset+octet-stream"
+    )
+    INVALID_OFFSET = _e("ERR_INVALID_OFFSET", 400, "Upload-Offset must be a non-negative integer")
+    MISMATCHED_OFFSET = _e(
+        "ERR_MISMATCHED_OFFSET", 409, "Upload-Offset does not match the upload's offset"
+    )
+    INVALID_LENGTH = _e("ERR_INVALID_LENGTH", 400, "Upload-Length must be a non-negative integer")
+    LENGTH_AND_DEFER = _e(
+        "ERR_LENGTH_AND_DEFER", 400, "Upload-Length and Upload-Defer-Length are exclusive"
+    )
+    MISSING_LENGTH = _e(
+        "ERR_MISSING_LENGTH", 400, "Upload-Length or Upload-Defer-Length: 1 is required"
+    )
+    INVALID_DEFER = _e("ERR_INVALID_DEFER", 400, "Upload-Defer-Length must be 1")
+    LENGTH_ALREADY_SET = _e(
+        "ERR_LENGTH_ALREADY_SET", 400, "the upload's length is already set and cannot change"
+    )
+    MAX_SIZE_EXCEEDED = _e("ERR_MAX_SIZE_EXCEEDED", 413, "upload exceeds Tus-Max-Size")
+    BEYOND_LENGTH = _e("ERR_BEYOND_LENGTH", 413, "the body goes past Upload-Length")
+    NOT_FOUND = _e("ERR_UPLOAD_NOT_FOUND", 404, "no such upload")
+    GONE = _e("ERR_UPLOAD_GONE", 410, "the upload expired or was terminated")
+    INVALID_METADATA = _e("ERR_INVALID_METADATA", 400, "Upload-Metadata is malformed")
+    METADATA_TOO_LARGE = _e("ERR_METADATA_TOO_LARGE", 400, "Upload-Metadata is too large")
+    UNSUPPORTED_CHECKSUM = _e(
+        "ERR_UNSUPPORTED_CHECKSUM_ALGORITHM", 400, "checksum algorithm not supported"
+    )
+    INVALID_CHECKSUM_HEADER = _e("ERR_INVALID_CHECKSUM", 400, "Upload-Checksum is malformed")
+    CHECKSUM_MISMATCH = _e(
+        "ERR_CHECKSUM_MISMATCH", 460, "checksum mismatch: the bytes of this request were discarded"
+    )
+    INVALID_CONCAT = _e("ERR_INVALID_CONCAT", 400, "Upload-Concat is malformed")
+    CONCAT_PART_UNFINISHED = _e(
+        "ERR_CONCAT_PART_UNFINISHED", 400, "a partial upload of the concatenation is not complete"
+    )
+    MODIFY_FINAL = _e(
+        "ERR_MODIFY_FINAL", 403, "a final concatenated upload cannot be modified with PATCH"
+    )
+    UPLOAD_LOCKED = _e("ERR_UPLOAD_LOCKED", 423, "another request is writing to this upload")
+    READ_TIMEOUT = _e("ERR_READ_TIMEOUT", 408, "the request body stalled; what arrived was kept")
+    UPLOAD_ACCEPTED = _e(
+        "ERR_UPLOAD_ACCEPTED", 403, "a complete chunk upload is part of a meeting; not deleted"
+    )
+    # chunk keys carried in tus metadata
+    CHUNK_METADATA = _e("ERR_CHUNK_METADATA", 400, "chunk metadata is invalid")
+    CHUNK_LENGTH_CONFLICT = _e(
+        "ERR_CHUNK_LENGTH_CONFLICT",
+        409,
+        "this chunk (meeting, track, seq) already exists with a different Upload-Length",
+    )
+    SEQ_AFTER_FINALIZE = _e(
+        "ERR_SEQ_AFTER_FINALIZE", 409, "the meeting is finalized and this seq is past its last seq"
+    )
+    UNKNOWN_TRACK = _e("ERR_UNKNOWN_TRACK", 400, "the meeting does not declare this track")
+    # meetings API
+    MEETING_NOT_FOUND = _e("ERR_MEETING_NOT_FOUND", 404, "no such meeting")
+    CHUNK_NOT_FOUND = _e("ERR_CHUNK_NOT_FOUND", 404, "no such chunk")
+    INVALID_JSON = _e("ERR_INVALID_JSON", 400, "the body must be a JSON object")
+    INVALID_FIELD = _e("ERR_INVALID_FIELD", 400, "invalid field")
+    FINALIZE_CONFLICT = _e(
+        "ERR_FINALIZE_CONFLICT", 409, "the meeting was already finalized with other last seqs"
+    )
+    NOT_RETRYABLE = _e("ERR_NOT_RETRYABLE", 409, "only a failed chunk can be retried")
+    INVALID_FORMAT = _e("ERR_INVALID_FORMAT", 400, "format must be one of json, txt, srt, vtt")
+    METHOD_NOT_ALLOWED = _e("ERR_METHOD_NOT_ALLOWED", 405, "method not allowed")
+    ROUTE_NOT_FOUND = _e("ERR_NOT_FOUND", 404, "not found")
+    INTERNAL = _e("ERR_INTERNAL", 500, "internal server error")
+
+
+def error_response(
+    kind: ErrorKind, message: str, headers: dict[str, str] | None = None
+) -> web.Response:
+    body = json.dumps({"error": {"code": kind.code, "message": message}})
+    response = web.Response(
+        status=kind.status, text=body, content_type="application/json", headers=headers
+    )
+    return response
+
+
+@web.middleware
+async def error_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        headers = {"Tus-Resumable": TUS_VERSION, **exc.headers}
+        if exc.kind.status == 412:
+            headers["Tus-Version"] = TUS_VERSION
+        return error_response(exc.kind, exc.message, headers)
+    except web.HTTPMethodNotAllowed:
+        return error_response(
+            Errors.METHOD_NOT_ALLOWED,
+            f"{request.method} is not allowed on {request.path}",
+            {"Tus-Resumable": TUS_VERSION},
+        )
+    except web.HTTPNotFound:
+        return error_response(
+            Errors.ROUTE_NOT_FOUND, f"no route {request.path}", {"Tus-Resumable": TUS_VERSION}
+        )
+    except web.HTTPException:
+        raise
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return error_response(Errors.INTERNAL, Errors.INTERNAL.message)

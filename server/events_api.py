@@ -1,0 +1,85 @@
+"""Server-Sent Events from the durable event log, with Last-Event-ID replay.
+
+The stream polls the event table rather than an in-process bus: events are written by
+worker processes too, and any server node can serve any meeting's stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+from aiohttp import web
+from sqlalchemy import select
+
+from server.errors import ApiError, Errors
+from storage.database import Database
+from storage.models import Event, Meeting
+
+POLL_S = 0.25
+KEEPALIVE_S = 15.0
+BATCH = 500
+
+
+class EventsApi:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def routes(self) -> list[web.RouteDef]:
+        return [web.get("/meetings/{meeting_id}/events", self.stream)]
+
+    async def stream(self, request: web.Request) -> web.StreamResponse:
+        meeting_id = request.match_info["meeting_id"]
+        raw_last = request.headers.get("Last-Event-ID", request.query.get("last_event_id", "0"))
+        if not raw_last.strip().isdigit():
+            raise ApiError(Errors.INVALID_FIELD, "Last-Event-ID must be an event id")
+        last_id = int(raw_last)
+        until_complete = request.query.get("until") == "complete"
+        async with self.db.read() as session:
+            if await session.get(Meeting, meeting_id) is None:
+                raise ApiError(Errors.MEETING_NOT_FOUND, meeting_id)
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-cache",
+                "X-Accel-Buffering": "no",
+            }
+        )
+        await response.prepare(request)
+        last_write = time.monotonic()
+        try:
+            while True:
+                async with self.db.read() as session:
+                    events = (
+                        (
+                            await session.execute(
+                                select(Event)
+                                .where(Event.meeting_id == meeting_id, Event.id > last_id)
+                                .order_by(Event.id)
+                                .limit(BATCH)
+                            )
+                        )
+                        .scalars()
+                        .all()
+                    )
+                done = False
+                for event in events:
+                    data = json.dumps({"type": event.type, "at": event.created_at, **event.payload})
+                    await response.write(
+                        f"id: {event.id}\nevent: {event.type}\ndata: {data}\n\n".encode()
+                    )
+                    last_id = event.id
+                    last_write = time.monotonic()
+                    done = done or event.type in ("meeting.completed", "meeting.failed")
+                if done and until_complete:
+                    break
+                if time.monotonic() - last_write > KEEPALIVE_S:
+                    await response.write(b": keepalive\n\n")
+                    last_write = time.monotonic()
+                if len(events) < BATCH:
+                    await asyncio.sleep(POLL_S)
+        except (ConnectionResetError, asyncio.CancelledError):
+            return response
+        await response.write_eof()
+        return response

@@ -1,0 +1,224 @@
+"""Turns tus uploads into meeting chunks: registers the chunk key at creation, moves the
+chunk through its upload states, validates completed bytes as Ogg Opus and queues them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+from codec.errors import InvalidOpusError
+from codec.validate import validate_ogg_opus
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from server.errors import ApiError, Errors
+from server.tus.hooks import ExistingUpload
+from storage.blobs import BlobStore
+from storage.database import Database
+from storage.job_queue import promote_successor, ready_state_for
+from storage.models import Chunk, Meeting, Upload
+from storage.state_machine import (
+    ChunkState,
+    MeetingState,
+    StaleState,
+    new_chunk,
+    transition_chunk,
+)
+
+CHUNK_KEYS = ("meeting_id", "track", "seq", "start_ms")
+MAX_SEQ = 10_000_000
+MAX_START_MS = 7 * 24 * 3600 * 1000
+MAX_TRACK_CHARS = 200
+
+
+@dataclass(frozen=True)
+class ChunkKey:
+    meeting_id: str
+    track: str
+    seq: int
+    start_ms: int
+
+
+def _int_field(meta: dict[str, str | None], key: str, maximum: int) -> int:
+    raw = meta.get(key)
+    if raw is None or not raw.isdigit() or len(raw) > 12:
+        raise ApiError(Errors.CHUNK_METADATA, f"{key} must be a non-negative integer, got {raw!r}")
+    value = int(raw)
+    if value > maximum:
+        raise ApiError(Errors.CHUNK_METADATA, f"{key} must be at most {maximum}")
+    return value
+
+
+def parse_chunk_key(meta: dict[str, str | None]) -> ChunkKey | None:
+    """None for an upload that is not a meeting chunk (any tus client may still upload)."""
+    present = [k for k in CHUNK_KEYS if k in meta]
+    if not present:
+        return None
+    missing = [k for k in CHUNK_KEYS if k not in meta]
+    if missing:
+        raise ApiError(Errors.CHUNK_METADATA, f"missing {', '.join(missing)}")
+    meeting_id = meta["meeting_id"] or ""
+    track = meta["track"] or ""
+    if not meeting_id:
+        raise ApiError(Errors.CHUNK_METADATA, "meeting_id is empty")
+    if not track or len(track) > MAX_TRACK_CHARS or not track.isprintable():
+        raise ApiError(
+            Errors.CHUNK_METADATA, f"track must be 1 to {MAX_TRACK_CHARS} printable characters"
+        )
+    return ChunkKey(
+        meeting_id=meeting_id,
+        track=track,
+        seq=_int_field(meta, "seq", MAX_SEQ),
+        start_ms=_int_field(meta, "start_ms", MAX_START_MS),
+    )
+
+
+class ChunkIngest:
+    """The tus handler's hooks (server.tus.hooks.UploadHooks) for meeting chunks."""
+
+    def __init__(self, db: Database, blobs: BlobStore) -> None:
+        self.db = db
+        self.blobs = blobs
+
+    async def on_create(self, session: AsyncSession, upload: Upload) -> None:
+        if upload.concat == "partial":
+            return  # the final upload of a concatenation carries the chunk key
+        key = parse_chunk_key(upload.meta)
+        if key is None:
+            return
+        meeting = await session.get(Meeting, key.meeting_id)
+        if meeting is None:
+            raise ApiError(Errors.MEETING_NOT_FOUND, key.meeting_id)
+        if meeting.tracks and key.track not in meeting.tracks:
+            raise ApiError(Errors.UNKNOWN_TRACK, f"{key.track!r}; declared: {meeting.tracks}")
+        existing = (
+            await session.execute(
+                select(Chunk).where(
+                    Chunk.meeting_id == key.meeting_id,
+                    Chunk.track == key.track,
+                    Chunk.seq == key.seq,
+                )
+            )
+        ).scalar_one_or_none()
+        if existing is not None and existing.state != ChunkState.CANCELLED.value:
+            previous = await session.get(Upload, existing.upload_id)
+            if (
+                previous is not None
+                and previous.length is not None
+                and upload.length is not None
+                and previous.length != upload.length
+            ):
+                raise ApiError(
+                    Errors.CHUNK_LENGTH_CONFLICT,
+                    f"stored upload has {previous.length} bytes, request says {upload.length}",
+                )
+            raise ExistingUpload(existing.upload_id)
+        if meeting.state != MeetingState.RECORDING.value:
+            last = (meeting.last_seq or {}).get(key.track)
+            if last is None or key.seq > last:
+                raise ApiError(
+                    Errors.SEQ_AFTER_FINALIZE,
+                    f"meeting is {meeting.state}; last seq of {key.track!r} is {last}",
+                )
+        if existing is not None:
+            # A terminated, incomplete upload of this key: the client starts it again.
+            await transition_chunk(
+                session,
+                existing,
+                ChunkState.CREATED,
+                event="chunk.created",
+                upload_id=upload.id,
+                start_ms=key.start_ms,
+                error=None,
+            )
+            return
+        session.add(
+            new_chunk(
+                meeting_id=key.meeting_id,
+                track=key.track,
+                seq=key.seq,
+                start_ms=key.start_ms,
+                upload_id=upload.id,
+            )
+        )
+        await session.flush()
+
+    async def _chunk_for(self, session: AsyncSession, upload_id: str) -> Chunk | None:
+        return (
+            await session.execute(select(Chunk).where(Chunk.upload_id == upload_id))
+        ).scalar_one_or_none()
+
+    async def on_progress(self, upload: Upload) -> None:
+        async with self.db.write() as session:
+            chunk = await self._chunk_for(session, upload.id)
+            if chunk is not None and chunk.state == ChunkState.CREATED.value:
+                await transition_chunk(session, chunk, ChunkState.UPLOADING)
+
+    async def on_complete(self, upload: Upload) -> None:
+        async with self.db.write() as session:
+            chunk = await self._chunk_for(session, upload.id)
+            if chunk is None:
+                return
+            if chunk.state in (ChunkState.CREATED.value, ChunkState.UPLOADING.value):
+                await transition_chunk(
+                    session,
+                    chunk,
+                    ChunkState.UPLOADED,
+                    event="chunk.uploaded",
+                    payload={"bytes": upload.offset},
+                    bytes=upload.offset,
+                    uploaded_at=time.time(),
+                )
+        await self.validate(chunk.id)
+
+    async def validate(self, chunk_id: int) -> None:
+        """UPLOADED -> QUEUED / WAITING / REJECTED. Safe to repeat (restart recovery calls it)."""
+        async with self.db.read() as session:
+            chunk = await session.get(Chunk, chunk_id)
+        if chunk is None or chunk.state != ChunkState.UPLOADED.value:
+            return
+        path = self.blobs.upload_path(chunk.upload_id)
+        try:
+            info = await asyncio.to_thread(validate_ogg_opus, path)
+            error, duration = None, info.duration_s
+        except InvalidOpusError as exc:
+            error, duration = str(exc), None
+        async with self.db.write() as session:
+            chunk = await session.get(Chunk, chunk_id)
+            if chunk is None or chunk.state != ChunkState.UPLOADED.value:
+                return
+            try:
+                if error is not None:
+                    await transition_chunk(
+                        session,
+                        chunk,
+                        ChunkState.REJECTED,
+                        event="chunk.rejected",
+                        payload={"error": error},
+                        error=f"not valid Ogg Opus: {error}",
+                    )
+                    await promote_successor(session, chunk)
+                    return
+                target = await ready_state_for(session, chunk)
+                await transition_chunk(
+                    session,
+                    chunk,
+                    target,
+                    event=f"chunk.{target.value}",
+                    payload={"duration_s": duration},
+                    duration_s=duration,
+                    queued_at=time.time(),
+                )
+            except StaleState:
+                return
+
+    async def on_terminate(self, upload: Upload) -> None:
+        async with self.db.write() as session:
+            chunk = await self._chunk_for(session, upload.id)
+            if chunk is None:
+                return
+            if chunk.state not in (ChunkState.CREATED.value, ChunkState.UPLOADING.value):
+                raise ApiError(Errors.UPLOAD_ACCEPTED, f"chunk is {chunk.state}")
+            await transition_chunk(session, chunk, ChunkState.CANCELLED, event="chunk.cancelled")

@@ -1,0 +1,289 @@
+"""The meetings API: create, inspect, finalize, retry, transcript."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from typing import Any
+
+from aiohttp import web
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from server.errors import ApiError, Errors
+from storage.database import Database
+from storage.job_queue import requeue_failed
+from storage.models import Chunk, Meeting, Segment, Upload
+from storage.state_machine import (
+    ChunkState,
+    MeetingState,
+    StaleState,
+    new_meeting,
+    transition_meeting,
+)
+from transcribe.assembly import assemble_if_ready, readiness
+from transcribe.transcript_formats import FORMATS, TranscriptLine, render
+
+MAX_TRACKS = 64
+MAX_TITLE = 500
+MAX_EXTERNAL_ID = 200
+
+
+async def read_json_object(request: web.Request) -> dict[str, Any]:
+    raw = await request.read()
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(Errors.INVALID_JSON, str(exc)[:200]) from None
+    if not isinstance(body, dict):
+        raise ApiError(Errors.INVALID_JSON, f"got a JSON {type(body).__name__}")
+    return body
+
+
+def _optional_str(body: dict[str, Any], key: str, limit: int) -> str | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip() or len(value) > limit:
+        raise ApiError(Errors.INVALID_FIELD, f"{key} must be a non-empty string of <= {limit}")
+    return value
+
+
+def _tracks(body: dict[str, Any]) -> list[str]:
+    tracks = body.get("tracks", [])
+    if (
+        not isinstance(tracks, list)
+        or len(tracks) > MAX_TRACKS
+        or not all(isinstance(t, str) and t.strip() and len(t) <= 200 for t in tracks)
+        or len(set(tracks)) != len(tracks)
+    ):
+        raise ApiError(
+            Errors.INVALID_FIELD,
+            f"tracks must be a list of up to {MAX_TRACKS} distinct non-empty strings",
+        )
+    return tracks
+
+
+class MeetingsApi:
+    def __init__(self, db: Database, upload_prefix: str = "/files/") -> None:
+        self.db = db
+        self.upload_prefix = upload_prefix
+
+    def routes(self) -> list[web.RouteDef]:
+        return [
+            web.post("/meetings", self.create),
+            web.get("/meetings/{meeting_id}", self.show),
+            web.post("/meetings/{meeting_id}/finalize", self.finalize),
+            web.get("/meetings/{meeting_id}/transcript", self.transcript),
+            web.post("/meetings/{meeting_id}/chunks/{track}/{seq}/retry", self.retry),
+        ]
+
+    async def _meeting(self, session: Any, meeting_id: str) -> Meeting:
+        meeting = await session.get(Meeting, meeting_id)
+        if meeting is None:
+            raise ApiError(Errors.MEETING_NOT_FOUND, meeting_id)
+        return meeting
+
+    async def create(self, request: web.Request) -> web.Response:
+        body = await read_json_object(request)
+        title = _optional_str(body, "title", MAX_TITLE)
+        external_id = _optional_str(body, "external_id", MAX_EXTERNAL_ID)
+        tracks = _tracks(body)
+        if external_id is not None:
+            existing = await self._by_external_id(external_id)
+            if existing is not None:
+                return web.json_response(await self.view(existing), status=200)
+        meeting_id = "m_" + secrets.token_urlsafe(16)
+        try:
+            async with self.db.write() as session:
+                session.add(
+                    new_meeting(
+                        meeting_id=meeting_id, external_id=external_id, title=title, tracks=tracks
+                    )
+                )
+        except IntegrityError:
+            # Two creations with one external_id raced: the first one is the meeting.
+            assert external_id is not None
+            existing = await self._by_external_id(external_id)
+            assert existing is not None
+            return web.json_response(await self.view(existing), status=200)
+        return web.json_response(await self.view(meeting_id), status=201)
+
+    async def _by_external_id(self, external_id: str) -> str | None:
+        async with self.db.read() as session:
+            return (
+                await session.execute(select(Meeting.id).where(Meeting.external_id == external_id))
+            ).scalar_one_or_none()
+
+    async def view(self, meeting_id: str) -> dict[str, Any]:
+        async with self.db.read() as session:
+            meeting = await self._meeting(session, meeting_id)
+            rows = (
+                await session.execute(
+                    select(Chunk, Upload)
+                    .join(Upload, Upload.id == Chunk.upload_id)
+                    .where(Chunk.meeting_id == meeting_id)
+                    .order_by(Chunk.track, Chunk.seq)
+                )
+            ).all()
+        chunks = [chunk for chunk, _ in rows]
+        ready = readiness(meeting, chunks)
+        return {
+            "id": meeting.id,
+            "external_id": meeting.external_id,
+            "title": meeting.title,
+            "tracks": meeting.tracks,
+            "state": meeting.state,
+            "last_seq": meeting.last_seq,
+            "error": meeting.error,
+            "created_at": meeting.created_at,
+            "finalized_at": meeting.finalized_at,
+            "completed_at": meeting.completed_at,
+            "waiting_for": ready.pending if meeting.last_seq is not None else [],
+            "missing": ready.missing,
+            "chunks": [
+                {
+                    "track": chunk.track,
+                    "seq": chunk.seq,
+                    "start_ms": chunk.start_ms,
+                    "state": chunk.state,
+                    "error": chunk.error,
+                    "bytes": upload.offset,
+                    "length": upload.length,
+                    "duration_s": chunk.duration_s,
+                    "attempts": chunk.attempts,
+                    "worker": chunk.lease_owner
+                    if chunk.state == ChunkState.TRANSCRIBING.value
+                    else None,
+                    "upload_url": f"{self.upload_prefix}{upload.id}",
+                }
+                for chunk, upload in rows
+            ],
+        }
+
+    async def show(self, request: web.Request) -> web.Response:
+        return web.json_response(await self.view(request.match_info["meeting_id"]))
+
+    async def finalize(self, request: web.Request) -> web.Response:
+        meeting_id = request.match_info["meeting_id"]
+        body = await read_json_object(request)
+        last_seq = body.get("last_seq")
+        if not isinstance(last_seq, dict) or not all(
+            isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v >= 0
+            for k, v in last_seq.items()
+        ):
+            raise ApiError(
+                Errors.INVALID_FIELD,
+                'last_seq must be an object {"<track>": <last seq, an integer >= 0>}',
+            )
+        async with self.db.write() as session:
+            meeting = await self._meeting(session, meeting_id)
+            if meeting.last_seq is not None:
+                if meeting.last_seq != last_seq:
+                    raise ApiError(
+                        Errors.FINALIZE_CONFLICT, f"finalized with last_seq {meeting.last_seq}"
+                    )
+            else:
+                await self._check_last_seq(session, meeting, last_seq)
+                try:
+                    await transition_meeting(
+                        session,
+                        meeting,
+                        MeetingState.FINALIZING,
+                        event="meeting.finalizing",
+                        payload={"last_seq": last_seq},
+                        last_seq=last_seq,
+                        finalized_at=time.time(),
+                    )
+                except StaleState:
+                    pass
+        await assemble_if_ready(self.db, meeting_id)
+        return web.json_response(await self.view(meeting_id))
+
+    async def _check_last_seq(
+        self, session: Any, meeting: Meeting, last_seq: dict[str, int]
+    ) -> None:
+        unknown = [t for t in last_seq if meeting.tracks and t not in meeting.tracks]
+        if unknown:
+            raise ApiError(Errors.UNKNOWN_TRACK, f"{unknown}; declared: {meeting.tracks}")
+        chunks = (
+            await session.execute(
+                select(Chunk.track, Chunk.seq).where(Chunk.meeting_id == meeting.id)
+            )
+        ).all()
+        beyond = [
+            {"track": track, "seq": seq}
+            for track, seq in chunks
+            if track not in last_seq or seq > last_seq[track]
+        ]
+        if beyond:
+            raise ApiError(
+                Errors.INVALID_FIELD,
+                f"chunks exist past the given last_seq: {beyond[:10]}",
+            )
+
+    async def retry(self, request: web.Request) -> web.Response:
+        meeting_id = request.match_info["meeting_id"]
+        track = request.match_info["track"]
+        seq_raw = request.match_info["seq"]
+        if not seq_raw.isdigit():
+            raise ApiError(Errors.INVALID_FIELD, "seq must be a non-negative integer")
+        async with self.db.write() as session:
+            await self._meeting(session, meeting_id)
+            chunk = (
+                await session.execute(
+                    select(Chunk).where(
+                        Chunk.meeting_id == meeting_id,
+                        Chunk.track == track,
+                        Chunk.seq == int(seq_raw),
+                    )
+                )
+            ).scalar_one_or_none()
+            if chunk is None:
+                raise ApiError(Errors.CHUNK_NOT_FOUND, f"{track}/{seq_raw}")
+            if chunk.state != ChunkState.FAILED.value:
+                raise ApiError(Errors.NOT_RETRYABLE, f"chunk is {chunk.state}")
+            await requeue_failed(session, chunk)
+        return web.json_response(await self.view(meeting_id), status=202)
+
+    async def transcript(self, request: web.Request) -> web.Response:
+        meeting_id = request.match_info["meeting_id"]
+        fmt = request.query.get("format", "json")
+        if fmt not in FORMATS:
+            raise ApiError(Errors.INVALID_FORMAT, f"got {fmt!r}")
+        async with self.db.read() as session:
+            meeting = await self._meeting(session, meeting_id)
+            segments = (
+                (
+                    await session.execute(
+                        select(Segment)
+                        .where(Segment.meeting_id == meeting_id)
+                        .order_by(Segment.start_ms, Segment.track, Segment.id)
+                    )
+                )
+                .scalars()
+                .all()
+            )
+            gaps = [
+                {"track": c.track, "seq": c.seq, "state": c.state, "reason": c.error}
+                for c in (
+                    await session.execute(
+                        select(Chunk).where(
+                            Chunk.meeting_id == meeting_id,
+                            Chunk.state.in_([ChunkState.REJECTED.value, ChunkState.FAILED.value]),
+                        )
+                    )
+                ).scalars()
+            ]
+        lines = [TranscriptLine(s.start_ms, s.end_ms, s.track, s.text) for s in segments]
+        body = render(
+            lines,
+            fmt,
+            meeting_id=meeting_id,
+            final=meeting.state == MeetingState.COMPLETE.value,
+            gaps=gaps,
+        )
+        return web.Response(text=body, headers={"Content-Type": FORMATS[fmt]})

@@ -1,0 +1,523 @@
+"""The tus 1.0.0 server: core protocol plus creation, creation-with-upload,
+creation-defer-length, termination, checksum, expiration and concatenation.
+
+Bodies stream to disk; an offset is committed to the database only after its bytes are
+fsynced, so whatever HEAD answers is on disk and intact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from email.utils import formatdate
+
+import aiofiles
+from aiohttp import web
+from sqlalchemy.exc import IntegrityError
+
+from server.errors import TUS_VERSION, ApiError, Errors
+from server.tus.headers import (
+    CHECKSUM_ALGORITHMS,
+    Checksum,
+    encode_metadata,
+    parse_checksum,
+    parse_concat,
+    parse_metadata,
+    parse_non_negative,
+)
+from server.tus.hooks import ExistingUpload, UploadHooks
+from storage.blobs import BadBlobId, BlobStore, BlobWriter
+from storage.database import Database
+from storage.models import Upload
+from storage.upload_store import UploadStore, make_upload, new_upload_id
+
+log = logging.getLogger(__name__)
+
+OCTET = "application/offset+octet-stream"
+EXTENSIONS = (
+    "creation,creation-with-upload,creation-defer-length,termination,checksum,"
+    "expiration,concatenation"
+)
+READ_BLOCK = 256 * 1024
+
+
+@dataclass(frozen=True)
+class TusSettings:
+    max_size: int = 8 * 1024**3
+    metadata_max_bytes: int = 4096
+    expiry_s: float = 24 * 3600.0
+    read_timeout_s: float = 30.0
+    # fsync + commit the offset at least this often during a long PATCH without checksum
+    checkpoint_bytes: int = 8 * 1024 * 1024
+
+
+def _http_date(ts: float) -> str:
+    return formatdate(ts, usegmt=True)
+
+
+class TusHandler:
+    def __init__(
+        self, db: Database, blobs: BlobStore, hooks: UploadHooks, settings: TusSettings
+    ) -> None:
+        self.db = db
+        self.blobs = blobs
+        self.uploads = UploadStore(db)
+        self.hooks = hooks
+        self.settings = settings
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def routes(self, prefix: str = "/files") -> list[web.RouteDef]:
+        return [
+            web.options(prefix + "/", self.options),
+            web.options(prefix + "/{upload_id}", self.options),
+            web.post(prefix + "/", self.create),
+            web.post(prefix, self.create),
+            web.head(prefix + "/{upload_id}", self.head, allow_head=False),
+            web.get(prefix + "/{upload_id}", self.download, allow_head=False),
+            web.patch(prefix + "/{upload_id}", self.patch),
+            web.delete(prefix + "/{upload_id}", self.delete),
+            # X-HTTP-Method-Override, for clients behind proxies that drop PATCH/DELETE.
+            web.post(prefix + "/{upload_id}", self.method_override),
+        ]
+
+    # ---- helpers -------------------------------------------------------------------------
+
+    def _headers(self, **extra: str) -> dict[str, str]:
+        return {"Tus-Resumable": TUS_VERSION, **extra}
+
+    @staticmethod
+    def _check_version(request: web.Request) -> None:
+        if request.headers.get("Tus-Resumable") != TUS_VERSION:
+            got = request.headers.get("Tus-Resumable")
+            raise ApiError(Errors.UNSUPPORTED_VERSION, f"got {got!r}")
+
+    def _location(self, request: web.Request, upload_id: str) -> str:
+        base = request.path if request.path.endswith("/") else request.path + "/"
+        if request.match_info.get("upload_id"):
+            base = request.path.rsplit("/", 1)[0] + "/"
+        return f"{request.scheme}://{request.host}{base}{upload_id}"
+
+    async def _load(self, upload_id: str) -> Upload:
+        try:
+            self.blobs.upload_path(upload_id)
+        except BadBlobId:
+            raise ApiError(Errors.NOT_FOUND, "malformed upload id") from None
+        upload = await self.uploads.get(upload_id)
+        if upload is None:
+            raise ApiError(Errors.NOT_FOUND, upload_id)
+        if upload.terminated_at is not None:
+            raise ApiError(Errors.GONE, "terminated")
+        if self._expired(upload):
+            raise ApiError(Errors.GONE, "expired")
+        return upload
+
+    @staticmethod
+    def _complete(upload: Upload) -> bool:
+        return upload.length is not None and upload.offset == upload.length
+
+    def _expired(self, upload: Upload) -> bool:
+        return (
+            not self._complete(upload)
+            and upload.expires_at is not None
+            and upload.expires_at < time.time()
+        )
+
+    def _expires_header(self, upload: Upload) -> dict[str, str]:
+        if upload.expires_at is None or self._complete(upload) or upload.concat == "final":
+            return {}
+        return {"Upload-Expires": _http_date(upload.expires_at)}
+
+    def _lock(self, upload_id: str) -> asyncio.Lock:
+        lock = self._locks.get(upload_id)
+        if lock is None:
+            lock = self._locks[upload_id] = asyncio.Lock()
+        return lock
+
+    # ---- OPTIONS -------------------------------------------------------------------------
+
+    async def options(self, request: web.Request) -> web.Response:
+        return web.Response(
+            status=200,
+            headers=self._headers(
+                **{
+                    "Tus-Version": TUS_VERSION,
+                    "Tus-Extension": EXTENSIONS,
+                    "Tus-Max-Size": str(self.settings.max_size),
+                    "Tus-Checksum-Algorithm": ",".join(CHECKSUM_ALGORITHMS),
+                }
+            ),
+        )
+
+    # ---- POST (creation) -----------------------------------------------------------------
+
+    async def create(self, request: web.Request) -> web.Response:
+        self._check_version(request)
+        concat = parse_concat(request.headers.get("Upload-Concat"))
+        length_header = request.headers.get("Upload-Length")
+        defer_header = request.headers.get("Upload-Defer-Length")
+        meta = parse_metadata(
+            request.headers.get("Upload-Metadata"), self.settings.metadata_max_bytes
+        )
+        has_body = (request.content_length or 0) > 0 or (
+            request.content_length is None
+            and "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+        )
+        if has_body and request.content_type != OCTET:
+            raise ApiError(
+                Errors.INVALID_CONTENT_TYPE, f"creation body is {request.content_type!r}"
+            )
+
+        if concat is not None and concat.kind == "final":
+            if length_header is not None or defer_header is not None:
+                raise ApiError(Errors.INVALID_CONCAT, "a final upload must not carry Upload-Length")
+            if has_body:
+                raise ApiError(Errors.MODIFY_FINAL, "a final upload takes no body")
+            return await self._create_final(request, concat.parts, meta)
+
+        if length_header is not None and defer_header is not None:
+            raise ApiError(Errors.LENGTH_AND_DEFER)
+        length = parse_non_negative(length_header, Errors.INVALID_LENGTH)
+        if length is None:
+            if defer_header is None:
+                raise ApiError(Errors.MISSING_LENGTH)
+            if defer_header.strip() != "1":
+                raise ApiError(Errors.INVALID_DEFER, f"got {defer_header[:20]!r}")
+        elif length > self.settings.max_size:
+            raise ApiError(Errors.MAX_SIZE_EXCEEDED, f"{length} > {self.settings.max_size}")
+
+        upload_id = new_upload_id()
+        upload = make_upload(
+            upload_id=upload_id,
+            length=length,
+            meta=meta,
+            concat="partial" if concat is not None else None,
+            concat_parts=None,
+            expires_at=time.time() + self.settings.expiry_s,
+        )
+        existing = await self._insert(upload)
+        if existing is not None:
+            return await self._answer_existing(request, existing)
+        status_headers: dict[str, str] = {}
+        if has_body:
+            upload = await self._write_body(request, upload, checksum=self._body_checksum(request))
+            status_headers["Upload-Offset"] = str(upload.offset)
+        elif length == 0:
+            await self.hooks.on_complete(upload)
+        return web.Response(
+            status=201,
+            headers=self._headers(
+                Location=self._location(request, upload_id),
+                **status_headers,
+                **self._expires_header(upload),
+            ),
+        )
+
+    @staticmethod
+    def _body_checksum(request: web.Request) -> Checksum | None:
+        return parse_checksum(request.headers.get("Upload-Checksum"))
+
+    async def _insert(self, upload: Upload) -> Upload | None:
+        """Create the blob and the row; returns the existing upload if the chunk key exists."""
+        await asyncio.to_thread(self.blobs.create, upload.id)
+        try:
+            async with self.db.write() as session:
+                session.add(upload)
+                await self.hooks.on_create(session, upload)
+            return None
+        except ExistingUpload as existing:
+            await asyncio.to_thread(self.blobs.delete, upload.id)
+            found = await self.uploads.get(existing.upload_id)
+            assert found is not None
+            return found
+        except IntegrityError:
+            # Lost a race with an identical creation: the winner's row answers.
+            await asyncio.to_thread(self.blobs.delete, upload.id)
+            async with self.db.write() as session:
+                try:
+                    await self.hooks.on_create(session, upload)
+                except ExistingUpload as existing:
+                    found = await self.uploads.get(existing.upload_id)
+                    assert found is not None
+                    return found
+            raise
+        except BaseException:
+            await asyncio.to_thread(self.blobs.delete, upload.id)
+            raise
+
+    async def _answer_existing(self, request: web.Request, upload: Upload) -> web.Response:
+        return web.Response(
+            status=201,
+            headers=self._headers(
+                Location=self._location(request, upload.id),
+                **{"Upload-Offset": str(upload.offset)},
+                **self._expires_header(upload),
+            ),
+        )
+
+    async def _create_final(
+        self, request: web.Request, part_ids: list[str], meta: dict[str, str | None]
+    ) -> web.Response:
+        parts: list[Upload] = []
+        for part_id in part_ids:
+            try:
+                part = await self._load(part_id)
+            except ApiError as exc:
+                raise ApiError(
+                    Errors.INVALID_CONCAT, f"partial upload {part_id}: {exc.message}"
+                ) from None
+            if part.concat != "partial":
+                raise ApiError(Errors.INVALID_CONCAT, f"{part_id} is not a partial upload")
+            if not self._complete(part):
+                raise ApiError(Errors.CONCAT_PART_UNFINISHED, part_id)
+            parts.append(part)
+        length = sum(p.length or 0 for p in parts)
+        if length > self.settings.max_size:
+            raise ApiError(Errors.MAX_SIZE_EXCEEDED, f"{length} > {self.settings.max_size}")
+        upload = make_upload(
+            upload_id=new_upload_id(),
+            length=length,
+            meta=meta,
+            concat="final",
+            concat_parts=part_ids,
+            expires_at=None,
+        )
+        await asyncio.to_thread(self.blobs.create, upload.id)
+        await asyncio.to_thread(self.blobs.concatenate, upload.id, part_ids)
+        upload.offset = length
+        try:
+            async with self.db.write() as session:
+                session.add(upload)
+                await self.hooks.on_create(session, upload)
+        except ExistingUpload as existing:
+            await asyncio.to_thread(self.blobs.delete, upload.id)
+            found = await self.uploads.get(existing.upload_id)
+            assert found is not None
+            return await self._answer_existing(request, found)
+        except BaseException:
+            await asyncio.to_thread(self.blobs.delete, upload.id)
+            raise
+        await self.hooks.on_complete(upload)
+        return web.Response(
+            status=201, headers=self._headers(Location=self._location(request, upload.id))
+        )
+
+    # ---- HEAD ----------------------------------------------------------------------------
+
+    async def head(self, request: web.Request) -> web.Response:
+        self._check_version(request)
+        upload = await self._load(request.match_info["upload_id"])
+        headers = self._headers(**{"Cache-Control": "no-store"}, **self._expires_header(upload))
+        headers["Upload-Offset"] = str(upload.offset)
+        if upload.length is None:
+            headers["Upload-Defer-Length"] = "1"
+        else:
+            headers["Upload-Length"] = str(upload.length)
+        if upload.meta:
+            headers["Upload-Metadata"] = encode_metadata(upload.meta)
+        if upload.concat == "partial":
+            headers["Upload-Concat"] = "partial"
+        elif upload.concat == "final":
+            prefix = request.path.rsplit("/", 1)[0]
+            headers["Upload-Concat"] = "final;" + " ".join(
+                f"{prefix}/{p}" for p in upload.concat_parts or []
+            )
+        return web.Response(status=200, headers=headers)
+
+    # ---- GET (download, as tusd) ---------------------------------------------------------
+
+    async def download(self, request: web.Request) -> web.StreamResponse:
+        self._check_version(request)
+        upload = await self._load(request.match_info["upload_id"])
+        response = web.StreamResponse(
+            status=200,
+            headers=self._headers(
+                **{
+                    "Content-Type": "application/octet-stream",
+                    "Content-Length": str(upload.offset),
+                    "Content-Disposition": "attachment",
+                }
+            ),
+        )
+        await response.prepare(request)
+        path = self.blobs.upload_path(upload.id)
+        remaining = upload.offset
+        async with aiofiles.open(path, "rb") as f:
+            while remaining > 0:
+                data = await f.read(min(READ_BLOCK, remaining))
+                if not data:
+                    break
+                remaining -= len(data)
+                await response.write(data)
+        await response.write_eof()
+        return response
+
+    # ---- PATCH ---------------------------------------------------------------------------
+
+    async def method_override(self, request: web.Request) -> web.StreamResponse:
+        method = request.headers.get("X-HTTP-Method-Override", "").upper()
+        if method == "PATCH":
+            return await self.patch(request)
+        if method == "DELETE":
+            return await self.delete(request)
+        if method == "HEAD":
+            return await self.head(request)
+        raise ApiError(Errors.METHOD_NOT_ALLOWED, "POST on an upload needs X-HTTP-Method-Override")
+
+    async def patch(self, request: web.Request) -> web.Response:
+        self._check_version(request)
+        if request.content_type != OCTET:
+            raise ApiError(Errors.INVALID_CONTENT_TYPE, f"got {request.content_type!r}")
+        upload_id = request.match_info["upload_id"]
+        upload = await self._load(upload_id)
+        if upload.concat == "final":
+            raise ApiError(Errors.MODIFY_FINAL)
+        offset = parse_non_negative(request.headers.get("Upload-Offset"), Errors.INVALID_OFFSET)
+        if offset is None:
+            raise ApiError(Errors.INVALID_OFFSET, "Upload-Offset is missing")
+        checksum = parse_checksum(request.headers.get("Upload-Checksum"))
+        new_length = parse_non_negative(request.headers.get("Upload-Length"), Errors.INVALID_LENGTH)
+        lock = self._lock(upload_id)
+        if lock.locked():
+            raise ApiError(Errors.UPLOAD_LOCKED)
+        async with lock:
+            upload = await self._load(upload_id)  # fresh, under the lock
+            if offset != upload.offset:
+                raise ApiError(
+                    Errors.MISMATCHED_OFFSET,
+                    f"request says {offset}, upload is at {upload.offset}",
+                    {"Upload-Offset": str(upload.offset)},
+                )
+            if new_length is not None:
+                await self._declare_length(upload, new_length)
+            upload = await self._write_body(request, upload, checksum)
+        return web.Response(
+            status=204,
+            headers=self._headers(
+                **{"Upload-Offset": str(upload.offset)}, **self._expires_header(upload)
+            ),
+        )
+
+    async def _declare_length(self, upload: Upload, length: int) -> None:
+        if upload.length is not None:
+            if upload.length != length:
+                raise ApiError(
+                    Errors.LENGTH_ALREADY_SET, f"it is {upload.length}, request says {length}"
+                )
+            return
+        if length > self.settings.max_size:
+            raise ApiError(Errors.MAX_SIZE_EXCEEDED, f"{length} > {self.settings.max_size}")
+        if length < upload.offset:
+            raise ApiError(
+                Errors.INVALID_LENGTH, f"{length} is less than the {upload.offset} bytes stored"
+            )
+        if not await self.uploads.set_length(upload.id, length):
+            raise ApiError(Errors.LENGTH_ALREADY_SET)
+        upload.length = length
+
+    def _room(self, upload: Upload) -> int:
+        limit = upload.length if upload.length is not None else self.settings.max_size
+        return limit - upload.offset
+
+    async def _write_body(
+        self, request: web.Request, upload: Upload, checksum: Checksum | None
+    ) -> Upload:
+        room = self._room(upload)
+        declared = request.content_length
+        if declared is not None and declared > room:
+            raise ApiError(
+                Errors.BEYOND_LENGTH if upload.length is not None else Errors.MAX_SIZE_EXCEEDED,
+                f"{declared} bytes at offset {upload.offset}, room for {room}",
+            )
+        writer: BlobWriter = await asyncio.to_thread(
+            self.blobs.open_writer,
+            upload.id,
+            upload.offset,
+            checksum.algorithm if checksum else None,
+        )
+        committed = upload.offset
+        stalled: ApiError | None = None
+        try:
+            while True:
+                try:
+                    data = await asyncio.wait_for(
+                        request.content.read(READ_BLOCK), self.settings.read_timeout_s
+                    )
+                except TimeoutError:
+                    stalled = ApiError(
+                        Errors.READ_TIMEOUT, f"no byte for {self.settings.read_timeout_s:g}s"
+                    )
+                    break
+                if not data:
+                    break
+                if writer.start + writer.written + len(data) - upload.offset > room:
+                    raise ApiError(Errors.BEYOND_LENGTH, f"body longer than the {room} bytes left")
+                await asyncio.to_thread(writer.write, data)
+                if (
+                    checksum is None
+                    and writer.start + writer.written - committed >= self.settings.checkpoint_bytes
+                ):
+                    committed = await self._commit(writer, upload, committed)
+            if checksum is not None and (stalled is not None or writer.digest() != checksum.digest):
+                if stalled is None:
+                    stalled = ApiError(Errors.CHECKSUM_MISMATCH, f"{checksum.algorithm} differs")
+                await asyncio.to_thread(writer.rollback, committed)
+            else:
+                committed = await self._commit(writer, upload, committed)
+        except ApiError:
+            await asyncio.to_thread(writer.rollback, committed)
+            await asyncio.to_thread(writer.close)
+            raise
+        except BaseException:
+            # The client went away mid-body (reset, payload error, cancellation): keep what
+            # arrived, as tus asks, unless it was to be verified against a checksum.
+            await asyncio.shield(self._keep_partial(writer, upload, committed, checksum))
+            raise
+        await asyncio.to_thread(writer.close)
+        if stalled is not None:
+            raise stalled
+        return upload
+
+    async def _keep_partial(
+        self, writer: BlobWriter, upload: Upload, committed: int, checksum: Checksum | None
+    ) -> None:
+        try:
+            if checksum is not None:
+                await asyncio.to_thread(writer.rollback, committed)
+            else:
+                await self._commit(writer, upload, committed)
+        finally:
+            await asyncio.to_thread(writer.close)
+
+    async def _commit(self, writer: BlobWriter, upload: Upload, committed: int) -> int:
+        """fsync, then record the new offset: the order that makes HEAD's answer durable."""
+        new_offset = writer.start + writer.written
+        if new_offset == committed:
+            return committed
+        await asyncio.to_thread(writer.sync)
+        if not await self.uploads.commit_offset(upload.id, committed, new_offset):
+            raise ApiError(Errors.MISMATCHED_OFFSET, "the upload moved under this request")
+        first_bytes = committed == 0
+        upload.offset = new_offset
+        if first_bytes and not self._complete(upload):
+            await self.hooks.on_progress(upload)
+        if self._complete(upload):
+            await self.hooks.on_complete(upload)
+        return new_offset
+
+    # ---- DELETE (termination) ------------------------------------------------------------
+
+    async def delete(self, request: web.Request) -> web.Response:
+        self._check_version(request)
+        upload_id = request.match_info["upload_id"]
+        upload = await self._load(upload_id)
+        lock = self._lock(upload_id)
+        if lock.locked():
+            raise ApiError(Errors.UPLOAD_LOCKED)
+        async with lock:
+            await self.hooks.on_terminate(upload)
+            await self.uploads.terminate(upload_id)
+            await asyncio.to_thread(self.blobs.delete, upload_id)
+        self._locks.pop(upload_id, None)
+        return web.Response(status=204, headers=self._headers())

@@ -1,0 +1,470 @@
+"""The transcription queue: the chunk rows themselves, claimed with leases.
+
+Two kinds of job:
+- a chunk job: a QUEUED chunk; it transcribes the carry of the previous chunk of its track
+  followed by its own audio, commits the segments before the last pause and keeps the rest
+  as its own carry;
+- a tail job: the carry of a TRANSCRIBED chunk that no successor will consume (the track
+  ended at finalize, or the next chunk was rejected or failed); it is transcribed alone.
+
+Claims use only portable SQL (select candidates, then a compare-and-set update), so the
+same code serves SQLite and PostgreSQL and workers on several machines.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from storage.database import Database
+from storage.models import Chunk, Meeting, Segment
+from storage.state_machine import (
+    CHUNK_DONE_STATES,
+    ChunkState,
+    MeetingState,
+    StaleState,
+    record_event,
+    transition_chunk,
+)
+
+PROMPT_CHARS = 200
+
+
+@dataclass(frozen=True)
+class Carry:
+    path: str
+    start_ms: int
+    samples: int
+
+
+@dataclass(frozen=True)
+class Job:
+    kind: str  # "chunk" | "tail"
+    chunk_id: int
+    meeting_id: str
+    track: str
+    seq: int
+    start_ms: int
+    upload_id: str
+    owner: str
+    flush: bool  # transcribe everything, keep no carry
+    carry_in: Carry | None  # audio that comes before this job's own audio
+    carry_from_chunk: int | None  # whose carry this job consumes
+    prompt: str
+
+
+@dataclass(frozen=True)
+class NewSegment:
+    start_ms: int
+    end_ms: int
+    text: str
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 3
+    backoff_base_s: float = 2.0
+    backoff_max_s: float = 300.0
+
+    def delay(self, attempts: int) -> float:
+        return min(self.backoff_max_s, self.backoff_base_s ** max(1, attempts))
+
+
+def _lease_free(now: float) -> Any:
+    return or_(Chunk.lease_owner.is_(None), Chunk.lease_expires_at < now)
+
+
+async def _chunk_at(session: AsyncSession, meeting_id: str, track: str, seq: int) -> Chunk | None:
+    return (
+        await session.execute(
+            select(Chunk).where(
+                Chunk.meeting_id == meeting_id, Chunk.track == track, Chunk.seq == seq
+            )
+        )
+    ).scalar_one_or_none()
+
+
+async def ready_state_for(session: AsyncSession, chunk: Chunk) -> ChunkState:
+    """QUEUED if the previous seq of the track is done (or this is seq 0), else WAITING."""
+    if chunk.seq == 0:
+        return ChunkState.QUEUED
+    previous = await _chunk_at(session, chunk.meeting_id, chunk.track, chunk.seq - 1)
+    if previous is not None and ChunkState(previous.state) in CHUNK_DONE_STATES:
+        return ChunkState.QUEUED
+    return ChunkState.WAITING
+
+
+async def promote_successor(session: AsyncSession, chunk: Chunk) -> None:
+    """Called in the transaction that makes `chunk` done: its successor may run now."""
+    successor = await _chunk_at(session, chunk.meeting_id, chunk.track, chunk.seq + 1)
+    if successor is not None and successor.state == ChunkState.WAITING.value:
+        await transition_chunk(
+            session, successor, ChunkState.QUEUED, event="chunk.queued", queued_at=time.time()
+        )
+
+
+async def _prompt_for(session: AsyncSession, meeting_id: str, track: str) -> str:
+    texts = (
+        (
+            await session.execute(
+                select(Segment.text)
+                .where(Segment.meeting_id == meeting_id, Segment.track == track)
+                .order_by(Segment.start_ms.desc())
+                .limit(8)
+            )
+        )
+        .scalars()
+        .all()
+    )
+    return " ".join(reversed(texts))[-PROMPT_CHARS:]
+
+
+def _is_last_of_track(meeting: Meeting, chunk: Chunk) -> bool:
+    return (
+        meeting.state == MeetingState.FINALIZING.value
+        and meeting.last_seq is not None
+        and meeting.last_seq.get(chunk.track) == chunk.seq
+    )
+
+
+async def _tail_is_due(session: AsyncSession, meeting: Meeting, chunk: Chunk) -> bool:
+    if _is_last_of_track(meeting, chunk):
+        return True
+    successor = await _chunk_at(session, chunk.meeting_id, chunk.track, chunk.seq + 1)
+    return successor is not None and successor.state in (
+        ChunkState.REJECTED.value,
+        ChunkState.FAILED.value,
+    )
+
+
+async def _claim_tail(session: AsyncSession, owner: str, lease_s: float, now: float) -> Job | None:
+    rows = (
+        await session.execute(
+            select(Chunk, Meeting)
+            .join(Meeting, Meeting.id == Chunk.meeting_id)
+            .where(
+                Chunk.state == ChunkState.TRANSCRIBED.value,
+                Chunk.carry_done.is_(False),
+                Chunk.carry_samples > 0,
+                _lease_free(now),
+            )
+            .order_by(Chunk.transcribed_at)
+            .limit(50)
+        )
+    ).all()
+    for chunk, meeting in rows:
+        if not await _tail_is_due(session, meeting, chunk):
+            continue
+        result = await session.execute(
+            update(Chunk)
+            .where(Chunk.id == chunk.id, Chunk.carry_done.is_(False), _lease_free(now))
+            .values(lease_owner=owner, lease_expires_at=now + lease_s)
+        )
+        if result.rowcount != 1:
+            continue
+        assert chunk.carry_path is not None and chunk.carry_start_ms is not None
+        return Job(
+            kind="tail",
+            chunk_id=chunk.id,
+            meeting_id=chunk.meeting_id,
+            track=chunk.track,
+            seq=chunk.seq,
+            start_ms=chunk.carry_start_ms,
+            upload_id=chunk.upload_id,
+            owner=owner,
+            flush=True,
+            carry_in=Carry(chunk.carry_path, chunk.carry_start_ms, chunk.carry_samples),
+            carry_from_chunk=chunk.id,
+            prompt=await _prompt_for(session, chunk.meeting_id, chunk.track),
+        )
+    return None
+
+
+async def _claim_chunk(session: AsyncSession, owner: str, lease_s: float, now: float) -> Job | None:
+    # Finalized meetings first: someone is waiting on them. Then oldest queued first.
+    rows = (
+        await session.execute(
+            select(Chunk, Meeting)
+            .join(Meeting, Meeting.id == Chunk.meeting_id)
+            .where(Chunk.state == ChunkState.QUEUED.value, Chunk.next_attempt_at <= now)
+            .order_by(
+                (Meeting.state == MeetingState.FINALIZING.value).desc(),
+                Chunk.queued_at,
+                Chunk.id,
+            )
+            .limit(20)
+        )
+    ).all()
+    for chunk, meeting in rows:
+        try:
+            await transition_chunk(
+                session,
+                chunk,
+                ChunkState.TRANSCRIBING,
+                event="chunk.transcribing",
+                payload={"attempt": chunk.attempts + 1},
+                attempts=chunk.attempts + 1,
+                lease_owner=owner,
+                lease_expires_at=now + lease_s,
+            )
+        except StaleState:
+            continue
+        previous = await _chunk_at(session, chunk.meeting_id, chunk.track, chunk.seq - 1)
+        carry_in = None
+        if (
+            previous is not None
+            and previous.state == ChunkState.TRANSCRIBED.value
+            and not previous.carry_done
+            and previous.carry_samples > 0
+            and previous.carry_path is not None
+            and previous.carry_start_ms is not None
+        ):
+            carry_in = Carry(previous.carry_path, previous.carry_start_ms, previous.carry_samples)
+        return Job(
+            kind="chunk",
+            chunk_id=chunk.id,
+            meeting_id=chunk.meeting_id,
+            track=chunk.track,
+            seq=chunk.seq,
+            start_ms=chunk.start_ms,
+            upload_id=chunk.upload_id,
+            owner=owner,
+            flush=_is_last_of_track(meeting, chunk),
+            carry_in=carry_in,
+            carry_from_chunk=previous.id if carry_in is not None and previous else None,
+            prompt=await _prompt_for(session, chunk.meeting_id, chunk.track),
+        )
+    return None
+
+
+async def claim_next_job(
+    db: Database, owner: str, lease_s: float, now: float | None = None
+) -> Job | None:
+    now = time.time() if now is None else now
+    async with db.write() as session:
+        return await _claim_tail(session, owner, lease_s, now) or await _claim_chunk(
+            session, owner, lease_s, now
+        )
+
+
+async def extend_lease(db: Database, job: Job, lease_s: float) -> bool:
+    """Heartbeat. False means the lease was lost (expired and taken): stop and discard."""
+    async with db.write() as session:
+        result = await session.execute(
+            update(Chunk)
+            .where(Chunk.id == job.chunk_id, Chunk.lease_owner == job.owner)
+            .values(lease_expires_at=time.time() + lease_s)
+        )
+        return result.rowcount == 1
+
+
+def _segment_rows(job: Job, segments: list[NewSegment]) -> list[Segment]:
+    return [
+        Segment(
+            meeting_id=job.meeting_id,
+            chunk_id=job.chunk_id,
+            track=job.track,
+            start_ms=s.start_ms,
+            end_ms=s.end_ms,
+            text=s.text,
+        )
+        for s in segments
+    ]
+
+
+def _segments_payload(segments: list[NewSegment]) -> list[dict[str, Any]]:
+    return [{"start": s.start_ms / 1000, "end": s.end_ms / 1000, "text": s.text} for s in segments]
+
+
+async def complete_job(
+    db: Database, job: Job, segments: list[NewSegment], carry_out: Carry | None
+) -> bool:
+    """Commit a job's segments and carry in one transaction. False if the lease was lost."""
+    now = time.time()
+    async with db.write() as session:
+        chunk = await session.get(Chunk, job.chunk_id)
+        if chunk is None:
+            return False
+        if job.kind == "tail":
+            result = await session.execute(
+                update(Chunk)
+                .where(
+                    Chunk.id == job.chunk_id,
+                    Chunk.lease_owner == job.owner,
+                    Chunk.carry_done.is_(False),
+                )
+                .values(carry_done=True, lease_owner=None, lease_expires_at=None)
+            )
+            if result.rowcount != 1:
+                return False
+            session.add_all(_segment_rows(job, segments))
+            record_event(
+                session,
+                job.meeting_id,
+                "chunk.tail_transcribed",
+                {"track": job.track, "seq": job.seq, "segments": _segments_payload(segments)},
+            )
+            return True
+        try:
+            await transition_chunk(
+                session,
+                chunk,
+                ChunkState.TRANSCRIBED,
+                event="chunk.transcribed",
+                payload={"segments": _segments_payload(segments)},
+                guard=(Chunk.lease_owner == job.owner,),
+                transcribed_at=now,
+                lease_owner=None,
+                lease_expires_at=None,
+                error=None,
+                carry_path=carry_out.path if carry_out else None,
+                carry_start_ms=carry_out.start_ms if carry_out else None,
+                carry_samples=carry_out.samples if carry_out else 0,
+                carry_done=carry_out is None,
+            )
+        except StaleState:
+            return False
+        if job.carry_from_chunk is not None:
+            await session.execute(
+                update(Chunk).where(Chunk.id == job.carry_from_chunk).values(carry_done=True)
+            )
+        session.add_all(_segment_rows(job, segments))
+        await promote_successor(session, chunk)
+        return True
+
+
+async def fail_job(db: Database, job: Job, error: str, policy: RetryPolicy) -> None:
+    """Record a failed attempt: back to QUEUED with backoff, or FAILED when attempts run out."""
+    async with db.write() as session:
+        chunk = await session.get(Chunk, job.chunk_id)
+        if chunk is None:
+            return
+        if job.kind == "tail":
+            # The carry stays due; release the lease and let the next claim retry it.
+            await session.execute(
+                update(Chunk)
+                .where(Chunk.id == job.chunk_id, Chunk.lease_owner == job.owner)
+                .values(lease_owner=None, lease_expires_at=time.time() + policy.delay(1))
+            )
+            return
+        await _retry_or_fail(session, chunk, error, policy, guard_owner=job.owner)
+
+
+async def _retry_or_fail(
+    session: AsyncSession,
+    chunk: Chunk,
+    error: str,
+    policy: RetryPolicy,
+    guard_owner: str | None,
+) -> None:
+    guard = (Chunk.lease_owner == guard_owner,) if guard_owner else ()
+    try:
+        if chunk.attempts >= policy.max_attempts:
+            await transition_chunk(
+                session,
+                chunk,
+                ChunkState.FAILED,
+                event="chunk.failed",
+                payload={"error": error, "attempts": chunk.attempts},
+                guard=guard,
+                error=error,
+                lease_owner=None,
+                lease_expires_at=None,
+            )
+            await promote_successor(session, chunk)
+        else:
+            await transition_chunk(
+                session,
+                chunk,
+                ChunkState.QUEUED,
+                event="chunk.retrying",
+                payload={"error": error, "attempts": chunk.attempts},
+                guard=guard,
+                error=error,
+                lease_owner=None,
+                lease_expires_at=None,
+                next_attempt_at=time.time() + policy.delay(chunk.attempts),
+            )
+    except StaleState:
+        pass
+
+
+async def reap_expired_leases(db: Database, policy: RetryPolicy, now: float | None = None) -> int:
+    """Chunk jobs whose worker stopped heartbeating go back to the queue (or to FAILED)."""
+    now = time.time() if now is None else now
+    async with db.write() as session:
+        expired = (
+            (
+                await session.execute(
+                    select(Chunk).where(
+                        Chunk.state == ChunkState.TRANSCRIBING.value,
+                        Chunk.lease_expires_at < now,
+                    )
+                )
+            )
+            .scalars()
+            .all()
+        )
+        for chunk in expired:
+            await _retry_or_fail(
+                session,
+                chunk,
+                f"lease expired (worker {chunk.lease_owner} stopped)",
+                policy,
+                guard_owner=chunk.lease_owner,
+            )
+        return len(expired)
+
+
+async def promote_stuck_waiting(db: Database) -> int:
+    """Safety net for a race under READ COMMITTED: a WAITING chunk whose predecessor is done."""
+    promoted = 0
+    async with db.write() as session:
+        waiting = (
+            (await session.execute(select(Chunk).where(Chunk.state == ChunkState.WAITING.value)))
+            .scalars()
+            .all()
+        )
+        for chunk in waiting:
+            if await ready_state_for(session, chunk) is ChunkState.QUEUED:
+                await transition_chunk(
+                    session, chunk, ChunkState.QUEUED, event="chunk.queued", queued_at=time.time()
+                )
+                promoted += 1
+    return promoted
+
+
+async def requeue_failed(session: AsyncSession, chunk: Chunk) -> None:
+    """A user asked to retry a FAILED chunk."""
+    await transition_chunk(
+        session,
+        chunk,
+        ChunkState.QUEUED,
+        event="chunk.queued",
+        payload={"retry": True},
+        attempts=0,
+        error=None,
+        next_attempt_at=0.0,
+        queued_at=time.time(),
+    )
+
+
+__all__ = [
+    "Carry",
+    "Job",
+    "NewSegment",
+    "RetryPolicy",
+    "claim_next_job",
+    "complete_job",
+    "extend_lease",
+    "fail_job",
+    "promote_stuck_waiting",
+    "promote_successor",
+    "ready_state_for",
+    "reap_expired_leases",
+    "requeue_failed",
+]

@@ -1,0 +1,121 @@
+"""SQLAlchemy models: meetings, uploads, chunks, segments and the durable event log.
+
+Timestamps are float epoch seconds: the same arithmetic works in SQLite and PostgreSQL
+without dialect-specific date functions.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Meeting(Base):
+    __tablename__ = "meetings"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    external_id: Mapped[str | None] = mapped_column(String(200), unique=True)
+    title: Mapped[str | None] = mapped_column(String(500))
+    # Declared tracks; an empty list accepts any track (Discord users who join late).
+    tracks: Mapped[list[str]] = mapped_column(JSON, default=list)
+    state: Mapped[str] = mapped_column(String(20), index=True)
+    # {"track": last_seq} as given to finalize; None while recording.
+    last_seq: Mapped[dict[str, int] | None] = mapped_column(JSON)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[float] = mapped_column(Double)
+    finalized_at: Mapped[float | None] = mapped_column(Double)
+    completed_at: Mapped[float | None] = mapped_column(Double)
+
+
+class Upload(Base):
+    """One tus upload. Its bytes live in the blob store under the same id."""
+
+    __tablename__ = "uploads"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    length: Mapped[int | None] = mapped_column(Integer)  # None while deferred
+    offset: Mapped[int] = mapped_column(Integer, default=0)
+    # Raw tus metadata, values decoded to str (None for a key without value).
+    meta: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    concat: Mapped[str | None] = mapped_column(String(10))  # None | "partial" | "final"
+    concat_parts: Mapped[list[str] | None] = mapped_column(JSON)
+    created_at: Mapped[float] = mapped_column(Double)
+    expires_at: Mapped[float | None] = mapped_column(Double)
+    terminated_at: Mapped[float | None] = mapped_column(Double)
+
+
+class Chunk(Base):
+    """One rolling segment of one track; also the transcription job (the row is the queue)."""
+
+    __tablename__ = "chunks"
+    __table_args__ = (
+        UniqueConstraint("meeting_id", "track", "seq", name="uq_chunk_key"),
+        Index("ix_chunks_claim", "state", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    meeting_id: Mapped[str] = mapped_column(ForeignKey("meetings.id"), index=True)
+    track: Mapped[str] = mapped_column(String(200))
+    seq: Mapped[int] = mapped_column(Integer)
+    start_ms: Mapped[int] = mapped_column(Integer)
+    upload_id: Mapped[str] = mapped_column(ForeignKey("uploads.id"), unique=True)
+    state: Mapped[str] = mapped_column(String(20))
+    error: Mapped[str | None] = mapped_column(Text)
+    bytes: Mapped[int | None] = mapped_column(Integer)
+    duration_s: Mapped[float | None] = mapped_column(Double)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[float] = mapped_column(Double, default=0.0)
+    lease_owner: Mapped[str | None] = mapped_column(String(200))
+    lease_expires_at: Mapped[float | None] = mapped_column(Double)
+    created_at: Mapped[float] = mapped_column(Double)
+    uploaded_at: Mapped[float | None] = mapped_column(Double)
+    queued_at: Mapped[float | None] = mapped_column(Double)
+    transcribed_at: Mapped[float | None] = mapped_column(Double)
+    # Audio after the last pause, handed to the next chunk of the track (or flushed at the end).
+    carry_path: Mapped[str | None] = mapped_column(String(500))
+    carry_start_ms: Mapped[int | None] = mapped_column(Integer)
+    carry_samples: Mapped[int] = mapped_column(Integer, default=0)
+    # True once the carry was consumed by the successor's job or flushed (or there is none).
+    carry_done: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Segment(Base):
+    __tablename__ = "segments"
+    __table_args__ = (Index("ix_segments_meeting_time", "meeting_id", "start_ms"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    meeting_id: Mapped[str] = mapped_column(ForeignKey("meetings.id"))
+    chunk_id: Mapped[int] = mapped_column(ForeignKey("chunks.id"), index=True)
+    track: Mapped[str] = mapped_column(String(200))
+    start_ms: Mapped[int] = mapped_column(Integer)
+    end_ms: Mapped[int] = mapped_column(Integer)
+    text: Mapped[str] = mapped_column(Text)
+
+
+class Event(Base):
+    """Durable, ordered log of what happened to a meeting: SSE replay reads it."""
+
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_meeting", "meeting_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    meeting_id: Mapped[str] = mapped_column(String(64))
+    type: Mapped[str] = mapped_column(String(50))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[float] = mapped_column(Double)

@@ -1,0 +1,184 @@
+"""The chunk and meeting state machines: the only code that writes a `state` column.
+
+Every transition is a compare-and-set (`UPDATE ... WHERE id = ? AND state = ?`), so two
+processes racing on one row cannot both win, and each writes its event row in the same
+transaction as the state change: the event log never shows a change that was rolled back.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import ColumnElement, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from storage.models import Chunk, Event, Meeting
+
+
+class ChunkState(StrEnum):
+    CREATED = "created"  # upload created, no byte yet
+    UPLOADING = "uploading"  # some bytes stored
+    UPLOADED = "uploaded"  # every byte stored, not yet validated
+    REJECTED = "rejected"  # not valid Ogg Opus; bytes kept
+    WAITING = "waiting"  # valid, waits for the previous seq of its track
+    QUEUED = "queued"  # claimable by a worker (at or after next_attempt_at)
+    TRANSCRIBING = "transcribing"  # leased by a worker
+    TRANSCRIBED = "transcribed"
+    FAILED = "failed"  # gave up after max attempts; can be retried by hand
+    CANCELLED = "cancelled"  # the incomplete upload was terminated; the key may be re-created
+
+
+class MeetingState(StrEnum):
+    RECORDING = "recording"
+    FINALIZING = "finalizing"  # finalize received; waits for chunks and transcription
+    COMPLETE = "complete"
+    FAILED = "failed"
+
+
+CHUNK_TRANSITIONS: dict[ChunkState, frozenset[ChunkState]] = {
+    ChunkState.CREATED: frozenset(
+        {ChunkState.UPLOADING, ChunkState.UPLOADED, ChunkState.CANCELLED}
+    ),
+    ChunkState.UPLOADING: frozenset({ChunkState.UPLOADED, ChunkState.CANCELLED}),
+    ChunkState.UPLOADED: frozenset({ChunkState.REJECTED, ChunkState.WAITING, ChunkState.QUEUED}),
+    ChunkState.WAITING: frozenset({ChunkState.QUEUED}),
+    ChunkState.QUEUED: frozenset({ChunkState.TRANSCRIBING}),
+    # Back to QUEUED: a retry after an error, or a lease that expired (worker died).
+    ChunkState.TRANSCRIBING: frozenset(
+        {ChunkState.TRANSCRIBED, ChunkState.QUEUED, ChunkState.FAILED}
+    ),
+    ChunkState.FAILED: frozenset({ChunkState.QUEUED}),
+    ChunkState.CANCELLED: frozenset({ChunkState.CREATED}),
+    ChunkState.REJECTED: frozenset(),
+    ChunkState.TRANSCRIBED: frozenset(),
+}
+
+# A chunk in one of these states no longer holds up its track: the next seq may run.
+# REJECTED and FAILED break the carry: the successor starts fresh.
+CHUNK_DONE_STATES: frozenset[ChunkState] = frozenset(
+    {ChunkState.TRANSCRIBED, ChunkState.REJECTED, ChunkState.FAILED}
+)
+
+MEETING_TRANSITIONS: dict[MeetingState, frozenset[MeetingState]] = {
+    MeetingState.RECORDING: frozenset({MeetingState.FINALIZING}),
+    MeetingState.FINALIZING: frozenset({MeetingState.COMPLETE, MeetingState.FAILED}),
+    MeetingState.FAILED: frozenset({MeetingState.FINALIZING}),
+    MeetingState.COMPLETE: frozenset(),
+}
+
+
+class IllegalTransition(Exception):
+    def __init__(self, kind: str, current: str, target: str) -> None:
+        super().__init__(f"{kind} cannot go from {current!r} to {target!r}")
+        self.current = current
+        self.target = target
+
+
+class StaleState(Exception):
+    """The row changed under us (another process won the race): re-read and decide again."""
+
+
+def record_event(
+    session: AsyncSession, meeting_id: str, type_: str, payload: dict[str, Any]
+) -> Event:
+    event = Event(meeting_id=meeting_id, type=type_, payload=payload, created_at=time.time())
+    session.add(event)
+    return event
+
+
+async def transition_chunk(
+    session: AsyncSession,
+    chunk: Chunk,
+    target: ChunkState,
+    *,
+    event: str | None = None,
+    payload: dict[str, Any] | None = None,
+    guard: Sequence[ColumnElement[bool]] = (),
+    **fields: Any,
+) -> None:
+    """Move `chunk` to `target` (plus other column values) if legal and nobody moved it first.
+
+    `guard` adds conditions to the compare-and-set, e.g. that the caller still holds the lease.
+    """
+    current = ChunkState(chunk.state)
+    if target not in CHUNK_TRANSITIONS[current]:
+        raise IllegalTransition("chunk", current, target)
+    if "state" in fields:
+        raise ValueError("pass the target state as `target`")
+    result = await session.execute(
+        update(Chunk)
+        .where(Chunk.id == chunk.id, Chunk.state == current.value, *guard)
+        .values(state=target.value, **fields)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        raise StaleState(f"chunk {chunk.id} is no longer {current.value!r}")
+    chunk.state = target.value
+    for name, value in fields.items():
+        setattr(chunk, name, value)
+    if event is not None:
+        body = {"track": chunk.track, "seq": chunk.seq, "state": target.value}
+        body.update(payload or {})
+        record_event(session, chunk.meeting_id, event, body)
+
+
+async def transition_meeting(
+    session: AsyncSession,
+    meeting: Meeting,
+    target: MeetingState,
+    *,
+    event: str | None = None,
+    payload: dict[str, Any] | None = None,
+    **fields: Any,
+) -> None:
+    current = MeetingState(meeting.state)
+    if target not in MEETING_TRANSITIONS[current]:
+        raise IllegalTransition("meeting", current, target)
+    result = await session.execute(
+        update(Meeting)
+        .where(Meeting.id == meeting.id, Meeting.state == current.value)
+        .values(state=target.value, **fields)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        raise StaleState(f"meeting {meeting.id} is no longer {current.value!r}")
+    meeting.state = target.value
+    for name, value in fields.items():
+        setattr(meeting, name, value)
+    if event is not None:
+        body = {"state": target.value}
+        body.update(payload or {})
+        record_event(session, meeting.id, event, body)
+
+
+def new_chunk(*, meeting_id: str, track: str, seq: int, start_ms: int, upload_id: str) -> Chunk:
+    """A chunk row starts life in CREATED; this is the only place a chunk's state is born."""
+    return Chunk(
+        meeting_id=meeting_id,
+        track=track,
+        seq=seq,
+        start_ms=start_ms,
+        upload_id=upload_id,
+        state=ChunkState.CREATED.value,
+        created_at=time.time(),
+        attempts=0,
+        next_attempt_at=0.0,
+        carry_samples=0,
+        carry_done=False,
+    )
+
+
+def new_meeting(
+    *, meeting_id: str, external_id: str | None, title: str | None, tracks: list[str]
+) -> Meeting:
+    return Meeting(
+        id=meeting_id,
+        external_id=external_id,
+        title=title,
+        tracks=tracks,
+        state=MeetingState.RECORDING.value,
+        created_at=time.time(),
+    )

@@ -1,0 +1,71 @@
+"""Durable tus upload records: the offset in the database is the acknowledged truth."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from typing import Any
+
+from sqlalchemy import update
+
+from storage.database import Database
+from storage.models import Upload
+
+
+def new_upload_id() -> str:
+    # 128 random bits, URL-safe: unguessable.
+    return secrets.token_urlsafe(16)
+
+
+class UploadStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def get(self, upload_id: str) -> Upload | None:
+        async with self.db.read() as session:
+            return await session.get(Upload, upload_id)
+
+    async def commit_offset(self, upload_id: str, old: int, new: int) -> bool:
+        async with self.db.write() as session:
+            result = await session.execute(
+                update(Upload)
+                .where(Upload.id == upload_id, Upload.offset == old)
+                .values(offset=new)
+            )
+            return result.rowcount == 1
+
+    async def set_length(self, upload_id: str, length: int) -> bool:
+        async with self.db.write() as session:
+            result = await session.execute(
+                update(Upload)
+                .where(Upload.id == upload_id, Upload.length.is_(None))
+                .values(length=length)
+            )
+            return result.rowcount == 1
+
+    async def terminate(self, upload_id: str) -> None:
+        async with self.db.write() as session:
+            await session.execute(
+                update(Upload).where(Upload.id == upload_id).values(terminated_at=time.time())
+            )
+
+
+def make_upload(
+    *,
+    upload_id: str,
+    length: int | None,
+    meta: dict[str, Any],
+    concat: str | None,
+    concat_parts: list[str] | None,
+    expires_at: float | None,
+) -> Upload:
+    return Upload(
+        id=upload_id,
+        length=length,
+        offset=0,
+        meta=meta,
+        concat=concat,
+        concat_parts=concat_parts,
+        created_at=time.time(),
+        expires_at=expires_at,
+    )

@@ -1,0 +1,91 @@
+"""Assembly: the one code path that completes a meeting, whoever calls it.
+
+Finalize, every worker commit and restart recovery all call `assemble_if_ready`; the
+compare-and-set on the meeting's state makes it happen exactly once.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from sqlalchemy import func, select
+
+from storage.database import Database
+from storage.models import Chunk, Meeting, Segment
+from storage.state_machine import (
+    CHUNK_DONE_STATES,
+    ChunkState,
+    MeetingState,
+    StaleState,
+    transition_meeting,
+)
+
+
+@dataclass(frozen=True)
+class Readiness:
+    ready: bool
+    missing: list[dict[str, object]]  # chunk keys finalize named that never arrived
+    pending: list[dict[str, object]]  # chunks still uploading or being transcribed
+
+
+def readiness(meeting: Meeting, chunks: list[Chunk]) -> Readiness:
+    by_key = {(c.track, c.seq): c for c in chunks}
+    missing: list[dict[str, object]] = []
+    pending: list[dict[str, object]] = []
+    for track, last in sorted((meeting.last_seq or {}).items()):
+        for seq in range(last + 1):
+            chunk = by_key.get((track, seq))
+            if chunk is None:
+                missing.append({"track": track, "seq": seq})
+            elif ChunkState(chunk.state) not in CHUNK_DONE_STATES:
+                pending.append({"track": track, "seq": seq, "state": chunk.state})
+            elif chunk.state == ChunkState.TRANSCRIBED.value and not chunk.carry_done:
+                pending.append({"track": track, "seq": seq, "state": "flushing carry"})
+    ready = meeting.state == MeetingState.FINALIZING.value and not missing and not pending
+    return Readiness(ready, missing, pending)
+
+
+async def assemble_if_ready(db: Database, meeting_id: str) -> bool:
+    """True if the meeting is complete (now or before)."""
+    async with db.read() as session:
+        meeting = await session.get(Meeting, meeting_id)
+        if meeting is None:
+            return False
+        if meeting.state == MeetingState.COMPLETE.value:
+            return True
+        if meeting.state != MeetingState.FINALIZING.value:
+            return False
+    async with db.write() as session:
+        meeting = await session.get(Meeting, meeting_id)
+        if meeting is None or meeting.state != MeetingState.FINALIZING.value:
+            return meeting is not None and meeting.state == MeetingState.COMPLETE.value
+        chunks = list(
+            (await session.execute(select(Chunk).where(Chunk.meeting_id == meeting_id)))
+            .scalars()
+            .all()
+        )
+        if not readiness(meeting, chunks).ready:
+            return False
+        segments = (
+            await session.execute(
+                select(func.count()).select_from(Segment).where(Segment.meeting_id == meeting_id)
+            )
+        ).scalar_one()
+        failed = [
+            {"track": c.track, "seq": c.seq, "state": c.state, "error": c.error}
+            for c in chunks
+            if c.state in (ChunkState.REJECTED.value, ChunkState.FAILED.value)
+        ]
+        try:
+            await transition_meeting(
+                session,
+                meeting,
+                MeetingState.COMPLETE,
+                event="meeting.completed",
+                payload={"segments": segments, "gaps": failed},
+                completed_at=time.time(),
+            )
+        except StaleState:
+            pass
+        return True

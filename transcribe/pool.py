@@ -1,0 +1,64 @@
+"""The server's bounded pool of worker processes, restarted if one dies.
+
+Separate processes (not threads) keep Whisper's CPU work off the server's event loop and
+let a crashed or killed worker take nothing else down; its lease simply expires.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+from dataclasses import dataclass, field
+
+log = logging.getLogger("rollscribe.pool")
+
+
+@dataclass
+class WorkerPool:
+    count: int
+    args: list[str]
+    restart_delay_s: float = 1.0
+    processes: list[asyncio.subprocess.Process | None] = field(default_factory=list)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _stopping: bool = False
+
+    async def start(self) -> None:
+        self.processes = [None] * self.count
+        self._tasks = [asyncio.create_task(self._supervise(i)) for i in range(self.count)]
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.processes if p is not None and p.returncode is None]
+
+    async def _supervise(self, slot: int) -> None:
+        while not self._stopping:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "transcribe.worker", *self.args
+            )
+            self.processes[slot] = process
+            code = await process.wait()
+            if self._stopping:
+                return
+            log.warning("worker %s exited with %s; restarting", process.pid, code)
+            await asyncio.sleep(self.restart_delay_s)
+
+    async def stop(self, timeout_s: float = 10.0) -> None:
+        self._stopping = True
+        for process in self.processes:
+            if process is not None and process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    process.terminate()
+        for process in self.processes:
+            if process is None:
+                continue
+            try:
+                await asyncio.wait_for(process.wait(), timeout_s)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+                await process.wait()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)

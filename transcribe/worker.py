@@ -1,0 +1,199 @@
+"""A transcription worker process: claims jobs from the database, transcribes, commits.
+
+Run as `rollscribe worker` or started by the server's pool. It knows the database and the
+blob store, never HTTP. The model is loaded once per process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import secrets
+import signal
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from codec.decode import decode_to_16k_mono
+
+from storage.blobs import BlobStore
+from storage.database import Database
+from storage.job_queue import (
+    Carry,
+    Job,
+    NewSegment,
+    RetryPolicy,
+    claim_next_job,
+    complete_job,
+    extend_lease,
+    fail_job,
+)
+from transcribe.assembly import assemble_if_ready
+from transcribe.carry import AudioPiece
+from transcribe.engine import SAMPLE_RATE, EngineSettings, WhisperEngine
+from transcribe.track_step import transcribe_step
+
+log = logging.getLogger("rollscribe.worker")
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    database_url: str
+    data_dir: Path
+    cpu_threads: int = 2
+    model_dir: str | None = None
+    lease_s: float = 60.0
+    poll_s: float = 0.2
+    carry_cap_s: float = 30.0
+    retry: RetryPolicy = RetryPolicy()
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    segments: list[NewSegment]
+    carry: Carry | None
+
+
+def run_job(engine: WhisperEngine, blobs: BlobStore, job: Job, carry_cap_s: float) -> JobOutcome:
+    """Blocking: decode, transcribe, write the carry file. Runs in a thread."""
+    carry_piece = None
+    if job.carry_in is not None:
+        carry_piece = AudioPiece(job.carry_in.start_ms, blobs.read_carry(job.carry_in.path))
+    if job.kind == "tail":
+        assert carry_piece is not None
+        end_ms = carry_piece.start_ms + round(len(carry_piece.samples) * 1000 / SAMPLE_RATE)
+        own = AudioPiece(end_ms, np.zeros(0, dtype=np.float32))
+    else:
+        own = AudioPiece(job.start_ms, decode_to_16k_mono(blobs.upload_path(job.upload_id)))
+    result = transcribe_step(
+        engine,
+        carry_piece,
+        own,
+        flush=job.flush,
+        prompt=job.prompt or None,
+        carry_cap_s=carry_cap_s,
+    )
+    carry_out = None
+    if result.carry is not None and len(result.carry.samples) > 0:
+        name = blobs.write_carry(job.chunk_id, result.carry.samples)
+        carry_out = Carry(name, result.carry.start_ms, len(result.carry.samples))
+    segments = [NewSegment(s.start_ms, s.end_ms, s.text) for s in result.segments]
+    return JobOutcome(segments, carry_out)
+
+
+class Worker:
+    def __init__(self, settings: WorkerSettings, engine: WhisperEngine | None = None) -> None:
+        self.settings = settings
+        self.db = Database(settings.database_url)
+        self.blobs = BlobStore(settings.data_dir)
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        self.engine = engine
+        self.stopping = asyncio.Event()
+
+    async def _heartbeat(self, job: Job, lost: asyncio.Event) -> None:
+        while True:
+            await asyncio.sleep(self.settings.lease_s / 3)
+            if not await extend_lease(self.db, job, self.settings.lease_s):
+                lost.set()
+                return
+
+    async def run_one(self) -> bool:
+        """Claim and run one job. False when the queue had nothing to claim."""
+        job = await claim_next_job(self.db, self.owner, self.settings.lease_s)
+        if job is None:
+            return False
+        assert self.engine is not None
+        lost = asyncio.Event()
+        heartbeat = asyncio.create_task(self._heartbeat(job, lost))
+        try:
+            outcome = await asyncio.to_thread(
+                run_job, self.engine, self.blobs, job, self.settings.carry_cap_s
+            )
+        except Exception as exc:  # a bad chunk must not kill the worker
+            log.exception("job %s/%s seq %s failed", job.meeting_id, job.track, job.seq)
+            heartbeat.cancel()
+            await fail_job(self.db, job, f"{type(exc).__name__}: {exc}", self.settings.retry)
+            return True
+        heartbeat.cancel()
+        if lost.is_set() or not await complete_job(self.db, job, outcome.segments, outcome.carry):
+            log.warning("lease on chunk %s was lost; result discarded", job.chunk_id)
+            return True
+        await assemble_if_ready(self.db, job.meeting_id)
+        return True
+
+    async def run(self) -> None:
+        if self.engine is None:
+            self.engine = await asyncio.to_thread(
+                WhisperEngine,
+                EngineSettings(
+                    model_dir=self.settings.model_dir, cpu_threads=self.settings.cpu_threads
+                ),
+            )
+        log.info("worker %s ready", self.owner)
+        try:
+            while not self.stopping.is_set():
+                if not await self.run_one():
+                    try:
+                        await asyncio.wait_for(self.stopping.wait(), self.settings.poll_s)
+                    except TimeoutError:
+                        pass
+        finally:
+            await self.db.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="rollscribe worker")
+    add_worker_arguments(parser)
+    args = parser.parse_args(argv)
+    run_from_args(args)
+
+
+def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
+    env = os.environ.get
+    parser.add_argument("--database-url", default=env("ROLLSCRIBE_DATABASE_URL"))
+    parser.add_argument("--data-dir", default=env("ROLLSCRIBE_DATA_DIR", "./data"))
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=int(env("ROLLSCRIBE_WORKER_THREADS", "2")),
+        help="CPU threads per worker for CTranslate2",
+    )
+    parser.add_argument("--model-dir", default=env("ROLLSCRIBE_MODEL_DIR"))
+    parser.add_argument(
+        "--lease-seconds", type=float, default=float(env("ROLLSCRIBE_LEASE_SECONDS", "60"))
+    )
+    parser.add_argument(
+        "--max-attempts", type=int, default=int(env("ROLLSCRIBE_MAX_ATTEMPTS", "3"))
+    )
+
+
+def run_from_args(args: argparse.Namespace) -> None:
+    from storage.database import sqlite_url
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    data_dir = Path(args.data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    settings = WorkerSettings(
+        database_url=args.database_url or sqlite_url(data_dir),
+        data_dir=data_dir,
+        cpu_threads=args.threads,
+        model_dir=args.model_dir,
+        lease_s=args.lease_seconds,
+        retry=RetryPolicy(max_attempts=args.max_attempts),
+    )
+
+    async def _main() -> None:
+        worker = Worker(settings)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, worker.stopping.set)
+        await worker.run()
+
+    asyncio.run(_main())
+
+
+if __name__ == "__main__":
+    main()
