@@ -224,6 +224,7 @@ class TusHandler:
         try:
             async with self.db.write() as session:
                 session.add(upload)
+                await session.flush()
                 await self.hooks.on_create(session, upload)
             return None
         except ExistingUpload as existing:
@@ -289,6 +290,7 @@ class TusHandler:
         try:
             async with self.db.write() as session:
                 session.add(upload)
+                await session.flush()
                 await self.hooks.on_create(session, upload)
         except ExistingUpload as existing:
             await asyncio.to_thread(self.blobs.delete, upload.id)

@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.server_process import JFK, ServerProcess
+
+TUS = {"Tus-Resumable": "1.0.0"}
+
+
+def b64(value: str) -> str:
+    return base64.b64encode(value.encode()).decode()
+
+
+def metadata(**values: object) -> str:
+    return ",".join(f"{k} {b64(str(v))}" for k, v in values.items())
+
+
+@pytest.fixture(scope="session")
+def protocol_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """A server with no transcription workers: fast, for protocol and API tests."""
+    data = tmp_path_factory.mktemp("protocol") / "data"
+    server = ServerProcess(
+        data, workers=0, extra=["--upload-expiry-seconds", "3", "--read-timeout-seconds", "2",
+                                "--max-upload-bytes", str(64 * 1024 * 1024)]
+    ).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def transcribing_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One server with one Whisper worker, shared by every end-to-end test."""
+    data = tmp_path_factory.mktemp("e2e") / "data"
+    server = ServerProcess(data, workers=1).start()
+    yield server
+    server.stop()
+
+
+class SegmentCache(dict):  # type: ignore[type-arg]
+    """jfk.flac encoded to Ogg Opus segments, keyed by segment length, made once."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__()
+        self.root = root
+
+    def __missing__(self, seconds: float) -> list:
+        from codec.segmenter import encode_segments
+
+        out = self.root / f"s{seconds}"
+        out.mkdir()
+        self[seconds] = encode_segments(JFK, out, seconds)
+        return self[seconds]
+
+
+@pytest.fixture(scope="session")
+def jfk_segments(tmp_path_factory: pytest.TempPathFactory) -> SegmentCache:
+    return SegmentCache(tmp_path_factory.mktemp("segments"))
+
+
+def create_meeting(base_url: str, **body: object) -> dict:
+    response = requests.post(base_url + "/meetings", json=body, timeout=10)
+    assert response.status_code in (200, 201), response.text
+    return response.json()
+
+
+def tus_create(base_url: str, length: int | None, meta: str | None = None,
+               **headers: str) -> requests.Response:
+    h = dict(TUS)
+    if length is not None:
+        h["Upload-Length"] = str(length)
+    if meta is not None:
+        h["Upload-Metadata"] = meta
+    h.update(headers)
+    return requests.post(base_url + "/files/", headers=h, timeout=10)
+
+
+def tus_patch(url: str, offset: int, body: bytes, **headers: str) -> requests.Response:
+    h = {**TUS, "Upload-Offset": str(offset), "Content-Type": "application/offset+octet-stream"}
+    h.update(headers)
+    return requests.patch(url, data=body, headers=h, timeout=30)
+
+
+def read_bytes(path: Path) -> bytes:
+    return path.read_bytes()

@@ -1,0 +1,329 @@
+"""The tus 1.0.0 protocol against a running server: every status code the issue names."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import socket
+import time
+
+import requests
+
+from tests.conftest import TUS, create_meeting, metadata, tus_create, tus_patch
+
+
+def _upload(server, length: int = 10, meta: str | None = None) -> str:
+    r = tus_create(server.url, length, meta)
+    assert r.status_code == 201, r.text
+    return r.headers["Location"]
+
+
+def _offset(url: str) -> int:
+    r = requests.head(url, headers=TUS, timeout=10)
+    assert r.status_code == 200
+    return int(r.headers["Upload-Offset"])
+
+
+def test_options_advertises_extensions_with_200(protocol_server):
+    r = requests.options(protocol_server.url + "/files/", timeout=10)
+    assert r.status_code == 200
+    assert r.headers["Tus-Version"] == "1.0.0"
+    assert r.headers["Tus-Resumable"] == "1.0.0"
+    extensions = set(r.headers["Tus-Extension"].split(","))
+    assert extensions == {
+        "creation", "creation-with-upload", "creation-defer-length", "termination",
+        "checksum", "expiration", "concatenation",
+    }
+    assert int(r.headers["Tus-Max-Size"]) == 64 * 1024 * 1024
+    assert {"sha1", "md5", "sha256"} <= set(r.headers["Tus-Checksum-Algorithm"].split(","))
+
+
+def test_create_patch_head_download(protocol_server):
+    body = b"0123456789"
+    url = _upload(protocol_server, len(body), metadata(filename="a.bin", filetype="x/y"))
+    assert "Upload-Expires" in tus_create(protocol_server.url, 3).headers
+    r = tus_patch(url, 0, body[:4])
+    assert r.status_code == 204 and r.headers["Upload-Offset"] == "4"
+    assert "Upload-Expires" in r.headers
+    head = requests.head(url, headers=TUS, timeout=10)
+    assert head.headers["Upload-Offset"] == "4"
+    assert head.headers["Upload-Length"] == "10"
+    assert head.headers["Cache-Control"] == "no-store"
+    assert "filename" in head.headers["Upload-Metadata"]
+    assert tus_patch(url, 4, body[4:]).headers["Upload-Offset"] == "10"
+    download = requests.get(url, headers=TUS, timeout=10)
+    assert download.status_code == 200 and download.content == body
+
+
+def test_every_412_carries_tus_version(protocol_server):
+    url = _upload(protocol_server)
+    for method, target in [("POST", protocol_server.url + "/files/"), ("HEAD", url),
+                           ("PATCH", url), ("DELETE", url), ("GET", url)]:
+        for version in (None, "0.2.2"):
+            headers = {"Upload-Length": "1", "Content-Type": "application/offset+octet-stream",
+                       "Upload-Offset": "0"}
+            if version:
+                headers["Tus-Resumable"] = version
+            r = requests.request(method, target, headers=headers, timeout=10)
+            assert r.status_code == 412, (method, version, r.status_code)
+            assert r.headers["Tus-Version"] == "1.0.0"
+    assert _offset(url) == 0
+
+
+def test_offset_mismatch_is_409_and_changes_nothing(protocol_server):
+    url = _upload(protocol_server, 6)
+    assert tus_patch(url, 0, b"abc").status_code == 204
+    r = tus_patch(url, 1, b"xyz")
+    assert r.status_code == 409
+    assert r.json()["error"]["code"] == "ERR_MISMATCHED_OFFSET"
+    assert _offset(url) == 3
+    assert requests.get(url, headers=TUS, timeout=10).content == b"abc"
+
+
+def test_patch_with_wrong_content_type_is_415(protocol_server):
+    url = _upload(protocol_server, 3)
+    r = tus_patch(url, 0, b"abc", **{"Content-Type": "application/octet-stream"})
+    assert r.status_code == 415 and _offset(url) == 0
+
+
+def test_creation_body_must_be_offset_octet_stream(protocol_server):
+    r = requests.post(
+        protocol_server.url + "/files/",
+        headers={**TUS, "Upload-Length": "3", "Content-Type": "text/plain"},
+        data=b"abc", timeout=10,
+    )
+    assert r.status_code == 415
+
+
+def test_creation_with_upload(protocol_server):
+    r = requests.post(
+        protocol_server.url + "/files/",
+        headers={**TUS, "Upload-Length": "5", "Content-Type": "application/offset+octet-stream"},
+        data=b"hello", timeout=10,
+    )
+    assert r.status_code == 201 and r.headers["Upload-Offset"] == "5"
+    assert requests.get(r.headers["Location"], headers=TUS, timeout=10).content == b"hello"
+
+
+def test_sizes_over_max_and_past_length_are_413(protocol_server):
+    assert tus_create(protocol_server.url, 64 * 1024 * 1024 + 1).status_code == 413
+    url = _upload(protocol_server, 4)
+    r = tus_patch(url, 0, b"12345")
+    assert r.status_code == 413
+    assert _offset(url) == 0
+
+
+def test_unknown_upload_404_and_path_tricks(protocol_server):
+    for upload_id in ("doesnotexist12345", "..%2F..%2Fetc%2Fpasswd", "a%00b", "x" * 300):
+        r = requests.head(protocol_server.url + "/files/" + upload_id, headers=TUS, timeout=10)
+        assert r.status_code == 404, upload_id
+
+
+def test_terminated_upload_is_410(protocol_server):
+    url = _upload(protocol_server, 4)
+    r = requests.delete(url, headers=TUS, timeout=10)
+    assert r.status_code == 204
+    assert requests.head(url, headers=TUS, timeout=10).status_code == 410
+    assert tus_patch(url, 0, b"abcd").status_code == 410
+
+
+def test_expired_upload_is_410(protocol_server):
+    url = _upload(protocol_server, 4)
+    r = tus_patch(url, 0, b"ab")
+    expires = r.headers["Upload-Expires"]
+    assert expires.endswith("GMT")
+    time.sleep(3.5)
+    assert requests.head(url, headers=TUS, timeout=10).status_code == 410
+
+
+def test_checksums(protocol_server):
+    for algorithm in ("sha1", "md5", "sha256"):
+        url = _upload(protocol_server, 6)
+        good = base64.b64encode(hashlib.new(algorithm, b"abc").digest()).decode()
+        bad = base64.b64encode(hashlib.new(algorithm, b"abd").digest()).decode()
+        r = tus_patch(url, 0, b"abc", **{"Upload-Checksum": f"{algorithm} {bad}"})
+        assert r.status_code == 460, algorithm
+        assert _offset(url) == 0
+        r = tus_patch(url, 0, b"abc", **{"Upload-Checksum": f"{algorithm} {good}"})
+        assert r.status_code == 204 and r.headers["Upload-Offset"] == "3"
+    url = _upload(protocol_server, 3)
+    assert tus_patch(url, 0, b"abc", **{"Upload-Checksum": "crc99 AAAA"}).status_code == 400
+    assert tus_patch(url, 0, b"abc", **{"Upload-Checksum": "sha1 !!"}).status_code == 400
+    assert _offset(url) == 0
+
+
+def test_defer_length(protocol_server):
+    assert tus_create(protocol_server.url, 3, **{"Upload-Defer-Length": "1"}).status_code == 400
+    assert tus_create(protocol_server.url, None).status_code == 400
+    assert tus_create(protocol_server.url, None, **{"Upload-Defer-Length": "2"}).status_code == 400
+    r = tus_create(protocol_server.url, None, **{"Upload-Defer-Length": "1"})
+    url = r.headers["Location"]
+    head = requests.head(url, headers=TUS, timeout=10)
+    assert head.headers["Upload-Defer-Length"] == "1" and "Upload-Length" not in head.headers
+    assert tus_patch(url, 0, b"abc").status_code == 204
+    r = tus_patch(url, 3, b"de", **{"Upload-Length": "5"})
+    assert r.status_code == 204
+    assert requests.head(url, headers=TUS, timeout=10).headers["Upload-Length"] == "5"
+    # A length once set never changes.
+    url2 = _upload(protocol_server, 5)
+    r = tus_patch(url2, 0, b"ab", **{"Upload-Length": "7"})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "ERR_LENGTH_ALREADY_SET"
+
+
+def test_concatenation(protocol_server):
+    parts = []
+    for piece in (b"hello ", b"world"):
+        r = tus_create(protocol_server.url, len(piece), **{"Upload-Concat": "partial"})
+        assert r.status_code == 201
+        assert tus_patch(r.headers["Location"], 0, piece).status_code == 204
+        parts.append(r.headers["Location"])
+    r = requests.post(
+        protocol_server.url + "/files/",
+        headers={**TUS, "Upload-Concat": "final;" + " ".join(parts)}, timeout=10,
+    )
+    assert r.status_code == 201, r.text
+    final = r.headers["Location"]
+    head = requests.head(final, headers=TUS, timeout=10)
+    assert head.headers["Upload-Length"] == "11" and head.headers["Upload-Concat"].startswith(
+        "final;"
+    )
+    assert requests.get(final, headers=TUS, timeout=10).content == b"hello world"
+    assert tus_patch(final, 11, b"x").status_code == 403
+    # An unfinished part cannot be concatenated.
+    r = tus_create(protocol_server.url, 5, **{"Upload-Concat": "partial"})
+    r = requests.post(
+        protocol_server.url + "/files/",
+        headers={**TUS, "Upload-Concat": "final;" + r.headers["Location"]}, timeout=10,
+    )
+    assert r.status_code == 400
+
+
+def test_malformed_and_oversized_metadata(protocol_server):
+    for bad in ("key not-base64!", "key a b", "dup YQ==,dup YQ==", " ,", "k\u00e9y YQ=="):
+        r = tus_create(protocol_server.url, 3, bad)
+        assert r.status_code == 400, bad
+        assert r.json()["error"]["code"] == "ERR_INVALID_METADATA"
+    r = tus_create(protocol_server.url, 3, "big " + "A" * 8000)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "ERR_METADATA_TOO_LARGE"
+
+
+def test_bad_numbers_are_400(protocol_server):
+    for length in ("-1", "abc", "1e3", "99999999999999999999999"):
+        assert tus_create(protocol_server.url, None, **{"Upload-Length": length}).status_code == 400
+    url = _upload(protocol_server, 3)
+    for offset in ("-1", "x", ""):
+        assert tus_patch(url, 0, b"a", **{"Upload-Offset": offset}).status_code == 400
+    assert _offset(url) == 0
+
+
+def _raw_patch(url: str, offset: int, declared: int, body: bytes) -> None:
+    """Sends a PATCH that declares `declared` bytes, sends `body` and hangs up."""
+    host_port = url.split("//", 1)[1].split("/", 1)
+    host, port = host_port[0].split(":")
+    path = "/" + host_port[1]
+    with socket.create_connection((host, int(port))) as sock:
+        head = (
+            f"PATCH {path} HTTP/1.1\r\nHost: {host}\r\nTus-Resumable: 1.0.0\r\n"
+            f"Upload-Offset: {offset}\r\nContent-Type: application/offset+octet-stream\r\n"
+            f"Content-Length: {declared}\r\n\r\n"
+        ).encode()
+        sock.sendall(head + body)
+        time.sleep(0.5)
+
+
+def test_resume_after_interrupted_patch(protocol_server):
+    data = bytes(range(256)) * 4096  # 1 MiB
+    url = _upload(protocol_server, len(data))
+    _raw_patch(url, 0, len(data), data[:300_000])
+    deadline = time.monotonic() + 5
+    while _offset(url) == 0 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    offset = _offset(url)
+    assert offset == 300_000  # what arrived was kept
+    assert tus_patch(url, offset, data[offset:]).status_code == 204
+    assert requests.get(url, headers=TUS, timeout=10).content == data
+
+
+def test_stalled_patch_times_out_and_keeps_bytes(protocol_server):
+    url = _upload(protocol_server, 100)
+    host, port = url.split("//", 1)[1].split("/", 1)[0].split(":")
+    with socket.create_connection((host, int(port))) as sock:
+        sock.sendall(
+            (
+                f"PATCH /files/{url.rsplit('/', 1)[1]} HTTP/1.1\r\nHost: x\r\n"
+                "Tus-Resumable: 1.0.0\r\nUpload-Offset: 0\r\n"
+                "Content-Type: application/offset+octet-stream\r\nContent-Length: 100\r\n\r\n"
+            ).encode()
+            + b"x" * 40
+        )
+        sock.settimeout(10)
+        reply = sock.recv(4096).decode()
+    assert reply.startswith("HTTP/1.1 408"), reply
+    assert _offset(url) == 40
+
+
+def test_cors_preflight_and_exposed_headers(protocol_server):
+    r = requests.options(
+        protocol_server.url + "/files/",
+        headers={"Origin": "http://app.example", "Access-Control-Request-Method": "POST",
+                 "Access-Control-Request-Headers": "tus-resumable,upload-length"},
+        timeout=10,
+    )
+    assert r.status_code in (200, 204)
+    assert r.headers["Access-Control-Allow-Origin"] == "http://app.example"
+    assert "Upload-Offset" in r.headers["Access-Control-Allow-Headers"]
+    r = tus_create(protocol_server.url, 3, Origin="http://app.example")
+    exposed = r.headers["Access-Control-Expose-Headers"]
+    for name in ("Location", "Upload-Offset", "Upload-Length", "Tus-Resumable"):
+        assert name in exposed
+
+
+def test_chunk_key_returns_existing_upload(protocol_server):
+    meeting = create_meeting(protocol_server.url, tracks=["mic"])
+    meta = metadata(meeting_id=meeting["id"], track="mic", seq=0, start_ms=0)
+    first = tus_create(protocol_server.url, 10, meta)
+    assert tus_patch(first.headers["Location"], 0, b"12345").status_code == 204
+    again = tus_create(protocol_server.url, 10, meta)
+    assert again.status_code == 201
+    assert again.headers["Location"] == first.headers["Location"]
+    assert again.headers["Upload-Offset"] == "5"
+    conflict = tus_create(protocol_server.url, 11, meta)
+    assert conflict.status_code == 409
+    assert "different Upload-Length" in conflict.json()["error"]["message"]
+    view = requests.get(f"{protocol_server.url}/meetings/{meeting['id']}", timeout=10).json()
+    assert len(view["chunks"]) == 1 and view["chunks"][0]["bytes"] == 5
+
+
+def test_chunk_metadata_errors(protocol_server):
+    meeting = create_meeting(protocol_server.url, tracks=["mic"])
+    cases = [
+        (metadata(meeting_id="nope", track="mic", seq=0, start_ms=0), 404),
+        (metadata(meeting_id=meeting["id"], track="other", seq=0, start_ms=0), 400),
+        (metadata(meeting_id=meeting["id"], track="mic", seq=-1, start_ms=0), 400),
+        (metadata(meeting_id=meeting["id"], track="mic", seq="x", start_ms=0), 400),
+        (metadata(meeting_id=meeting["id"], track="mic", seq=0), 400),
+    ]
+    for meta, status in cases:
+        r = tus_create(protocol_server.url, 10, meta)
+        assert r.status_code == status, (meta, r.text)
+        assert "error" in r.json()
+
+
+def test_two_concurrent_patches_one_gets_423(protocol_server):
+    url = _upload(protocol_server, 1000)
+    host, port = url.split("//", 1)[1].split("/", 1)[0].split(":")
+    with socket.create_connection((host, int(port))) as sock:
+        sock.sendall(
+            (
+                f"PATCH /files/{url.rsplit('/', 1)[1]} HTTP/1.1\r\nHost: x\r\n"
+                "Tus-Resumable: 1.0.0\r\nUpload-Offset: 0\r\n"
+                "Content-Type: application/offset+octet-stream\r\nContent-Length: 1000\r\n\r\n"
+            ).encode()
+            + b"x" * 10
+        )
+        time.sleep(0.3)
+        r = tus_patch(url, 0, b"y" * 1000)
+        assert r.status_code in (409, 423)
+    time.sleep(0.5)
+    stored = requests.get(url, headers=TUS, timeout=10).content
+    assert set(stored) <= {ord("x")}
