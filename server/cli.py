@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> None:
     serve = sub.add_parser("serve", help="run the server (and its worker pool)")
     add_serve_arguments(serve)
 
-    from transcribe.worker import add_worker_arguments
+    from transcribe.worker_config import add_worker_arguments
 
     worker = sub.add_parser("worker", help="run one transcription worker process")
     add_worker_arguments(worker)

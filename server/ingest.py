@@ -8,11 +8,11 @@ import asyncio
 import time
 from dataclasses import dataclass
 
-from codec.errors import InvalidOpusError
-from codec.validate import validate_ogg_opus
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from codec.errors import InvalidOpusError
+from codec.validate import validate_ogg_opus
 from server.errors import ApiError, Errors
 from server.tus.hooks import ExistingUpload
 from storage.blobs import BlobStore

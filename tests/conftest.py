@@ -25,8 +25,16 @@ def protocol_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server
     """A server with no transcription workers: fast, for protocol and API tests."""
     data = tmp_path_factory.mktemp("protocol") / "data"
     server = ServerProcess(
-        data, workers=0, extra=["--upload-expiry-seconds", "3", "--read-timeout-seconds", "2",
-                                "--max-upload-bytes", str(64 * 1024 * 1024)]
+        data,
+        workers=0,
+        extra=[
+            "--upload-expiry-seconds",
+            "3",
+            "--read-timeout-seconds",
+            "2",
+            "--max-upload-bytes",
+            str(64 * 1024 * 1024),
+        ],
     ).start()
     yield server
     server.stop()
@@ -68,8 +76,9 @@ def create_meeting(base_url: str, **body: object) -> dict:
     return response.json()
 
 
-def tus_create(base_url: str, length: int | None, meta: str | None = None,
-               **headers: str) -> requests.Response:
+def tus_create(
+    base_url: str, length: int | None, meta: str | None = None, **headers: str
+) -> requests.Response:
     h = dict(TUS)
     if length is not None:
         h["Upload-Length"] = str(length)

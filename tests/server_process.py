@@ -41,14 +41,24 @@ class ServerProcess:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.process = subprocess.Popen(
             [
-                sys.executable, "-m", "server.cli", "serve",
-                "--port", str(self.port),
-                "--data-dir", str(self.data_dir),
-                "--workers", str(self.workers),
-                "--worker-threads", "2",
+                sys.executable,
+                "-m",
+                "server.cli",
+                "serve",
+                "--port",
+                str(self.port),
+                "--data-dir",
+                str(self.data_dir),
+                "--workers",
+                str(self.workers),
+                "--worker-threads",
+                "2",
                 *self.extra,
             ],
-            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
             start_new_session=True,
         )
         deadline = time.monotonic() + timeout_s

@@ -56,8 +56,9 @@ def test_two_tracks_end_to_end(transcribing_server, jfk_segments):
     base = transcribing_server.url
     segments = jfk_segments[3.0]  # 11 s of speech in four segments
     assert len(segments) == 4
-    meeting = create_meeting(base, title="e2e", tracks=["mic", "system"],
-                             external_id="e2e-two-tracks")
+    meeting = create_meeting(
+        base, title="e2e", tracks=["mic", "system"], external_id="e2e-two-tracks"
+    )
     meeting_id = meeting["id"]
     # The same recording on two tracks, the second one placed 20 s later in the meeting.
     offset_ms = 20_000
@@ -69,15 +70,19 @@ def test_two_tracks_end_to_end(transcribing_server, jfk_segments):
     assert partial["final"] is False
 
     last = len(segments) - 1
-    r = requests.post(f"{base}/meetings/{meeting_id}/finalize",
-                      json={"last_seq": {"mic": last, "system": last}}, timeout=10)
+    r = requests.post(
+        f"{base}/meetings/{meeting_id}/finalize",
+        json={"last_seq": {"mic": last, "system": last}},
+        timeout=10,
+    )
     assert r.status_code == 200, r.text
     view = wait_state(base, meeting_id, "complete")
     assert [c["state"] for c in view["chunks"]] == ["transcribed"] * 8
     assert all(c["bytes"] > 0 and 2.9 < c["duration_s"] < 3.1 for c in view["chunks"][:3])
 
-    transcript = requests.get(f"{base}/meetings/{meeting_id}/transcript?format=json",
-                              timeout=10).json()
+    transcript = requests.get(
+        f"{base}/meetings/{meeting_id}/transcript?format=json", timeout=10
+    ).json()
     assert transcript["final"] is True
     by_track: dict[str, list[dict]] = {"mic": [], "system": []}
     for seg in transcript["segments"]:
@@ -102,8 +107,11 @@ def test_two_tracks_end_to_end(transcribing_server, jfk_segments):
     assert txt.splitlines()[0].startswith("[00:00:0") and "mic:" in txt
 
     # Finalize again: same answer, no second assembly.
-    again = requests.post(f"{base}/meetings/{meeting_id}/finalize",
-                          json={"last_seq": {"mic": last, "system": last}}, timeout=10)
+    again = requests.post(
+        f"{base}/meetings/{meeting_id}/finalize",
+        json={"last_seq": {"mic": last, "system": last}},
+        timeout=10,
+    )
     assert again.status_code == 200 and again.json()["state"] == "complete"
     assert create_meeting(base, external_id="e2e-two-tracks")["id"] == meeting_id
 
@@ -120,8 +128,12 @@ def test_two_tracks_end_to_end(transcribing_server, jfk_segments):
 
 def read_events(base: str, meeting_id: str, last_event_id: int | None = None) -> list[dict]:
     headers = {"Last-Event-ID": str(last_event_id)} if last_event_id is not None else {}
-    r = requests.get(f"{base}/meetings/{meeting_id}/events?until=complete", headers=headers,
-                     stream=True, timeout=30)
+    r = requests.get(
+        f"{base}/meetings/{meeting_id}/events?until=complete",
+        headers=headers,
+        stream=True,
+        timeout=30,
+    )
     assert r.headers["Content-Type"].startswith("text/event-stream")
     events: list[dict] = []
     current: dict = {}
@@ -153,16 +165,18 @@ def test_rejected_chunk_does_not_stop_the_meeting(transcribing_server, jfk_segme
     upload_segment(base, meeting_id, "mic", segments[0], segments[0].start_ms)
     upload_segment(base, meeting_id, "mic", Fake, 5000)
     upload_segment(base, meeting_id, "mic", segments[2], segments[2].start_ms)
-    requests.post(f"{base}/meetings/{meeting_id}/finalize", json={"last_seq": {"mic": 2}},
-                  timeout=10)
+    requests.post(
+        f"{base}/meetings/{meeting_id}/finalize", json={"last_seq": {"mic": 2}}, timeout=10
+    )
     view = wait_state(base, meeting_id, "complete")
     states = {c["seq"]: c for c in view["chunks"]}
     assert states[1]["state"] == "rejected"
     assert "not valid Ogg Opus" in states[1]["error"]
     assert states[0]["state"] == states[2]["state"] == "transcribed"
     # The rejected chunk's bytes are kept.
-    stored = requests.get(base + states[1]["upload_url"], headers={"Tus-Resumable": "1.0.0"},
-                          timeout=10).content
+    stored = requests.get(
+        base + states[1]["upload_url"], headers={"Tus-Resumable": "1.0.0"}, timeout=10
+    ).content
     assert stored == bogus.read_bytes()
     transcript = requests.get(f"{base}/meetings/{meeting_id}/transcript", timeout=10).json()
     assert transcript["gaps"] and transcript["gaps"][0]["seq"] == 1

@@ -15,8 +15,11 @@ def _error(r: requests.Response, status: int) -> str:
 
 def test_create_and_external_id_idempotency(protocol_server):
     base = protocol_server.url
-    r = requests.post(base + "/meetings", json={"title": "Standup", "tracks": ["mic", "system"],
-                                                "external_id": "rec-123"}, timeout=10)
+    r = requests.post(
+        base + "/meetings",
+        json={"title": "Standup", "tracks": ["mic", "system"], "external_id": "rec-123"},
+        timeout=10,
+    )
     assert r.status_code == 201
     first = r.json()
     assert first["state"] == "recording" and first["chunks"] == []
@@ -26,24 +29,39 @@ def test_create_and_external_id_idempotency(protocol_server):
 
 def test_create_bad_input(protocol_server):
     base = protocol_server.url
-    assert _error(requests.post(base + "/meetings", data=b"{not json", timeout=10),
-                  400) == "ERR_INVALID_JSON"
-    assert _error(requests.post(base + "/meetings", json=[1, 2], timeout=10),
-                  400) == "ERR_INVALID_JSON"
-    for body in ({"tracks": "mic"}, {"tracks": ["a", "a"]}, {"tracks": [""]},
-                 {"title": 5}, {"external_id": "x" * 500}, {"tracks": [str(i) for i in range(65)]}):
-        assert _error(requests.post(base + "/meetings", json=body, timeout=10),
-                      400) == "ERR_INVALID_FIELD", body
+    assert (
+        _error(requests.post(base + "/meetings", data=b"{not json", timeout=10), 400)
+        == "ERR_INVALID_JSON"
+    )
+    assert (
+        _error(requests.post(base + "/meetings", json=[1, 2], timeout=10), 400)
+        == "ERR_INVALID_JSON"
+    )
+    for body in (
+        {"tracks": "mic"},
+        {"tracks": ["a", "a"]},
+        {"tracks": [""]},
+        {"title": 5},
+        {"external_id": "x" * 500},
+        {"tracks": [str(i) for i in range(65)]},
+    ):
+        assert (
+            _error(requests.post(base + "/meetings", json=body, timeout=10), 400)
+            == "ERR_INVALID_FIELD"
+        ), body
     r = requests.post(base + "/meetings", data=b"x" * (2 * 1024 * 1024), timeout=10)
     assert r.status_code == 413
 
 
 def test_unknown_meeting_is_404_everywhere(protocol_server):
     base = protocol_server.url
-    for method, path in [("GET", "/meetings/m_nope"), ("GET", "/meetings/m_nope/transcript"),
-                         ("GET", "/meetings/m_nope/events"),
-                         ("POST", "/meetings/m_nope/finalize"),
-                         ("POST", "/meetings/m_nope/chunks/mic/0/retry")]:
+    for method, path in [
+        ("GET", "/meetings/m_nope"),
+        ("GET", "/meetings/m_nope/transcript"),
+        ("GET", "/meetings/m_nope/events"),
+        ("POST", "/meetings/m_nope/finalize"),
+        ("POST", "/meetings/m_nope/chunks/mic/0/retry"),
+    ]:
         r = requests.request(method, base + path, json={"last_seq": {}}, timeout=10)
         assert _error(r, 404) == "ERR_MEETING_NOT_FOUND", path
 
@@ -52,22 +70,33 @@ def test_finalize_rules(protocol_server):
     base = protocol_server.url
     meeting = create_meeting(base, tracks=["mic"])
     url = f"{base}/meetings/{meeting['id']}/finalize"
-    for body in ({}, {"last_seq": []}, {"last_seq": {"mic": -1}}, {"last_seq": {"mic": "3"}},
-                 {"last_seq": {"mic": True}}):
+    for body in (
+        {},
+        {"last_seq": []},
+        {"last_seq": {"mic": -1}},
+        {"last_seq": {"mic": "3"}},
+        {"last_seq": {"mic": True}},
+    ):
         assert _error(requests.post(url, json=body, timeout=10), 400) == "ERR_INVALID_FIELD"
-    assert _error(requests.post(url, json={"last_seq": {"other": 0}}, timeout=10),
-                  400) == "ERR_UNKNOWN_TRACK"
+    assert (
+        _error(requests.post(url, json={"last_seq": {"other": 0}}, timeout=10), 400)
+        == "ERR_UNKNOWN_TRACK"
+    )
     # A chunk beyond the given last seq cannot be ignored.
     meta = metadata(meeting_id=meeting["id"], track="mic", seq=2, start_ms=0)
     assert tus_create(base, 5, meta).status_code == 201
-    assert _error(requests.post(url, json={"last_seq": {"mic": 1}}, timeout=10),
-                  400) == "ERR_INVALID_FIELD"
+    assert (
+        _error(requests.post(url, json={"last_seq": {"mic": 1}}, timeout=10), 400)
+        == "ERR_INVALID_FIELD"
+    )
     r = requests.post(url, json={"last_seq": {"mic": 2}}, timeout=10)
     assert r.status_code == 200 and r.json()["state"] == "finalizing"
     assert r.json()["missing"] == [{"track": "mic", "seq": 0}, {"track": "mic", "seq": 1}]
     assert requests.post(url, json={"last_seq": {"mic": 2}}, timeout=10).status_code == 200
-    assert _error(requests.post(url, json={"last_seq": {"mic": 3}}, timeout=10),
-                  409) == "ERR_FINALIZE_CONFLICT"
+    assert (
+        _error(requests.post(url, json={"last_seq": {"mic": 3}}, timeout=10), 409)
+        == "ERR_FINALIZE_CONFLICT"
+    )
     # After finalize, a seq past the last one is refused; one within it is accepted.
     late = metadata(meeting_id=meeting["id"], track="mic", seq=3, start_ms=0)
     assert _error(tus_create(base, 5, late), 409) == "ERR_SEQ_AFTER_FINALIZE"
@@ -78,12 +107,24 @@ def test_finalize_rules(protocol_server):
 def test_transcript_format_and_retry_errors(protocol_server):
     base = protocol_server.url
     meeting = create_meeting(base)
-    assert _error(requests.get(f"{base}/meetings/{meeting['id']}/transcript?format=doc",
-                               timeout=10), 400) == "ERR_INVALID_FORMAT"
-    assert _error(requests.post(f"{base}/meetings/{meeting['id']}/chunks/mic/0/retry",
-                                timeout=10), 404) == "ERR_CHUNK_NOT_FOUND"
-    assert _error(requests.post(f"{base}/meetings/{meeting['id']}/chunks/mic/x/retry",
-                                timeout=10), 400) == "ERR_INVALID_FIELD"
+    assert (
+        _error(
+            requests.get(f"{base}/meetings/{meeting['id']}/transcript?format=doc", timeout=10), 400
+        )
+        == "ERR_INVALID_FORMAT"
+    )
+    assert (
+        _error(
+            requests.post(f"{base}/meetings/{meeting['id']}/chunks/mic/0/retry", timeout=10), 404
+        )
+        == "ERR_CHUNK_NOT_FOUND"
+    )
+    assert (
+        _error(
+            requests.post(f"{base}/meetings/{meeting['id']}/chunks/mic/x/retry", timeout=10), 400
+        )
+        == "ERR_INVALID_FIELD"
+    )
 
 
 def test_invalid_audio_is_rejected_with_reason_and_kept(protocol_server):

@@ -38,11 +38,20 @@ async def _chunk_in(db: Database, state: ChunkState) -> int:
     n = next(_ids)
     async with db.write() as s:
         s.add(new_meeting(meeting_id=f"m{n}", external_id=None, title=None, tracks=[]))
-        s.add(make_upload(upload_id=f"upload{n:08d}", length=1, meta={}, concat=None,
-                          concat_parts=None, expires_at=None))
+        s.add(
+            make_upload(
+                upload_id=f"upload{n:08d}",
+                length=1,
+                meta={},
+                concat=None,
+                concat_parts=None,
+                expires_at=None,
+            )
+        )
         await s.flush()
-        chunk = new_chunk(meeting_id=f"m{n}", track="t", seq=0, start_ms=0,
-                          upload_id=f"upload{n:08d}")
+        chunk = new_chunk(
+            meeting_id=f"m{n}", track="t", seq=0, start_ms=0, upload_id=f"upload{n:08d}"
+        )
         s.add(chunk)
         await s.flush()
         chunk.state = state.value  # test setup only: place the row in the state under test
@@ -61,8 +70,11 @@ def test_every_legal_chunk_transition(tmp_path: Path) -> None:
                     await transition_chunk(s, chunk, target, event="test.moved")
                 async with db.read() as s:
                     assert (await s.get(Chunk, chunk_id)).state == target.value
-                    events = (await s.execute(select(Event).where(
-                        Event.meeting_id == chunk.meeting_id))).scalars().all()
+                    events = (
+                        (await s.execute(select(Event).where(Event.meeting_id == chunk.meeting_id)))
+                        .scalars()
+                        .all()
+                    )
                     assert [e.payload["state"] for e in events] == [target.value]
                 count += 1
         await db.close()

@@ -21,12 +21,26 @@ pytestmark = pytest.mark.node
 def test_tus_js_client_uploads_and_resumes_a_chunk(protocol_server, jfk_segments):
     segment = jfk_segments[5.0][0]
     meeting = create_meeting(protocol_server.url, tracks=["mic"])
-    meta = {"meeting_id": meeting["id"], "track": "mic", "seq": "0", "start_ms": "0",
-            "filename": segment.path.name, "filetype": "audio/ogg"}
+    meta = {
+        "meeting_id": meeting["id"],
+        "track": "mic",
+        "seq": "0",
+        "start_ms": "0",
+        "filename": segment.path.name,
+        "filetype": "audio/ogg",
+    }
     out = subprocess.run(
-        ["node", str(JS / "upload.mjs"), protocol_server.url + "/files/", str(segment.path),
-         json.dumps(meta)],
-        capture_output=True, text=True, timeout=60, check=True,
+        [
+            "node",
+            str(JS / "upload.mjs"),
+            protocol_server.url + "/files/",
+            str(segment.path),
+            json.dumps(meta),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
     result = json.loads(out.stdout)
     assert result["url"] == result["firstUrl"]  # resumed the same upload, no second one

@@ -14,18 +14,16 @@ import secrets
 import signal
 import socket
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
-from codec.decode import decode_to_16k_mono
 
+from codec.decode import decode_to_16k_mono
 from storage.blobs import BlobStore
 from storage.database import Database
 from storage.job_queue import (
     Carry,
     Job,
     NewSegment,
-    RetryPolicy,
     claim_next_job,
     complete_job,
     extend_lease,
@@ -35,20 +33,9 @@ from transcribe.assembly import assemble_if_ready
 from transcribe.carry import AudioPiece
 from transcribe.engine import SAMPLE_RATE, EngineSettings, WhisperEngine
 from transcribe.track_step import transcribe_step
+from transcribe.worker_config import WorkerSettings, add_worker_arguments, settings_from_args
 
 log = logging.getLogger("rollscribe.worker")
-
-
-@dataclass(frozen=True)
-class WorkerSettings:
-    database_url: str
-    data_dir: Path
-    cpu_threads: int = 2
-    model_dir: str | None = None
-    lease_s: float = 60.0
-    poll_s: float = 0.2
-    carry_cap_s: float = 30.0
-    retry: RetryPolicy = RetryPolicy()
 
 
 @dataclass(frozen=True)
@@ -144,46 +131,9 @@ class Worker:
             await self.db.close()
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="rollscribe worker")
-    add_worker_arguments(parser)
-    args = parser.parse_args(argv)
-    run_from_args(args)
-
-
-def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
-    env = os.environ.get
-    parser.add_argument("--database-url", default=env("ROLLSCRIBE_DATABASE_URL"))
-    parser.add_argument("--data-dir", default=env("ROLLSCRIBE_DATA_DIR", "./data"))
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=int(env("ROLLSCRIBE_WORKER_THREADS", "2")),
-        help="CPU threads per worker for CTranslate2",
-    )
-    parser.add_argument("--model-dir", default=env("ROLLSCRIBE_MODEL_DIR"))
-    parser.add_argument(
-        "--lease-seconds", type=float, default=float(env("ROLLSCRIBE_LEASE_SECONDS", "60"))
-    )
-    parser.add_argument(
-        "--max-attempts", type=int, default=int(env("ROLLSCRIBE_MAX_ATTEMPTS", "3"))
-    )
-
-
 def run_from_args(args: argparse.Namespace) -> None:
-    from storage.database import sqlite_url
-
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    data_dir = Path(args.data_dir)
-    data_dir.mkdir(parents=True, exist_ok=True)
-    settings = WorkerSettings(
-        database_url=args.database_url or sqlite_url(data_dir),
-        data_dir=data_dir,
-        cpu_threads=args.threads,
-        model_dir=args.model_dir,
-        lease_s=args.lease_seconds,
-        retry=RetryPolicy(max_attempts=args.max_attempts),
-    )
+    settings = settings_from_args(args)
 
     async def _main() -> None:
         worker = Worker(settings)
@@ -193,6 +143,12 @@ def run_from_args(args: argparse.Namespace) -> None:
         await worker.run()
 
     asyncio.run(_main())
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="rollscribe worker")
+    add_worker_arguments(parser)
+    run_from_args(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -74,7 +74,7 @@ class TusHandler:
             web.options(prefix + "/{upload_id}", self.options),
             web.post(prefix + "/", self.create),
             web.post(prefix, self.create),
-            web.head(prefix + "/{upload_id}", self.head, allow_head=False),
+            web.head(prefix + "/{upload_id}", self.head),
             web.get(prefix + "/{upload_id}", self.download, allow_head=False),
             web.patch(prefix + "/{upload_id}", self.patch),
             web.delete(prefix + "/{upload_id}", self.delete),

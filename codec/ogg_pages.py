@@ -1,0 +1,91 @@
+"""Reads Ogg pages with libogg (through pyogg's ctypes bindings): libogg does the framing
+and the CRC check, we only walk the pages it hands back."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from pyogg import ogg
+
+from codec.errors import InvalidOpusError
+
+BLOCK = 64 * 1024
+
+# Two of pyogg 0.6.14a1's declarations are wrong, so take our own typed pointers:
+# ogg_sync_buffer returns c_char_p there (a *copy* of libogg's buffer, useless to write
+# into), and ogg_sync_pageout returns c_long where libogg returns int, so its -1 (corrupt
+# data, bad CRC) reads as 4294967295.
+_sync_buffer = ogg.libogg["ogg_sync_buffer"]
+_sync_buffer.restype = ctypes.c_void_p
+_sync_buffer.argtypes = [ogg.oy_p, ctypes.c_long]
+_sync_pageout = ogg.libogg["ogg_sync_pageout"]
+_sync_pageout.restype = ctypes.c_int
+_sync_pageout.argtypes = [ogg.oy_p, ogg.og_p]
+
+
+@dataclass(frozen=True)
+class OggPage:
+    serial: int
+    sequence: int
+    granule: int
+    bos: bool
+    eos: bool
+    continued: bool
+    packets: int  # packets that end on this page
+    offset: int  # byte offset of the page in the stream
+    header: bytes
+    body: bytes
+
+
+class OggPageReader:
+    """Iterates the pages of an Ogg file, block by block (never the whole file in memory)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = path
+        self.trailing_bytes = 0
+
+    def __iter__(self) -> Iterator[OggPage]:
+        state = ogg.ogg_sync_state()
+        ogg.ogg_sync_init(ctypes.byref(state))
+        page = ogg.ogg_page()
+        consumed = 0  # bytes handed to libogg that ended up in pages
+        try:
+            with open(self.path, "rb") as f:
+                while True:
+                    data = f.read(BLOCK)
+                    if data:
+                        pointer = _sync_buffer(ctypes.byref(state), len(data))
+                        ctypes.memmove(pointer, data, len(data))
+                        ogg.ogg_sync_wrote(ctypes.byref(state), len(data))
+                    while True:
+                        result = _sync_pageout(ctypes.byref(state), ctypes.byref(page))
+                        if result == 0:
+                            break
+                        if result < 0:
+                            raise InvalidOpusError(
+                                f"corrupt Ogg data (bad capture pattern or CRC) after byte "
+                                f"{consumed}"
+                            )
+                        header = ctypes.string_at(page.header, page.header_len)
+                        body = ctypes.string_at(page.body, page.body_len)
+                        yield OggPage(
+                            serial=ogg.ogg_page_serialno(ctypes.byref(page)) & 0xFFFFFFFF,
+                            sequence=ogg.ogg_page_pageno(ctypes.byref(page)),
+                            granule=ogg.ogg_page_granulepos(ctypes.byref(page)),
+                            bos=bool(ogg.ogg_page_bos(ctypes.byref(page))),
+                            eos=bool(ogg.ogg_page_eos(ctypes.byref(page))),
+                            continued=bool(ogg.ogg_page_continued(ctypes.byref(page))),
+                            packets=ogg.ogg_page_packets(ctypes.byref(page)),
+                            offset=consumed,
+                            header=header,
+                            body=body,
+                        )
+                        consumed += len(header) + len(body)
+                    if not data:
+                        break
+            self.trailing_bytes = state.fill - state.returned
+        finally:
+            ogg.libogg.ogg_sync_clear(ctypes.byref(state))
