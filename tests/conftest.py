@@ -96,3 +96,18 @@ def tus_patch(url: str, offset: int, body: bytes, **headers: str) -> requests.Re
 
 def read_bytes(path: Path) -> bytes:
     return path.read_bytes()
+
+
+@pytest.fixture(scope="session")
+def whisper_engine():
+    """The one Whisper model loaded in the test process, shared by every in-process test."""
+    from transcribe.engine import EngineSettings, WhisperEngine
+
+    return WhisperEngine(EngineSettings(cpu_threads=2))
+
+
+@pytest.fixture(scope="session")
+def jfk_audio():
+    from codec.decode import decode_to_16k_mono
+
+    return decode_to_16k_mono(JFK)

@@ -152,7 +152,7 @@ def read_events(base: str, meeting_id: str, last_event_id: int | None = None) ->
 
 def test_rejected_chunk_does_not_stop_the_meeting(transcribing_server, jfk_segments, tmp_path):
     base = transcribing_server.url
-    segments = jfk_segments[5.0]
+    segments = jfk_segments[3.0]  # 0-3 s, [3-6 s replaced by junk], 6-9 s
     meeting = create_meeting(base, tracks=["mic"])
     meeting_id = meeting["id"]
     bogus = tmp_path / "bogus.ogg"
@@ -163,7 +163,7 @@ def test_rejected_chunk_does_not_stop_the_meeting(transcribing_server, jfk_segme
         seq = 1
 
     upload_segment(base, meeting_id, "mic", segments[0], segments[0].start_ms)
-    upload_segment(base, meeting_id, "mic", Fake, 5000)
+    upload_segment(base, meeting_id, "mic", Fake, 3000)
     upload_segment(base, meeting_id, "mic", segments[2], segments[2].start_ms)
     requests.post(
         f"{base}/meetings/{meeting_id}/finalize", json={"last_seq": {"mic": 2}}, timeout=10
@@ -181,4 +181,8 @@ def test_rejected_chunk_does_not_stop_the_meeting(transcribing_server, jfk_segme
     transcript = requests.get(f"{base}/meetings/{meeting_id}/transcript", timeout=10).json()
     assert transcript["gaps"] and transcript["gaps"][0]["seq"] == 1
     spoken = words(" ".join(s["text"] for s in transcript["segments"]))
-    assert spoken[:3] == ["and", "so", "my"] and spoken[-2:] == ["your", "country"]
+    # tiny.en hears 3 s alone less well ("and so am I..."), so check placement, not spelling.
+    assert spoken[:2] == ["and", "so"] and "americans" in spoken
+    tail = " ".join(spoken[3:])  # seg 2 (6-9 s): "...your country can do for you"
+    assert "can do for you" in tail
+    assert all(s["start"] < 3.0 or s["start"] >= 6.0 for s in transcript["segments"])

@@ -1,0 +1,67 @@
+"""One step of a track's transcription: carry + this chunk -> committed segments + new carry."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from transcribe.carry import SAMPLE_RATE, AudioPiece, build_window, choose_cut
+from transcribe.engine import WhisperEngine
+
+MIN_HEAD_SAMPLES = SAMPLE_RATE // 10
+
+
+@dataclass(frozen=True)
+class CommittedSegment:
+    start_ms: int  # absolute meeting time
+    end_ms: int
+    text: str
+
+
+@dataclass(frozen=True)
+class StepResult:
+    segments: list[CommittedSegment]
+    carry: AudioPiece | None
+
+
+def transcribe_step(
+    engine: WhisperEngine,
+    carry: AudioPiece | None,
+    chunk: AudioPiece,
+    flush: bool,
+    prompt: str | None = None,
+    carry_cap_s: float = 30.0,
+    min_head_s: float = 6.0,
+) -> StepResult:
+    pieces = [p for p in (carry, chunk) if p is not None and len(p.samples) > 0]
+    if not pieces:
+        return StepResult([], None)
+    window = build_window(pieces)
+    audio = window.audio
+    speech = engine.detect_speech(audio)
+    cut = (
+        len(audio)
+        if flush
+        else choose_cut(
+            audio,
+            speech,
+            int(carry_cap_s * SAMPLE_RATE),
+            min_head_samples=int(min(min_head_s, carry_cap_s / 2) * SAMPLE_RATE),
+        )
+    )
+    segments: list[CommittedSegment] = []
+    head_has_speech = any(start < cut for start, _ in speech)
+    if cut >= MIN_HEAD_SAMPLES and head_has_speech:
+        # Only the head is transcribed: the carried tail is heard once, in the next step.
+        for raw in engine.transcribe(audio[:cut], prompt):
+            start = min(int(raw.start_s * SAMPLE_RATE), cut)
+            end = max(start, min(int(raw.end_s * SAMPLE_RATE), cut))
+            segments.append(
+                CommittedSegment(window.to_abs_ms(start), window.to_abs_ms(end), raw.text)
+            )
+    rest = audio[cut:]
+    next_carry = None
+    if not flush and len(rest) > 0:
+        next_carry = AudioPiece(window.to_abs_ms(cut), np.array(rest, dtype=np.float32))
+    return StepResult(segments, next_carry)
