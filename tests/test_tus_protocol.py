@@ -347,3 +347,24 @@ def test_two_concurrent_patches_one_gets_423(protocol_server):
     time.sleep(0.5)
     stored = requests.get(url, headers=TUS, timeout=10).content
     assert set(stored) <= {ord("x")}
+
+
+def test_tuspy_resumes_after_an_interrupted_patch(protocol_server, tmp_path):
+    from tusclient import client as tus_client
+
+    data = bytes(range(256)) * 2048  # 512 KiB
+    source = tmp_path / "blob.bin"
+    source.write_bytes(data)
+    client = tus_client.TusClient(protocol_server.url + "/files/")
+    first = client.uploader(str(source), chunk_size=64 * 1024)
+    first.upload(stop_at=128 * 1024)  # the client stops here ...
+    url = first.url
+    _raw_patch(url, 128 * 1024, 64 * 1024, data[128 * 1024 : 150_000])  # ... a PATCH dies
+    deadline = time.monotonic() + 5
+    while _offset(url) == 128 * 1024 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    # A new tuspy uploader given the URL asks HEAD for the offset and sends only the rest.
+    resumed = client.uploader(str(source), url=url, chunk_size=64 * 1024)
+    assert resumed.offset == 150_000
+    resumed.upload()
+    assert requests.get(url, headers=TUS, timeout=10).content == data
