@@ -6,6 +6,7 @@ import logging
 
 from aiohttp import web
 
+from server.auth import ApiKeys, auth_middleware
 from server.config import ServerConfig
 from server.cors import cors_middleware
 from server.errors import error_middleware
@@ -47,7 +48,7 @@ async def healthz(_request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-def build_app(config: ServerConfig) -> web.Application:
+def build_app(config: ServerConfig, keys: ApiKeys | None = None) -> web.Application:
     config.data_dir.mkdir(parents=True, exist_ok=True)
     database_url = config.database_url or sqlite_url(config.data_dir)
     db = Database(database_url)
@@ -64,10 +65,21 @@ def build_app(config: ServerConfig) -> web.Application:
         ),
     )
     retry = RetryPolicy(max_attempts=config.max_attempts)
-    sweeper = RecoverySweeper(db, ingest, retry, config.sweep_interval_s)
+    sweeper = RecoverySweeper(
+        db,
+        ingest,
+        blobs,
+        retry,
+        interval_s=config.sweep_interval_s,
+        missing_grace_s=config.missing_grace_s,
+        abandon_after_s=config.abandon_after_s,
+    )
     pool = WorkerPool(config.workers, worker_args(config, database_url))
 
-    app = web.Application(middlewares=[cors_middleware, error_middleware], client_max_size=1024**2)
+    app = web.Application(
+        middlewares=[cors_middleware, error_middleware, auth_middleware(keys or ApiKeys())],
+        client_max_size=1024**2,
+    )
     app[DB_KEY] = db
     app[POOL_KEY] = pool
     app.add_routes(tus.routes())

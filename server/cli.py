@@ -13,10 +13,23 @@ from aiohttp import web
 
 async def _serve(args: argparse.Namespace) -> None:
     from server.app import build_app
+    from server.auth import is_loopback, load_api_keys
     from server.config import config_from_args
 
     config = config_from_args(args)
-    app = build_app(config)
+    try:
+        keys = load_api_keys(config.api_keys_file, config.api_keys)
+    except (OSError, ValueError) as exc:
+        sys.exit(f"rollscribe: cannot load API keys: {exc}")
+    if not keys.enabled:
+        if not is_loopback(config.host):
+            sys.exit(
+                f"rollscribe: refusing to listen on {config.host} without API keys: anyone "
+                "who can reach it could read every meeting. Set --api-keys-file or "
+                "ROLLSCRIBE_API_KEYS, or bind 127.0.0.1."
+            )
+        print("rollscribe: no API keys configured: serving loopback only", flush=True)
+    app = build_app(config, keys)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, config.host, config.port)

@@ -23,6 +23,10 @@ class ServerConfig:
     lease_s: float = 60.0
     max_attempts: int = 3
     sweep_interval_s: float = 2.0
+    missing_grace_s: float = 300.0
+    abandon_after_s: float = 6 * 3600.0
+    api_keys_file: str | None = None
+    api_keys: str | None = None  # comma-separated; usually from ROLLSCRIBE_API_KEYS
 
 
 def _env(name: str, default: str) -> str:
@@ -74,6 +78,28 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-attempts", type=int, default=int(_env("MAX_ATTEMPTS", str(d.max_attempts)))
     )
+    parser.add_argument(
+        "--missing-grace-seconds",
+        type=float,
+        default=float(_env("MISSING_GRACE_SECONDS", str(d.missing_grace_s))),
+        help="after finalize, how long a missing chunk is waited for before it becomes a gap",
+    )
+    parser.add_argument(
+        "--abandon-after-seconds",
+        type=float,
+        default=float(_env("ABANDON_AFTER_SECONDS", str(d.abandon_after_s))),
+        help="a meeting with no chunk after this long is marked abandoned",
+    )
+    parser.add_argument(
+        "--sweep-interval-seconds",
+        type=float,
+        default=float(_env("SWEEP_INTERVAL_SECONDS", str(d.sweep_interval_s))),
+    )
+    parser.add_argument(
+        "--api-keys-file",
+        default=os.environ.get("ROLLSCRIBE_API_KEYS_FILE"),
+        help="one bearer token per line; also ROLLSCRIBE_API_KEYS=key1,key2",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
@@ -90,4 +116,9 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         read_timeout_s=args.read_timeout_seconds,
         lease_s=args.lease_seconds,
         max_attempts=args.max_attempts,
+        missing_grace_s=args.missing_grace_seconds,
+        abandon_after_s=args.abandon_after_seconds,
+        sweep_interval_s=args.sweep_interval_seconds,
+        api_keys_file=args.api_keys_file,
+        api_keys=os.environ.get("ROLLSCRIBE_API_KEYS"),
     )

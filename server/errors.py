@@ -85,6 +85,9 @@ class Errors:
         "ERR_MODIFY_FINAL", 403, "a final concatenated upload cannot be modified with PATCH"
     )
     UPLOAD_LOCKED = _e("ERR_UPLOAD_LOCKED", 423, "another request is writing to this upload")
+    UPLOAD_TAKEN_OVER = _e(
+        "ERR_UPLOAD_TAKEN_OVER", 409, "a newer PATCH took this stalled upload over"
+    )
     READ_TIMEOUT = _e("ERR_READ_TIMEOUT", 408, "the request body stalled; what arrived was kept")
     UPLOAD_ACCEPTED = _e(
         "ERR_UPLOAD_ACCEPTED", 403, "a complete chunk upload is part of a meeting; not deleted"
@@ -110,6 +113,10 @@ class Errors:
     )
     NOT_RETRYABLE = _e("ERR_NOT_RETRYABLE", 409, "only a failed chunk can be retried")
     INVALID_FORMAT = _e("ERR_INVALID_FORMAT", 400, "format must be one of json, txt, srt, vtt")
+    UNAUTHORIZED = _e("ERR_UNAUTHORIZED", 401, "an API key is required")
+    MEETING_CLOSED = _e(
+        "ERR_MEETING_CLOSED", 409, "the meeting is complete; it takes no more chunks"
+    )
     METHOD_NOT_ALLOWED = _e("ERR_METHOD_NOT_ALLOWED", 405, "method not allowed")
     ROUTE_NOT_FOUND = _e("ERR_NOT_FOUND", 404, "not found")
     INTERNAL = _e("ERR_INTERNAL", 500, "internal server error")

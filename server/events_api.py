@@ -13,6 +13,7 @@ import time
 from aiohttp import web
 from sqlalchemy import select
 
+from server.auth import OWNER
 from server.errors import ApiError, Errors
 from storage.database import Database
 from storage.models import Event, Meeting
@@ -37,7 +38,8 @@ class EventsApi:
         last_id = int(raw_last)
         until_complete = request.query.get("until") == "complete"
         async with self.db.read() as session:
-            if await session.get(Meeting, meeting_id) is None:
+            meeting = await session.get(Meeting, meeting_id)
+            if meeting is None or meeting.owner != request[OWNER]:
                 raise ApiError(Errors.MEETING_NOT_FOUND, meeting_id)
         response = web.StreamResponse(
             headers={

@@ -17,7 +17,7 @@ from server.errors import ApiError, Errors
 from server.tus.hooks import ExistingUpload
 from storage.blobs import BlobStore
 from storage.database import Database
-from storage.job_queue import promote_successor, ready_state_for
+from storage.job_queue import is_gap, promote_successor, ready_state_for
 from storage.models import Chunk, Meeting, Upload
 from storage.state_machine import (
     ChunkState,
@@ -25,6 +25,7 @@ from storage.state_machine import (
     StaleState,
     new_chunk,
     transition_chunk,
+    transition_meeting,
 )
 
 CHUNK_KEYS = ("meeting_id", "track", "seq", "start_ms")
@@ -89,7 +90,7 @@ class ChunkIngest:
         if key is None:
             return
         meeting = await session.get(Meeting, key.meeting_id)
-        if meeting is None:
+        if meeting is None or meeting.owner != upload.owner:
             raise ApiError(Errors.MEETING_NOT_FOUND, key.meeting_id)
         if meeting.tracks and key.track not in meeting.tracks:
             raise ApiError(Errors.UNKNOWN_TRACK, f"{key.track!r}; declared: {meeting.tracks}")
@@ -115,6 +116,18 @@ class ChunkIngest:
                     f"stored upload has {previous.length} bytes, request says {upload.length}",
                 )
             raise ExistingUpload(existing.upload_id)
+        if meeting.state == MeetingState.COMPLETE.value:
+            raise ApiError(Errors.MEETING_CLOSED, f"meeting {meeting.id}")
+        if is_gap(meeting, key.track, key.seq):
+            raise ApiError(
+                Errors.SEQ_AFTER_FINALIZE,
+                f"seq {key.seq} of {key.track!r} was given up as missing after the grace period",
+            )
+        if meeting.state == MeetingState.ABANDONED.value:
+            # A chunk for a meeting given up as abandoned: the recorder is alive after all.
+            await transition_meeting(
+                session, meeting, MeetingState.RECORDING, event="meeting.revived"
+            )
         if meeting.state != MeetingState.RECORDING.value:
             last = (meeting.last_seq or {}).get(key.track)
             if last is None or key.seq > last:
@@ -213,6 +226,22 @@ class ChunkIngest:
                 )
             except StaleState:
                 return
+
+    async def on_expire(self, upload: Upload) -> None:
+        async with self.db.write() as session:
+            chunk = await self._chunk_for(session, upload.id)
+            if chunk is not None and chunk.state in (
+                ChunkState.CREATED.value,
+                ChunkState.UPLOADING.value,
+            ):
+                await transition_chunk(
+                    session,
+                    chunk,
+                    ChunkState.CANCELLED,
+                    event="chunk.expired",
+                    payload={"bytes_reclaimed": upload.offset},
+                    error="upload expired before it completed; upload the chunk again",
+                )
 
     async def on_terminate(self, upload: Upload) -> None:
         async with self.db.write() as session:

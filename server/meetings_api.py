@@ -11,6 +11,7 @@ from aiohttp import web
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from server.auth import OWNER
 from server.errors import ApiError, Errors
 from storage.database import Database
 from storage.job_queue import requeue_failed
@@ -81,9 +82,10 @@ class MeetingsApi:
             web.post("/meetings/{meeting_id}/chunks/{track}/{seq}/retry", self.retry),
         ]
 
-    async def _meeting(self, session: Any, meeting_id: str) -> Meeting:
+    async def _meeting(self, session: Any, meeting_id: str, owner: str) -> Meeting:
         meeting = await session.get(Meeting, meeting_id)
-        if meeting is None:
+        # Another key's meeting is not found, not forbidden: its existence stays private.
+        if meeting is None or meeting.owner != owner:
             raise ApiError(Errors.MEETING_NOT_FOUND, meeting_id)
         return meeting
 
@@ -92,35 +94,44 @@ class MeetingsApi:
         title = _optional_str(body, "title", MAX_TITLE)
         external_id = _optional_str(body, "external_id", MAX_EXTERNAL_ID)
         tracks = _tracks(body)
+        owner = request[OWNER]
         if external_id is not None:
-            existing = await self._by_external_id(external_id)
+            existing = await self._by_external_id(owner, external_id)
             if existing is not None:
-                return web.json_response(await self.view(existing), status=200)
+                return web.json_response(await self.view(existing, owner), status=200)
         meeting_id = "m_" + secrets.token_urlsafe(16)
         try:
             async with self.db.write() as session:
                 session.add(
                     new_meeting(
-                        meeting_id=meeting_id, external_id=external_id, title=title, tracks=tracks
+                        meeting_id=meeting_id,
+                        external_id=external_id,
+                        title=title,
+                        tracks=tracks,
+                        owner=owner,
                     )
                 )
         except IntegrityError:
             # Two creations with one external_id raced: the first one is the meeting.
             assert external_id is not None
-            existing = await self._by_external_id(external_id)
+            existing = await self._by_external_id(owner, external_id)
             assert existing is not None
-            return web.json_response(await self.view(existing), status=200)
-        return web.json_response(await self.view(meeting_id), status=201)
+            return web.json_response(await self.view(existing, owner), status=200)
+        return web.json_response(await self.view(meeting_id, owner), status=201)
 
-    async def _by_external_id(self, external_id: str) -> str | None:
+    async def _by_external_id(self, owner: str, external_id: str) -> str | None:
         async with self.db.read() as session:
             return (
-                await session.execute(select(Meeting.id).where(Meeting.external_id == external_id))
+                await session.execute(
+                    select(Meeting.id).where(
+                        Meeting.owner == owner, Meeting.external_id == external_id
+                    )
+                )
             ).scalar_one_or_none()
 
-    async def view(self, meeting_id: str) -> dict[str, Any]:
+    async def view(self, meeting_id: str, owner: str) -> dict[str, Any]:
         async with self.db.read() as session:
-            meeting = await self._meeting(session, meeting_id)
+            meeting = await self._meeting(session, meeting_id, owner)
             rows = (
                 await session.execute(
                     select(Chunk, Upload)
@@ -144,6 +155,7 @@ class MeetingsApi:
             "completed_at": meeting.completed_at,
             "waiting_for": ready.pending if meeting.last_seq is not None else [],
             "missing": ready.missing,
+            "gaps": [{"track": t, "seq": s} for t, s in meeting.gaps or []],
             "chunks": [
                 {
                     "track": chunk.track,
@@ -165,7 +177,7 @@ class MeetingsApi:
         }
 
     async def show(self, request: web.Request) -> web.Response:
-        return web.json_response(await self.view(request.match_info["meeting_id"]))
+        return web.json_response(await self.view(request.match_info["meeting_id"], request[OWNER]))
 
     async def finalize(self, request: web.Request) -> web.Response:
         meeting_id = request.match_info["meeting_id"]
@@ -180,7 +192,7 @@ class MeetingsApi:
                 'last_seq must be an object {"<track>": <last seq, an integer >= 0>}',
             )
         async with self.db.write() as session:
-            meeting = await self._meeting(session, meeting_id)
+            meeting = await self._meeting(session, meeting_id, request[OWNER])
             if meeting.last_seq is not None:
                 if meeting.last_seq != last_seq:
                     raise ApiError(
@@ -201,7 +213,7 @@ class MeetingsApi:
                 except StaleState:
                     pass
         await assemble_if_ready(self.db, meeting_id)
-        return web.json_response(await self.view(meeting_id))
+        return web.json_response(await self.view(meeting_id, request[OWNER]))
 
     async def _check_last_seq(
         self, session: Any, meeting: Meeting, last_seq: dict[str, int]
@@ -232,7 +244,7 @@ class MeetingsApi:
         if not seq_raw.isdigit():
             raise ApiError(Errors.INVALID_FIELD, "seq must be a non-negative integer")
         async with self.db.write() as session:
-            await self._meeting(session, meeting_id)
+            await self._meeting(session, meeting_id, request[OWNER])
             chunk = (
                 await session.execute(
                     select(Chunk).where(
@@ -247,7 +259,7 @@ class MeetingsApi:
             if chunk.state != ChunkState.FAILED.value:
                 raise ApiError(Errors.NOT_RETRYABLE, f"chunk is {chunk.state}")
             await requeue_failed(session, chunk)
-        return web.json_response(await self.view(meeting_id), status=202)
+        return web.json_response(await self.view(meeting_id, request[OWNER]), status=202)
 
     async def transcript(self, request: web.Request) -> web.Response:
         meeting_id = request.match_info["meeting_id"]
@@ -255,7 +267,7 @@ class MeetingsApi:
         if fmt not in FORMATS:
             raise ApiError(Errors.INVALID_FORMAT, f"got {fmt!r}")
         async with self.db.read() as session:
-            meeting = await self._meeting(session, meeting_id)
+            meeting = await self._meeting(session, meeting_id, request[OWNER])
             segments = (
                 (
                     await session.execute(
@@ -278,6 +290,10 @@ class MeetingsApi:
                     )
                 ).scalars()
             ]
+        gaps += [
+            {"track": t, "seq": s, "state": "missing", "reason": "never uploaded"}
+            for t, s in meeting.gaps or []
+        ]
         lines = [TranscriptLine(s.start_ms, s.end_ms, s.track, s.text) for s in segments]
         body = render(
             lines,

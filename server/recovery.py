@@ -10,26 +10,38 @@ import asyncio
 import logging
 import time
 
-from sqlalchemy import select
+from sqlalchemy import or_, select, update
 
 from server.ingest import ChunkIngest
+from storage.blobs import BlobStore
 from storage.database import Database
 from storage.job_queue import RetryPolicy, promote_stuck_waiting, reap_expired_leases
 from storage.models import Chunk, Meeting, Upload
-from storage.state_machine import ChunkState, MeetingState
-from transcribe.assembly import assemble_if_ready
+from storage.state_machine import ChunkState, MeetingState, StaleState, transition_meeting
+from transcribe.assembly import assemble_if_ready, give_up_missing
 
 log = logging.getLogger("rollscribe.recovery")
 
 
 class RecoverySweeper:
     def __init__(
-        self, db: Database, ingest: ChunkIngest, retry: RetryPolicy, interval_s: float = 2.0
+        self,
+        db: Database,
+        ingest: ChunkIngest,
+        blobs: BlobStore,
+        retry: RetryPolicy,
+        *,
+        interval_s: float,
+        missing_grace_s: float,
+        abandon_after_s: float,
     ) -> None:
         self.db = db
         self.ingest = ingest
+        self.blobs = blobs
         self.retry = retry
         self.interval_s = interval_s
+        self.missing_grace_s = missing_grace_s
+        self.abandon_after_s = abandon_after_s
         self._task: asyncio.Task[None] | None = None
 
     async def sweep(self) -> None:
@@ -69,7 +81,69 @@ class RecoverySweeper:
                 .all()
             )
         for meeting_id in finalizing:
+            if await give_up_missing(self.db, meeting_id, self.missing_grace_s):
+                await promote_stuck_waiting(self.db)
             await assemble_if_ready(self.db, meeting_id)
+        await self.expire_uploads()
+        await self.abandon_silent_meetings()
+
+    async def expire_uploads(self) -> int:
+        """Incomplete uploads past Upload-Expires: bytes deleted, space reclaimed, the chunk
+        key freed for a new upload. Complete uploads never expire."""
+        now = time.time()
+        async with self.db.read() as session:
+            expired = (
+                (
+                    await session.execute(
+                        select(Upload).where(
+                            Upload.expires_at < now,
+                            Upload.terminated_at.is_(None),
+                            or_(Upload.length.is_(None), Upload.offset < Upload.length),
+                        )
+                    )
+                )
+                .scalars()
+                .all()
+            )
+        reclaimed = 0
+        for upload in expired:
+            await self.ingest.on_expire(upload)
+            async with self.db.write() as session:
+                await session.execute(
+                    update(Upload).where(Upload.id == upload.id).values(terminated_at=now)
+                )
+            reclaimed += await asyncio.to_thread(self.blobs.delete, upload.id)
+        if expired:
+            log.info("expired %d uploads, reclaimed %d bytes", len(expired), reclaimed)
+        return reclaimed
+
+    async def abandon_silent_meetings(self) -> None:
+        cutoff = time.time() - self.abandon_after_s
+        async with self.db.write() as session:
+            silent = (
+                (
+                    await session.execute(
+                        select(Meeting).where(
+                            Meeting.state == MeetingState.RECORDING.value,
+                            Meeting.created_at < cutoff,
+                            ~select(Chunk.id).where(Chunk.meeting_id == Meeting.id).exists(),
+                        )
+                    )
+                )
+                .scalars()
+                .all()
+            )
+            for meeting in silent:
+                try:
+                    await transition_meeting(
+                        session,
+                        meeting,
+                        MeetingState.ABANDONED,
+                        event="meeting.abandoned",
+                        payload={"reason": f"no chunk within {self.abandon_after_s:g}s"},
+                    )
+                except StaleState:
+                    pass
 
     async def _loop(self) -> None:
         while True:

@@ -31,8 +31,6 @@ from storage.state_machine import (
     transition_chunk,
 )
 
-PROMPT_CHARS = 200
-
 
 @dataclass(frozen=True)
 class Carry:
@@ -54,7 +52,6 @@ class Job:
     flush: bool  # transcribe everything, keep no carry
     carry_in: Carry | None  # audio that comes before this job's own audio
     carry_from_chunk: int | None  # whose carry this job consumes
-    prompt: str
 
 
 @dataclass(frozen=True)
@@ -88,13 +85,22 @@ async def _chunk_at(session: AsyncSession, meeting_id: str, track: str, seq: int
     ).scalar_one_or_none()
 
 
+def is_gap(meeting: Meeting, track: str, seq: int) -> bool:
+    """A seq finalize named that never arrived within the grace period."""
+    return [track, seq] in (meeting.gaps or [])
+
+
 async def ready_state_for(session: AsyncSession, chunk: Chunk) -> ChunkState:
-    """QUEUED if the previous seq of the track is done (or this is seq 0), else WAITING."""
+    """QUEUED if the previous seq of the track is done or a gap (or this is seq 0)."""
     if chunk.seq == 0:
         return ChunkState.QUEUED
     previous = await _chunk_at(session, chunk.meeting_id, chunk.track, chunk.seq - 1)
     if previous is not None and ChunkState(previous.state) in CHUNK_DONE_STATES:
         return ChunkState.QUEUED
+    if previous is None:
+        meeting = await session.get(Meeting, chunk.meeting_id)
+        if meeting is not None and is_gap(meeting, chunk.track, chunk.seq - 1):
+            return ChunkState.QUEUED
     return ChunkState.WAITING
 
 
@@ -107,22 +113,6 @@ async def promote_successor(session: AsyncSession, chunk: Chunk) -> None:
         )
 
 
-async def _prompt_for(session: AsyncSession, meeting_id: str, track: str) -> str:
-    texts = (
-        (
-            await session.execute(
-                select(Segment.text)
-                .where(Segment.meeting_id == meeting_id, Segment.track == track)
-                .order_by(Segment.start_ms.desc())
-                .limit(8)
-            )
-        )
-        .scalars()
-        .all()
-    )
-    return " ".join(reversed(texts))[-PROMPT_CHARS:]
-
-
 def _is_last_of_track(meeting: Meeting, chunk: Chunk) -> bool:
     return (
         meeting.state == MeetingState.FINALIZING.value
@@ -133,6 +123,8 @@ def _is_last_of_track(meeting: Meeting, chunk: Chunk) -> bool:
 
 async def _tail_is_due(session: AsyncSession, meeting: Meeting, chunk: Chunk) -> bool:
     if _is_last_of_track(meeting, chunk):
+        return True
+    if is_gap(meeting, chunk.track, chunk.seq + 1):
         return True
     successor = await _chunk_at(session, chunk.meeting_id, chunk.track, chunk.seq + 1)
     return successor is not None and successor.state in (
@@ -179,7 +171,6 @@ async def _claim_tail(session: AsyncSession, owner: str, lease_s: float, now: fl
             flush=True,
             carry_in=Carry(chunk.carry_path, chunk.carry_start_ms, chunk.carry_samples),
             carry_from_chunk=chunk.id,
-            prompt=await _prompt_for(session, chunk.meeting_id, chunk.track),
         )
     return None
 
@@ -236,7 +227,6 @@ async def _claim_chunk(session: AsyncSession, owner: str, lease_s: float, now: f
             flush=_is_last_of_track(meeting, chunk),
             carry_in=carry_in,
             carry_from_chunk=previous.id if carry_in is not None and previous else None,
-            prompt=await _prompt_for(session, chunk.meeting_id, chunk.track),
         )
     return None
 

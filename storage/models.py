@@ -28,15 +28,20 @@ class Base(DeclarativeBase):
 
 class Meeting(Base):
     __tablename__ = "meetings"
+    __table_args__ = (UniqueConstraint("owner", "external_id", name="uq_meeting_external_id"),)
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    external_id: Mapped[str | None] = mapped_column(String(200), unique=True)
+    # The API key (its fingerprint) that created the meeting; "" when no keys are configured.
+    owner: Mapped[str] = mapped_column(String(64), default="", index=True)
+    external_id: Mapped[str | None] = mapped_column(String(200))
     title: Mapped[str | None] = mapped_column(String(500))
     # Declared tracks; an empty list accepts any track (Discord users who join late).
     tracks: Mapped[list[str]] = mapped_column(JSON, default=list)
     state: Mapped[str] = mapped_column(String(20), index=True)
     # {"track": last_seq} as given to finalize; None while recording.
     last_seq: Mapped[dict[str, int] | None] = mapped_column(JSON)
+    # Chunk keys finalize named that never arrived within the grace period: [[track, seq]].
+    gaps: Mapped[list[list[Any]]] = mapped_column(JSON, default=list)
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[float] = mapped_column(Double)
     finalized_at: Mapped[float | None] = mapped_column(Double)
@@ -49,6 +54,7 @@ class Upload(Base):
     __tablename__ = "uploads"
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(64), default="")
     length: Mapped[int | None] = mapped_column(Integer)  # None while deferred
     offset: Mapped[int] = mapped_column(Integer, default=0)
     # Raw tus metadata, values decoded to str (None for a key without value).

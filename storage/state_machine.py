@@ -36,6 +36,7 @@ class MeetingState(StrEnum):
     FINALIZING = "finalizing"  # finalize received; waits for chunks and transcription
     COMPLETE = "complete"
     FAILED = "failed"
+    ABANDONED = "abandoned"  # no chunk arrived within the configured time; revived by one
 
 
 CHUNK_TRANSITIONS: dict[ChunkState, frozenset[ChunkState]] = {
@@ -63,7 +64,8 @@ CHUNK_DONE_STATES: frozenset[ChunkState] = frozenset(
 )
 
 MEETING_TRANSITIONS: dict[MeetingState, frozenset[MeetingState]] = {
-    MeetingState.RECORDING: frozenset({MeetingState.FINALIZING}),
+    MeetingState.RECORDING: frozenset({MeetingState.FINALIZING, MeetingState.ABANDONED}),
+    MeetingState.ABANDONED: frozenset({MeetingState.RECORDING}),
     MeetingState.FINALIZING: frozenset({MeetingState.COMPLETE, MeetingState.FAILED}),
     MeetingState.FAILED: frozenset({MeetingState.FINALIZING}),
     MeetingState.COMPLETE: frozenset(),
@@ -172,13 +174,20 @@ def new_chunk(*, meeting_id: str, track: str, seq: int, start_ms: int, upload_id
 
 
 def new_meeting(
-    *, meeting_id: str, external_id: str | None, title: str | None, tracks: list[str]
+    *,
+    meeting_id: str,
+    external_id: str | None,
+    title: str | None,
+    tracks: list[str],
+    owner: str = "",
 ) -> Meeting:
     return Meeting(
         id=meeting_id,
+        owner=owner,
         external_id=external_id,
         title=title,
         tracks=tracks,
+        gaps=[],
         state=MeetingState.RECORDING.value,
         created_at=time.time(),
     )

@@ -58,9 +58,11 @@ def make_upload(
     concat: str | None,
     concat_parts: list[str] | None,
     expires_at: float | None,
+    owner: str = "",
 ) -> Upload:
     return Upload(
         id=upload_id,
+        owner=owner,
         length=length,
         offset=0,
         meta=meta,

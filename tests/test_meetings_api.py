@@ -91,7 +91,10 @@ def test_finalize_rules(protocol_server):
     )
     r = requests.post(url, json={"last_seq": {"mic": 2}}, timeout=10)
     assert r.status_code == 200 and r.json()["state"] == "finalizing"
-    assert r.json()["missing"] == [{"track": "mic", "seq": 0}, {"track": "mic", "seq": 1}]
+    assert r.json()["missing"] == [
+        {"track": "mic", "seq": 0, "gap": False},
+        {"track": "mic", "seq": 1, "gap": False},
+    ]
     assert requests.post(url, json={"last_seq": {"mic": 2}}, timeout=10).status_code == 200
     assert (
         _error(requests.post(url, json={"last_seq": {"mic": 3}}, timeout=10), 409)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from storage.database import Database
 from storage.models import Chunk, Meeting, Segment
@@ -18,6 +18,7 @@ from storage.state_machine import (
     ChunkState,
     MeetingState,
     StaleState,
+    record_event,
     transition_meeting,
 )
 
@@ -33,17 +34,51 @@ def readiness(meeting: Meeting, chunks: list[Chunk]) -> Readiness:
     by_key = {(c.track, c.seq): c for c in chunks}
     missing: list[dict[str, object]] = []
     pending: list[dict[str, object]] = []
+    gaps = meeting.gaps or []
     for track, last in sorted((meeting.last_seq or {}).items()):
         for seq in range(last + 1):
             chunk = by_key.get((track, seq))
             if chunk is None:
-                missing.append({"track": track, "seq": seq})
+                missing.append({"track": track, "seq": seq, "gap": [track, seq] in gaps})
             elif ChunkState(chunk.state) not in CHUNK_DONE_STATES:
                 pending.append({"track": track, "seq": seq, "state": chunk.state})
             elif chunk.state == ChunkState.TRANSCRIBED.value and not chunk.carry_done:
                 pending.append({"track": track, "seq": seq, "state": "flushing carry"})
-    ready = meeting.state == MeetingState.FINALIZING.value and not missing and not pending
+    waited_on = [m for m in missing if not m["gap"]]
+    ready = meeting.state == MeetingState.FINALIZING.value and not waited_on and not pending
     return Readiness(ready, missing, pending)
+
+
+async def give_up_missing(db: Database, meeting_id: str, grace_s: float) -> bool:
+    """Past the grace period after finalize, missing chunks become gaps: the meeting completes
+    with the gap noted instead of waiting for them forever. True if any gap was recorded."""
+    async with db.write() as session:
+        meeting = await session.get(Meeting, meeting_id)
+        if (
+            meeting is None
+            or meeting.state != MeetingState.FINALIZING.value
+            or meeting.finalized_at is None
+            or time.time() < meeting.finalized_at + grace_s
+        ):
+            return False
+        chunks = list(
+            (await session.execute(select(Chunk).where(Chunk.meeting_id == meeting_id)))
+            .scalars()
+            .all()
+        )
+        new = [[m["track"], m["seq"]] for m in readiness(meeting, chunks).missing if not m["gap"]]
+        if not new:
+            return False
+        await session.execute(
+            update(Meeting).where(Meeting.id == meeting_id).values(gaps=(meeting.gaps or []) + new)
+        )
+        record_event(
+            session,
+            meeting_id,
+            "meeting.chunks_missing",
+            {"missing": [{"track": t, "seq": s} for t, s in new], "grace_s": grace_s},
+        )
+        return True
 
 
 async def assemble_if_ready(db: Database, meeting_id: str) -> bool:
@@ -76,6 +111,9 @@ async def assemble_if_ready(db: Database, meeting_id: str) -> bool:
             {"track": c.track, "seq": c.seq, "state": c.state, "error": c.error}
             for c in chunks
             if c.state in (ChunkState.REJECTED.value, ChunkState.FAILED.value)
+        ] + [
+            {"track": track, "seq": seq, "state": "missing", "error": "never uploaded"}
+            for track, seq in meeting.gaps or []
         ]
         try:
             await transition_meeting(

@@ -44,12 +44,11 @@ class WhisperEngine:
             local_files_only=True,
         )
 
-    def transcribe(self, audio: np.ndarray, prompt: str | None = None) -> list[RawSegment]:
+    def transcribe(self, audio: np.ndarray) -> list[RawSegment]:
         segments, _info = self.model.transcribe(
             audio,
             language=self.settings.language,
             beam_size=self.settings.beam_size,
-            initial_prompt=prompt or None,
             condition_on_previous_text=True,
             # We cut at pauses ourselves; Whisper's own VAD would only move times around.
             vad_filter=False,

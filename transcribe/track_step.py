@@ -30,7 +30,6 @@ def transcribe_step(
     carry: AudioPiece | None,
     chunk: AudioPiece,
     flush: bool,
-    prompt: str | None = None,
     carry_cap_s: float = 30.0,
     min_head_s: float = 6.0,
 ) -> StepResult:
@@ -51,10 +50,13 @@ def transcribe_step(
         )
     )
     segments: list[CommittedSegment] = []
+    # No initial_prompt with the track's previous text: measured on 8.5 min of speech, it made
+    # tiny.en drop a quarter of the words (WER 13.9% -> 35.2%); the carry alone keeps words
+    # whole at the boundary.
     head_has_speech = any(start < cut for start, _ in speech)
     if cut >= MIN_HEAD_SAMPLES and head_has_speech:
         # Only the head is transcribed: the carried tail is heard once, in the next step.
-        for raw in engine.transcribe(audio[:cut], prompt):
+        for raw in engine.transcribe(audio[:cut]):
             start = min(int(raw.start_s * SAMPLE_RATE), cut)
             end = max(start, min(int(raw.end_s * SAMPLE_RATE), cut))
             segments.append(

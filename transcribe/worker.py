@@ -60,7 +60,6 @@ def run_job(engine: WhisperEngine, blobs: BlobStore, job: Job, carry_cap_s: floa
         carry_piece,
         own,
         flush=job.flush,
-        prompt=job.prompt or None,
         carry_cap_s=carry_cap_s,
     )
     carry_out = None

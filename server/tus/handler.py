@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.utils import formatdate
 
 import aiofiles
 from aiohttp import web
 from sqlalchemy.exc import IntegrityError
 
+from server.auth import OWNER
 from server.errors import TUS_VERSION, ApiError, Errors
 from server.tus.headers import (
     CHECKSUM_ALGORITHMS,
@@ -51,6 +52,20 @@ class TusSettings:
     read_timeout_s: float = 30.0
     # fsync + commit the offset at least this often during a long PATCH without checksum
     checkpoint_bytes: int = 8 * 1024 * 1024
+    # A PATCH that received nothing for this long is stalled: it commits what arrived (so
+    # HEAD is exact) and a new PATCH may take the upload over. Below it, a writer is live
+    # and a second PATCH is refused with 423.
+    stall_s: float = 2.0
+    takeover_wait_s: float = 5.0
+
+
+@dataclass
+class UploadSlot:
+    """Who writes an upload now: two PATCHes never interleave."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    last_byte_at: float = 0.0
+    takeover: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 def _http_date(ts: float) -> str:
@@ -66,7 +81,7 @@ class TusHandler:
         self.uploads = UploadStore(db)
         self.hooks = hooks
         self.settings = settings
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._slots: dict[str, UploadSlot] = {}
 
     def routes(self, prefix: str = "/files") -> list[web.RouteDef]:
         return [
@@ -99,13 +114,13 @@ class TusHandler:
             base = request.path.rsplit("/", 1)[0] + "/"
         return f"{request.scheme}://{request.host}{base}{upload_id}"
 
-    async def _load(self, upload_id: str) -> Upload:
+    async def _load(self, upload_id: str, owner: str) -> Upload:
         try:
             self.blobs.upload_path(upload_id)
         except BadBlobId:
             raise ApiError(Errors.NOT_FOUND, "malformed upload id") from None
         upload = await self.uploads.get(upload_id)
-        if upload is None:
+        if upload is None or upload.owner != owner:
             raise ApiError(Errors.NOT_FOUND, upload_id)
         if upload.terminated_at is not None:
             raise ApiError(Errors.GONE, "terminated")
@@ -129,11 +144,26 @@ class TusHandler:
             return {}
         return {"Upload-Expires": _http_date(upload.expires_at)}
 
-    def _lock(self, upload_id: str) -> asyncio.Lock:
-        lock = self._locks.get(upload_id)
-        if lock is None:
-            lock = self._locks[upload_id] = asyncio.Lock()
-        return lock
+    def _slot(self, upload_id: str) -> UploadSlot:
+        slot = self._slots.get(upload_id)
+        if slot is None:
+            slot = self._slots[upload_id] = UploadSlot()
+        return slot
+
+    async def _acquire(self, slot: UploadSlot) -> None:
+        if slot.lock.locked():
+            if time.monotonic() - slot.last_byte_at < self.settings.stall_s:
+                raise ApiError(Errors.UPLOAD_LOCKED)
+            # The holder is stalled (a dead client's socket): ask it to stop, as tusd does.
+            slot.takeover.set()
+            try:
+                await asyncio.wait_for(slot.lock.acquire(), self.settings.takeover_wait_s)
+            except TimeoutError:
+                raise ApiError(Errors.UPLOAD_LOCKED) from None
+        else:
+            await slot.lock.acquire()
+        slot.takeover = asyncio.Event()
+        slot.last_byte_at = time.monotonic()
 
     # ---- OPTIONS -------------------------------------------------------------------------
 
@@ -195,13 +225,19 @@ class TusHandler:
             concat="partial" if concat is not None else None,
             concat_parts=None,
             expires_at=time.time() + self.settings.expiry_s,
+            owner=request[OWNER],
         )
         existing = await self._insert(upload)
         if existing is not None:
             return await self._answer_existing(request, existing)
         status_headers: dict[str, str] = {}
         if has_body:
-            upload = await self._write_body(request, upload, checksum=self._body_checksum(request))
+            slot = self._slot(upload.id)
+            await self._acquire(slot)
+            try:
+                upload = await self._write_body(request, upload, self._body_checksum(request), slot)
+            finally:
+                slot.lock.release()
             status_headers["Upload-Offset"] = str(upload.offset)
         elif length == 0:
             await self.hooks.on_complete(upload)
@@ -260,10 +296,11 @@ class TusHandler:
     async def _create_final(
         self, request: web.Request, part_ids: list[str], meta: dict[str, str | None]
     ) -> web.Response:
+        owner = request[OWNER]
         parts: list[Upload] = []
         for part_id in part_ids:
             try:
-                part = await self._load(part_id)
+                part = await self._load(part_id, owner)
             except ApiError as exc:
                 raise ApiError(
                     Errors.INVALID_CONCAT, f"partial upload {part_id}: {exc.message}"
@@ -283,6 +320,7 @@ class TusHandler:
             concat="final",
             concat_parts=part_ids,
             expires_at=None,
+            owner=owner,
         )
         await asyncio.to_thread(self.blobs.create, upload.id)
         await asyncio.to_thread(self.blobs.concatenate, upload.id, part_ids)
@@ -309,7 +347,7 @@ class TusHandler:
 
     async def head(self, request: web.Request) -> web.Response:
         self._check_version(request)
-        upload = await self._load(request.match_info["upload_id"])
+        upload = await self._load(request.match_info["upload_id"], request[OWNER])
         headers = self._headers(**{"Cache-Control": "no-store"}, **self._expires_header(upload))
         headers["Upload-Offset"] = str(upload.offset)
         if upload.length is None:
@@ -331,7 +369,7 @@ class TusHandler:
 
     async def download(self, request: web.Request) -> web.StreamResponse:
         self._check_version(request)
-        upload = await self._load(request.match_info["upload_id"])
+        upload = await self._load(request.match_info["upload_id"], request[OWNER])
         response = web.StreamResponse(
             status=200,
             headers=self._headers(
@@ -372,7 +410,7 @@ class TusHandler:
         if request.content_type != OCTET:
             raise ApiError(Errors.INVALID_CONTENT_TYPE, f"got {request.content_type!r}")
         upload_id = request.match_info["upload_id"]
-        upload = await self._load(upload_id)
+        upload = await self._load(upload_id, request[OWNER])
         if upload.concat == "final":
             raise ApiError(Errors.MODIFY_FINAL)
         offset = parse_non_negative(request.headers.get("Upload-Offset"), Errors.INVALID_OFFSET)
@@ -380,11 +418,10 @@ class TusHandler:
             raise ApiError(Errors.INVALID_OFFSET, "Upload-Offset is missing")
         checksum = parse_checksum(request.headers.get("Upload-Checksum"))
         new_length = parse_non_negative(request.headers.get("Upload-Length"), Errors.INVALID_LENGTH)
-        lock = self._lock(upload_id)
-        if lock.locked():
-            raise ApiError(Errors.UPLOAD_LOCKED)
-        async with lock:
-            upload = await self._load(upload_id)  # fresh, under the lock
+        slot = self._slot(upload_id)
+        await self._acquire(slot)
+        try:
+            upload = await self._load(upload_id, request[OWNER])  # fresh, under the lock
             if offset != upload.offset:
                 raise ApiError(
                     Errors.MISMATCHED_OFFSET,
@@ -393,7 +430,9 @@ class TusHandler:
                 )
             if new_length is not None:
                 await self._declare_length(upload, new_length)
-            upload = await self._write_body(request, upload, checksum)
+            upload = await self._write_body(request, upload, checksum, slot)
+        finally:
+            slot.lock.release()
         return web.Response(
             status=204,
             headers=self._headers(
@@ -422,8 +461,25 @@ class TusHandler:
         limit = upload.length if upload.length is not None else self.settings.max_size
         return limit - upload.offset
 
+    async def _next_block(self, request: web.Request, slot: UploadSlot) -> bytes | None:
+        """The next body block; None if the body stalled (no byte for `stall_s`) or a newer
+        PATCH asked to take over."""
+        read = asyncio.ensure_future(request.content.read(READ_BLOCK))
+        stop = asyncio.ensure_future(slot.takeover.wait())
+        try:
+            await asyncio.wait(
+                {read, stop}, timeout=self.settings.stall_s, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            stop.cancel()
+        if not read.done():
+            read.cancel()
+            return None
+        slot.last_byte_at = time.monotonic()
+        return read.result()
+
     async def _write_body(
-        self, request: web.Request, upload: Upload, checksum: Checksum | None
+        self, request: web.Request, upload: Upload, checksum: Checksum | None, slot: UploadSlot
     ) -> Upload:
         room = self._room(upload)
         declared = request.content_length
@@ -441,16 +497,23 @@ class TusHandler:
         committed = upload.offset
         stalled: ApiError | None = None
         try:
+            idle_since = time.monotonic()
             while True:
-                try:
-                    data = await asyncio.wait_for(
-                        request.content.read(READ_BLOCK), self.settings.read_timeout_s
-                    )
-                except TimeoutError:
-                    stalled = ApiError(
-                        Errors.READ_TIMEOUT, f"no byte for {self.settings.read_timeout_s:g}s"
-                    )
-                    break
+                data = await self._next_block(request, slot)
+                if data is None:
+                    if slot.takeover.is_set():
+                        stalled = ApiError(Errors.UPLOAD_TAKEN_OVER)
+                        break
+                    if checksum is None:
+                        # Make what arrived durable now, so HEAD answers it at once.
+                        committed = await self._commit(writer, upload, committed)
+                    if time.monotonic() - idle_since >= self.settings.read_timeout_s:
+                        stalled = ApiError(
+                            Errors.READ_TIMEOUT, f"no byte for {self.settings.read_timeout_s:g}s"
+                        )
+                        break
+                    continue
+                idle_since = time.monotonic()
                 if not data:
                     break
                 if writer.start + writer.written + len(data) - upload.offset > room:
@@ -513,13 +576,14 @@ class TusHandler:
     async def delete(self, request: web.Request) -> web.Response:
         self._check_version(request)
         upload_id = request.match_info["upload_id"]
-        upload = await self._load(upload_id)
-        lock = self._lock(upload_id)
-        if lock.locked():
-            raise ApiError(Errors.UPLOAD_LOCKED)
-        async with lock:
+        upload = await self._load(upload_id, request[OWNER])
+        slot = self._slot(upload_id)
+        await self._acquire(slot)
+        try:
             await self.hooks.on_terminate(upload)
             await self.uploads.terminate(upload_id)
             await asyncio.to_thread(self.blobs.delete, upload_id)
-        self._locks.pop(upload_id, None)
+        finally:
+            slot.lock.release()
+        self._slots.pop(upload_id, None)
         return web.Response(status=204, headers=self._headers())

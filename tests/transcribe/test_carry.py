@@ -73,9 +73,7 @@ def run_track(engine, audio, seconds: float, carry: bool) -> list:
         piece = AudioPiece(round(i * 1000 / SR), audio[i : i + step])
         last = i + step >= len(audio)
         if carry:
-            result = transcribe_step(
-                engine, held, piece, flush=last, prompt=" ".join(s.text for s in out)[-200:]
-            )
+            result = transcribe_step(engine, held, piece, flush=last)
             held = result.carry
         else:
             result = transcribe_step(engine, None, piece, flush=True)
