@@ -25,12 +25,16 @@ class UploadStore:
         async with self.db.read() as session:
             return await session.get(Upload, upload_id)
 
-    async def commit_offset(self, upload_id: str, old: int, new: int) -> bool:
+    async def commit_offset(
+        self, upload_id: str, old: int, new: int, expires_at: float | None
+    ) -> bool:
+        """Move the offset (compare-and-set). Progress also pushes the expiry back: an upload
+        expires when it stops moving, not while it is being sent."""
         async with self.db.write() as session:
             result = await session.execute(
                 update(Upload)
                 .where(Upload.id == upload_id, Upload.offset == old)
-                .values(offset=new)
+                .values(offset=new, expires_at=expires_at)
             )
             return result.rowcount == 1
 

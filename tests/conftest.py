@@ -31,7 +31,7 @@ def protocol_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server
             "--upload-expiry-seconds",
             "3",
             "--read-timeout-seconds",
-            "2",
+            "4",
             "--max-upload-bytes",
             str(64 * 1024 * 1024),
         ],

@@ -561,8 +561,10 @@ class TusHandler:
         if new_offset == committed:
             return committed
         await asyncio.to_thread(writer.sync)
-        if not await self.uploads.commit_offset(upload.id, committed, new_offset):
+        expires_at = time.time() + self.settings.expiry_s
+        if not await self.uploads.commit_offset(upload.id, committed, new_offset, expires_at):
             raise ApiError(Errors.MISMATCHED_OFFSET, "the upload moved under this request")
+        upload.expires_at = expires_at
         first_bytes = committed == 0
         upload.offset = new_offset
         if first_bytes and not self._complete(upload):

@@ -1,0 +1,70 @@
+"""Incomplete uploads expire and free their space; silent meetings are marked abandoned;
+neither touches data of a meeting that is still live."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import requests
+
+from tests.conftest import TUS, create_meeting, metadata, tus_create, tus_patch
+from tests.server_process import ServerProcess
+
+
+@pytest.fixture(scope="module")
+def sweeping_server(tmp_path_factory):
+    server = ServerProcess(
+        tmp_path_factory.mktemp("orphans") / "data",
+        extra=[
+            "--upload-expiry-seconds",
+            "2",
+            "--abandon-after-seconds",
+            "2",
+            "--sweep-interval-seconds",
+            "0.3",
+        ],
+    ).start()
+    yield server
+    server.stop()
+
+
+def test_incomplete_upload_expires_and_space_is_reclaimed(sweeping_server):
+    base = sweeping_server.url
+    meeting_id = create_meeting(base, tracks=["mic"])["id"]
+    stale = tus_create(
+        base, 1000, metadata(meeting_id=meeting_id, track="mic", seq=0, start_ms=0)
+    ).headers["Location"]
+    assert tus_patch(stale, 0, b"x" * 400).status_code == 204
+    done = tus_create(
+        base, 4, metadata(meeting_id=meeting_id, track="mic", seq=1, start_ms=0)
+    ).headers["Location"]
+    assert tus_patch(done, 0, b"abcd").status_code == 204
+    blob = sweeping_server.data_dir / "uploads" / stale.rsplit("/", 1)[1]
+    assert blob.stat().st_size == 400
+    time.sleep(3.5)
+    assert not blob.exists()
+    assert requests.head(stale, headers=TUS, timeout=10).status_code == 410
+    chunks = {
+        c["seq"]: c
+        for c in requests.get(f"{base}/meetings/{meeting_id}", timeout=10).json()["chunks"]
+    }
+    assert chunks[0]["state"] == "cancelled" and "expired" in chunks[0]["error"]
+    # The complete chunk of the same live meeting is untouched.
+    assert requests.get(done, headers=TUS, timeout=10).content == b"abcd"
+    # The client can upload the expired chunk again.
+    again = tus_create(base, 1000, metadata(meeting_id=meeting_id, track="mic", seq=0, start_ms=0))
+    assert again.status_code == 201 and again.headers["Location"] != stale
+
+
+def test_meeting_without_chunks_is_abandoned_and_revived_by_one(sweeping_server):
+    base = sweeping_server.url
+    silent = create_meeting(base, tracks=["mic"])["id"]
+    busy = create_meeting(base, tracks=["mic"])["id"]
+    tus_create(base, 10, metadata(meeting_id=busy, track="mic", seq=0, start_ms=0))
+    time.sleep(3.0)
+    assert requests.get(f"{base}/meetings/{silent}", timeout=10).json()["state"] == "abandoned"
+    assert requests.get(f"{base}/meetings/{busy}", timeout=10).json()["state"] == "recording"
+    r = tus_create(base, 10, metadata(meeting_id=silent, track="mic", seq=0, start_ms=0))
+    assert r.status_code == 201
+    assert requests.get(f"{base}/meetings/{silent}", timeout=10).json()["state"] == "recording"
