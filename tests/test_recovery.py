@@ -17,6 +17,7 @@ from tusclient import client as tus_client
 from tests.conftest import TUS, create_meeting, metadata, tus_create, tus_patch
 from tests.server_process import ServerProcess
 from tests.test_end_to_end import REFERENCE, upload_segment, wait_state, words
+from tests.test_track_order import _long_track
 
 
 def _head(url: str) -> int:
@@ -66,17 +67,23 @@ def test_server_killed_mid_patch_loses_no_acknowledged_byte(tmp_path):
 @pytest.mark.crash
 def test_restart_moves_every_non_terminal_meeting_on(tmp_path, jfk_segments):
     segs = jfk_segments[3.0]
+    long_track = _long_track(tmp_path, readings=9)
     data = tmp_path / "data"
-    server = ServerProcess(data, workers=0).start()  # nothing transcribes before the kill
+    server = ServerProcess(data, workers=1, extra=["--lease-seconds", "3"]).start()
     base = server.url
     try:
+        # transcribing: the one worker is busy on a ~100 s chunk when the server dies
+        m_transcribing = create_meeting(base, tracks=["mic"])["id"]
+        for s in long_track:
+            upload_segment(base, m_transcribing, "mic", s, s.start_ms)
+        _wait_chunk_state(base, m_transcribing, 1, "transcribing")
         # recording, a chunk half uploaded
         m_uploading = create_meeting(base, tracks=["mic"])["id"]
         body = segs[0].path.read_bytes()
         meta = metadata(meeting_id=m_uploading, track="mic", seq=0, start_ms=0)
         half_url = tus_create(base, len(body), meta).headers["Location"]
         assert tus_patch(half_url, 0, body[: len(body) // 2]).status_code == 204
-        # recording, chunks queued
+        # recording, chunks queued behind the busy worker
         m_queued = create_meeting(base, tracks=["mic"])["id"]
         for s in segs:
             upload_segment(base, m_queued, "mic", s, s.start_ms)
@@ -97,18 +104,18 @@ def test_restart_moves_every_non_terminal_meeting_on(tmp_path, jfk_segments):
                 c["state"]
                 for c in requests.get(f"{base}/meetings/{m}", timeout=10).json()["chunks"]
             }
-            for m in (m_uploading, m_queued, m_waiting, m_finalizing)
+            for m in (m_transcribing, m_uploading, m_queued, m_waiting, m_finalizing)
         }
         # seq 0 queued; later seqs wait for it (per-track order)
         assert states == {
+            m_transcribing: {"transcribed", "transcribing"},
             m_uploading: {"uploading"},
             m_queued: {"queued", "waiting"},
             m_waiting: {"waiting"},
             m_finalizing: {"queued", "waiting"},
         }
-        server.kill()
+        server.kill()  # SIGKILL to the server and its worker
 
-        # Restart with a worker (a short lease, so a killed one is replaced quickly).
         server = ServerProcess(
             data, workers=1, port=server.port, extra=["--lease-seconds", "3"]
         ).start()
@@ -120,19 +127,31 @@ def test_restart_moves_every_non_terminal_meeting_on(tmp_path, jfk_segments):
         upload_segment(base, m_waiting, "mic", segs[0], 0)
         for s in segs[2:]:
             upload_segment(base, m_waiting, "mic", s, s.start_ms)
-        for m in (m_uploading, m_queued, m_waiting):
+        for m, last in ((m_uploading, 3), (m_queued, 3), (m_waiting, 3), (m_transcribing, 1)):
             r = requests.post(
-                f"{base}/meetings/{m}/finalize",
-                json={"last_seq": {"mic": len(segs) - 1}},
-                timeout=10,
+                f"{base}/meetings/{m}/finalize", json={"last_seq": {"mic": last}}, timeout=10
             )
             assert r.status_code == 200
         for m in (m_uploading, m_queued, m_waiting, m_finalizing):
             wait_state(base, m, "complete", timeout_s=240)
             transcript = requests.get(f"{base}/meetings/{m}/transcript", timeout=10).json()
             assert words(" ".join(s["text"] for s in transcript["segments"])) == REFERENCE, m
+        view = wait_state(base, m_transcribing, "complete", timeout_s=240)
+        assert view["chunks"][1]["attempts"] == 2  # the killed attempt, then the one that ran
+        transcript = requests.get(f"{base}/meetings/{m_transcribing}/transcript", timeout=10).json()
+        assert words(" ".join(s["text"] for s in transcript["segments"])).count("fellow") == 10
     finally:
         server.stop()
+
+
+def _wait_chunk_state(base: str, meeting_id: str, seq: int, state: str) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        chunks = requests.get(f"{base}/meetings/{meeting_id}", timeout=10).json()["chunks"]
+        if any(c["seq"] == seq and c["state"] == state for c in chunks):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"seq {seq} never became {state}")
 
 
 def test_twenty_concurrent_finalizes_assemble_once(transcribing_server, jfk_segments):

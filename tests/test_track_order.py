@@ -56,12 +56,12 @@ def test_out_of_order_arrival_waits_for_the_predecessor(transcribing_server, jfk
     assert _spoken(base, meeting_id) == REFERENCE
 
 
-def _long_track(tmp_path) -> list:
-    """Seq 0: jfk 0-5.5 s (cut inside a word); seq 1: the rest plus four more readings
-    (about 50 s, so its job is long enough to be killed midway)."""
+def _long_track(tmp_path, readings: int = 4) -> list:
+    """Seq 0: jfk 0-5.5 s (cut inside a word); seq 1: the rest plus more readings
+    (about 11 s each, so its job is long enough to be killed midway)."""
     pcm = np.concatenate(list(iter_pcm(JFK)))
     cut = int(5.5 * 48000)
-    pieces = [pcm[:cut], np.concatenate([pcm[cut:]] + [pcm] * 4)]
+    pieces = [pcm[:cut], np.concatenate([pcm[cut:]] + [pcm] * readings)]
 
     class Seg:
         def __init__(self, path, seq, start_ms):
@@ -69,7 +69,7 @@ def _long_track(tmp_path) -> list:
 
     out = []
     for seq, piece in enumerate(pieces):
-        writer = OggOpusFileWriter(tmp_path / f"long-{seq}.opus")
+        writer = OggOpusFileWriter(tmp_path / f"long{readings}-{seq}.opus")
         writer.write(piece)
         writer.close()
         out.append(Seg(writer.path, seq, 0 if seq == 0 else 5500))
