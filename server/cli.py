@@ -60,12 +60,21 @@ def main(argv: list[str] | None = None) -> None:
     worker = sub.add_parser("worker", help="run one transcription worker process")
     add_worker_arguments(worker)
 
+    from client.recorder import add_record_arguments
+
+    record = sub.add_parser("record", help="record audio files as a meeting (desktop recorder)")
+    add_record_arguments(record)
+
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr
     )
     if args.command == "serve":
         asyncio.run(_serve(args))
+    elif args.command == "record":
+        from client.recorder import run_from_args as record_from_args
+
+        record_from_args(args)
     elif args.command == "worker":
         from transcribe.worker import run_from_args
 

@@ -76,11 +76,6 @@ def _long_track(tmp_path, readings: int = 4) -> list:
     return out
 
 
-def _transcript(base: str, meeting_id: str) -> list[tuple[float, float, str]]:
-    transcript = requests.get(f"{base}/meetings/{meeting_id}/transcript", timeout=10).json()
-    return [(s["start"], s["end"], s["text"]) for s in transcript["segments"]]
-
-
 @pytest.mark.crash
 def test_worker_killed_mid_job_with_a_carry(tmp_path):
     segments = _long_track(tmp_path)
@@ -111,11 +106,17 @@ def test_worker_killed_mid_job_with_a_carry(tmp_path):
         _finalize(base, meeting_id, {"mic": 1})
         view = wait_state(base, meeting_id, "complete", timeout_s=180)
         assert view["chunks"][1]["attempts"] == 2  # the killed attempt, then the one that ran
-        # Same carry, same audio: the result is the one of the run nobody killed, each
-        # segment once, no word lost or doubled at the boundary.
-        assert _transcript(base, meeting_id) == _transcript(base, calm)
+        # The same words as the run nobody killed, each once: nothing lost or doubled at the
+        # boundary. (Segment boundaries may differ: whether the retried job flushes depends
+        # on whether finalize arrived before it ran.)
+        assert _spoken(base, meeting_id) == _spoken(base, calm)
         spoken = _spoken(base, meeting_id)
         assert spoken[: len(REFERENCE)] == REFERENCE
         assert spoken.count("fellow") == 5
+        segments = requests.get(f"{base}/meetings/{meeting_id}/transcript", timeout=10).json()[
+            "segments"
+        ]
+        starts = [s["start"] for s in segments]
+        assert starts == sorted(starts) and len(set(starts)) == len(starts)
     finally:
         server.stop()

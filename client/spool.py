@@ -1,0 +1,74 @@
+"""The recorder's durable local state: which audio became which segment, and what the
+server confirmed. Written atomically after every change, so a killed recorder resumes."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class TrackState:
+    file: str
+    samples_done: int = 0  # 48 kHz samples already in closed segments
+    next_seq: int = 0
+    finished: bool = False
+
+
+@dataclass
+class SegmentState:
+    track: str
+    seq: int
+    start_ms: int
+    path: str
+    upload_url: str | None = None
+    uploaded: bool = False
+
+
+@dataclass
+class SpoolState:
+    server: str
+    external_id: str = field(default_factory=lambda: f"rec-{uuid.uuid4()}")
+    meeting_id: str | None = None
+    segment_seconds: float = 30.0
+    tracks: dict[str, TrackState] = field(default_factory=dict)
+    segments: list[SegmentState] = field(default_factory=list)
+    finalized: bool = False
+
+
+class Spool:
+    def __init__(self, folder: Path, max_bytes: int) -> None:
+        self.folder = folder
+        self.max_bytes = max_bytes
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.state_path = folder / "state.json"
+
+    def load(self) -> SpoolState | None:
+        if not self.state_path.exists():
+            return None
+        raw = json.loads(self.state_path.read_text())
+        state = SpoolState(**{k: v for k, v in raw.items() if k not in ("tracks", "segments")})
+        state.tracks = {k: TrackState(**v) for k, v in raw["tracks"].items()}
+        state.segments = [SegmentState(**s) for s in raw["segments"]]
+        return state
+
+    def save(self, state: SpoolState) -> None:
+        tmp = self.state_path.with_suffix(".tmp")
+        with open(tmp, "w") as f:
+            json.dump(asdict(state), f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.state_path)
+
+    def segment_path(self, track: str, seq: int) -> Path:
+        safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in track)
+        return self.folder / f"{safe}-{seq:06d}.opus"
+
+    def used_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self.folder.glob("*.opus"))
+
+    def full(self) -> bool:
+        return self.used_bytes() >= self.max_bytes
