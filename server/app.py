@@ -6,6 +6,7 @@ import logging
 
 from aiohttp import web
 
+from server.admission import Admission
 from server.auth import ApiKeys, auth_middleware
 from server.config import ServerConfig
 from server.cors import cors_middleware
@@ -13,6 +14,7 @@ from server.errors import error_middleware
 from server.events_api import EventsApi
 from server.ingest import ChunkIngest
 from server.meetings_api import MeetingsApi
+from server.metrics import Metrics
 from server.recovery import RecoverySweeper
 from server.tus.handler import TusHandler, TusSettings
 from storage.blobs import BlobStore
@@ -54,6 +56,14 @@ def build_app(config: ServerConfig, keys: ApiKeys | None = None) -> web.Applicat
     db = Database(database_url)
     blobs = BlobStore(config.data_dir)
     ingest = ChunkIngest(db, blobs)
+    pool = WorkerPool(config.workers, worker_args(config, database_url))
+    metrics = Metrics(db, lambda: config.workers)
+    admission = Admission(
+        db,
+        config.max_backlog_s,
+        workers=lambda: config.workers,
+        ready_workers=lambda: pool.ready_count(config.data_dir / "workers"),
+    )
     tus = TusHandler(
         db,
         blobs,
@@ -63,6 +73,7 @@ def build_app(config: ServerConfig, keys: ApiKeys | None = None) -> web.Applicat
             expiry_s=config.upload_expiry_s,
             read_timeout_s=config.read_timeout_s,
         ),
+        on_bytes=metrics.bytes_received.inc,
     )
     retry = RetryPolicy(max_attempts=config.max_attempts)
     sweeper = RecoverySweeper(
@@ -74,18 +85,28 @@ def build_app(config: ServerConfig, keys: ApiKeys | None = None) -> web.Applicat
         missing_grace_s=config.missing_grace_s,
         abandon_after_s=config.abandon_after_s,
     )
-    pool = WorkerPool(config.workers, worker_args(config, database_url))
-
     app = web.Application(
-        middlewares=[cors_middleware, error_middleware, auth_middleware(keys or ApiKeys())],
+        middlewares=[
+            cors_middleware,
+            metrics.middleware(),
+            error_middleware,
+            auth_middleware(keys or ApiKeys()),
+        ],
         client_max_size=1024**2,
     )
     app[DB_KEY] = db
     app[POOL_KEY] = pool
     app.add_routes(tus.routes())
-    app.add_routes(MeetingsApi(db).routes())
-    app.add_routes(EventsApi(db).routes())
-    app.add_routes([web.get("/healthz", healthz)])
+    meetings = MeetingsApi(db, admission, workers=config.workers)
+    app.add_routes(meetings.routes())
+    app.add_routes(EventsApi(db, meetings.progress).routes())
+    app.add_routes(
+        [
+            web.get("/healthz", healthz),
+            web.get("/readyz", admission.readyz),
+            web.get("/metrics", metrics.handle),
+        ]
+    )
 
     async def lifecycle(_app: web.Application):  # type: ignore[no-untyped-def]
         await db.create_schema()

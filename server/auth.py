@@ -18,7 +18,7 @@ from aiohttp import web
 from server.errors import ApiError, Errors
 
 OWNER = web.RequestKey("owner", str)
-OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
 def fingerprint(key: str) -> str:

@@ -24,6 +24,7 @@ class ServerConfig:
     max_attempts: int = 3
     sweep_interval_s: float = 2.0
     missing_grace_s: float = 300.0
+    max_backlog_s: float = 4 * 3600.0  # seconds of audio waiting; past it new meetings: 503
     abandon_after_s: float = 6 * 3600.0
     api_keys_file: str | None = None
     api_keys: str | None = None  # comma-separated; usually from ROLLSCRIBE_API_KEYS
@@ -85,6 +86,12 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         help="after finalize, how long a missing chunk is waited for before it becomes a gap",
     )
     parser.add_argument(
+        "--max-backlog-seconds",
+        type=float,
+        default=float(_env("MAX_BACKLOG_SECONDS", str(d.max_backlog_s))),
+        help="seconds of audio waiting for transcription past which new meetings get 503",
+    )
+    parser.add_argument(
         "--abandon-after-seconds",
         type=float,
         default=float(_env("ABANDON_AFTER_SECONDS", str(d.abandon_after_s))),
@@ -117,6 +124,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         lease_s=args.lease_seconds,
         max_attempts=args.max_attempts,
         missing_grace_s=args.missing_grace_seconds,
+        max_backlog_s=args.max_backlog_seconds,
         abandon_after_s=args.abandon_after_seconds,
         sweep_interval_s=args.sweep_interval_seconds,
         api_keys_file=args.api_keys_file,

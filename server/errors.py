@@ -117,6 +117,11 @@ class Errors:
     MEETING_CLOSED = _e(
         "ERR_MEETING_CLOSED", 409, "the meeting is complete; it takes no more chunks"
     )
+    BACKLOG_FULL = _e(
+        "ERR_BACKLOG_FULL",
+        503,
+        "the transcription backlog is over its limit; new meetings are refused for now",
+    )
     METHOD_NOT_ALLOWED = _e("ERR_METHOD_NOT_ALLOWED", 405, "method not allowed")
     ROUTE_NOT_FOUND = _e("ERR_NOT_FOUND", 404, "not found")
     INTERNAL = _e("ERR_INTERNAL", 500, "internal server error")

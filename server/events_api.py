@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 from sqlalchemy import select
@@ -23,9 +25,15 @@ KEEPALIVE_S = 15.0
 BATCH = 500
 
 
+PROGRESS_EVERY_S = 2.0
+
+
 class EventsApi:
-    def __init__(self, db: Database) -> None:
+    def __init__(
+        self, db: Database, progress_of: Callable[[str, str], Awaitable[dict[str, Any]]]
+    ) -> None:
         self.db = db
+        self.progress_of = progress_of
 
     def routes(self) -> list[web.RouteDef]:
         return [web.get("/meetings/{meeting_id}/events", self.stream)]
@@ -50,6 +58,8 @@ class EventsApi:
         )
         await response.prepare(request)
         last_write = time.monotonic()
+        last_progress: dict[str, Any] | None = None
+        progress_at = 0.0
         try:
             while True:
                 async with self.db.read() as session:
@@ -76,6 +86,16 @@ class EventsApi:
                     done = done or event.type in ("meeting.completed", "meeting.failed")
                 if done and until_complete:
                     break
+                if time.monotonic() - progress_at > PROGRESS_EVERY_S:
+                    # Lag, queue position and ETA as they change: computed, not logged, so
+                    # they carry no id and are not replayed.
+                    progress_at = time.monotonic()
+                    progress = await self.progress_of(meeting_id, request[OWNER])
+                    if progress != last_progress:
+                        last_progress = progress
+                        data = json.dumps({"type": "meeting.progress", **progress})
+                        await response.write(f"event: meeting.progress\ndata: {data}\n\n".encode())
+                        last_write = time.monotonic()
                 if time.monotonic() - last_write > KEEPALIVE_S:
                     await response.write(b": keepalive\n\n")
                     last_write = time.monotonic()

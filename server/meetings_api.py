@@ -11,8 +11,10 @@ from aiohttp import web
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from server.admission import Admission
 from server.auth import OWNER
 from server.errors import ApiError, Errors
+from storage.backlog import PENDING, queue_position, recent_rtf
 from storage.database import Database
 from storage.job_queue import requeue_failed
 from storage.models import Chunk, Meeting, Segment, Upload
@@ -69,8 +71,12 @@ def _tracks(body: dict[str, Any]) -> list[str]:
 
 
 class MeetingsApi:
-    def __init__(self, db: Database, upload_prefix: str = "/files/") -> None:
+    def __init__(
+        self, db: Database, admission: Admission, workers: int, upload_prefix: str = "/files/"
+    ) -> None:
         self.db = db
+        self.admission = admission
+        self.workers = workers
         self.upload_prefix = upload_prefix
 
     def routes(self) -> list[web.RouteDef]:
@@ -99,6 +105,7 @@ class MeetingsApi:
             existing = await self._by_external_id(owner, external_id)
             if existing is not None:
                 return web.json_response(await self.view(existing, owner), status=200)
+        await self.admission.check_new_meeting()
         meeting_id = "m_" + secrets.token_urlsafe(16)
         try:
             async with self.db.write() as session:
@@ -140,8 +147,12 @@ class MeetingsApi:
                     .order_by(Chunk.track, Chunk.seq)
                 )
             ).all()
+            now = time.time()
+            position = await queue_position(session, meeting_id, now)
+            rtf = await recent_rtf(session)
         chunks = [chunk for chunk, _ in rows]
         ready = readiness(meeting, chunks)
+        pending_audio = sum(c.duration_s or 0.0 for c in chunks if c.state in PENDING)
         return {
             "id": meeting.id,
             "external_id": meeting.external_id,
@@ -154,6 +165,14 @@ class MeetingsApi:
             "finalized_at": meeting.finalized_at,
             "completed_at": meeting.completed_at,
             "waiting_for": ready.pending if meeting.last_seq is not None else [],
+            "progress": {
+                "lag_audio_s": round(pending_audio, 3),
+                "queue_position": position,
+                # Rough: this meeting's audio plus one job of each meeting served before it.
+                "eta_s": round(
+                    (pending_audio + (position or 0) * 30.0) * rtf / max(1, self.workers), 1
+                ),
+            },
             "missing": ready.missing,
             "gaps": [{"track": t, "seq": s} for t, s in meeting.gaps or []],
             "chunks": [
@@ -167,6 +186,7 @@ class MeetingsApi:
                     "length": upload.length,
                     "duration_s": chunk.duration_s,
                     "attempts": chunk.attempts,
+                    "transcribed_at": chunk.transcribed_at,
                     "worker": chunk.lease_owner
                     if chunk.state == ChunkState.TRANSCRIBING.value
                     else None,
@@ -175,6 +195,10 @@ class MeetingsApi:
                 for chunk, upload in rows
             ],
         }
+
+    async def progress(self, meeting_id: str, owner: str) -> dict[str, Any]:
+        view = await self.view(meeting_id, owner)
+        return {"state": view["state"], **view["progress"]}
 
     async def show(self, request: web.Request) -> web.Response:
         return web.json_response(await self.view(request.match_info["meeting_id"], request[OWNER]))

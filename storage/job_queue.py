@@ -71,6 +71,17 @@ class RetryPolicy:
         return min(self.backoff_max_s, self.backoff_base_s ** max(1, attempts))
 
 
+# Which queued chunk runs next: a finalized meeting's first (someone is waiting on it), then
+# round-robin between meetings (the one served longest ago), oldest first within a meeting,
+# so one long meeting cannot starve the others.
+CLAIM_ORDER = (
+    (Meeting.state == MeetingState.FINALIZING.value).desc(),
+    Meeting.last_served_at,
+    Chunk.queued_at,
+    Chunk.id,
+)
+
+
 def _lease_free(now: float) -> Any:
     return or_(Chunk.lease_owner.is_(None), Chunk.lease_expires_at < now)
 
@@ -176,17 +187,12 @@ async def _claim_tail(session: AsyncSession, owner: str, lease_s: float, now: fl
 
 
 async def _claim_chunk(session: AsyncSession, owner: str, lease_s: float, now: float) -> Job | None:
-    # Finalized meetings first: someone is waiting on them. Then oldest queued first.
     rows = (
         await session.execute(
             select(Chunk, Meeting)
             .join(Meeting, Meeting.id == Chunk.meeting_id)
             .where(Chunk.state == ChunkState.QUEUED.value, Chunk.next_attempt_at <= now)
-            .order_by(
-                (Meeting.state == MeetingState.FINALIZING.value).desc(),
-                Chunk.queued_at,
-                Chunk.id,
-            )
+            .order_by(*CLAIM_ORDER)
             .limit(20)
         )
     ).all()
@@ -204,6 +210,9 @@ async def _claim_chunk(session: AsyncSession, owner: str, lease_s: float, now: f
             )
         except StaleState:
             continue
+        await session.execute(
+            update(Meeting).where(Meeting.id == meeting.id).values(last_served_at=now)
+        )
         previous = await _chunk_at(session, chunk.meeting_id, chunk.track, chunk.seq - 1)
         carry_in = None
         if (
@@ -271,7 +280,11 @@ def _segments_payload(segments: list[NewSegment]) -> list[dict[str, Any]]:
 
 
 async def complete_job(
-    db: Database, job: Job, segments: list[NewSegment], carry_out: Carry | None
+    db: Database,
+    job: Job,
+    segments: list[NewSegment],
+    carry_out: Carry | None,
+    elapsed_s: float | None = None,
 ) -> bool:
     """Commit a job's segments and carry in one transaction. False if the lease was lost."""
     now = time.time()
@@ -308,6 +321,7 @@ async def complete_job(
                 payload={"segments": _segments_payload(segments)},
                 guard=(Chunk.lease_owner == job.owner,),
                 transcribed_at=now,
+                transcribe_s=elapsed_s,
                 lease_owner=None,
                 lease_expires_at=None,
                 error=None,

@@ -46,6 +46,8 @@ class Meeting(Base):
     created_at: Mapped[float] = mapped_column(Double)
     finalized_at: Mapped[float | None] = mapped_column(Double)
     completed_at: Mapped[float | None] = mapped_column(Double)
+    # When a worker last claimed one of its chunks: round-robin between meetings.
+    last_served_at: Mapped[float] = mapped_column(Double, default=0.0)
 
 
 class Upload(Base):
@@ -93,6 +95,7 @@ class Chunk(Base):
     uploaded_at: Mapped[float | None] = mapped_column(Double)
     queued_at: Mapped[float | None] = mapped_column(Double)
     transcribed_at: Mapped[float | None] = mapped_column(Double)
+    transcribe_s: Mapped[float | None] = mapped_column(Double)  # wall time of the last job
     # Audio after the last pause, handed to the next chunk of the track (or flushed at the end).
     carry_path: Mapped[str | None] = mapped_column(String(500))
     carry_start_ms: Mapped[int | None] = mapped_column(Integer)

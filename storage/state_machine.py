@@ -188,6 +188,7 @@ def new_meeting(
         title=title,
         tracks=tracks,
         gaps=[],
+        last_served_at=0.0,
         state=MeetingState.RECORDING.value,
         created_at=time.time(),
     )

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 SAMPLE_RATE = 16000
+SEED = 20261123
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,11 @@ class WhisperEngine:
         )
 
     def transcribe(self, audio: np.ndarray) -> list[RawSegment]:
+        import ctranslate2
+
+        # Whisper falls back to sampling (temperature > 0) on hard audio. A fixed seed makes
+        # a job that runs again (its worker died) give exactly the same segments and carry.
+        ctranslate2.set_random_seed(SEED)
         segments, _info = self.model.transcribe(
             audio,
             language=self.settings.language,

@@ -11,6 +11,7 @@ import contextlib
 import logging
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 log = logging.getLogger("rollscribe.pool")
 
@@ -31,6 +32,10 @@ class WorkerPool:
     @property
     def pids(self) -> list[int]:
         return [p.pid for p in self.processes if p is not None and p.returncode is None]
+
+    def ready_count(self, ready_dir: Path) -> int:
+        """Live workers that wrote their ready marker (model loaded)."""
+        return sum(1 for pid in self.pids if (ready_dir / str(pid)).exists())
 
     async def _supervise(self, slot: int) -> None:
         while not self._stopping:

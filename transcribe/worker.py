@@ -13,6 +13,7 @@ import os
 import secrets
 import signal
 import socket
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -94,6 +95,7 @@ class Worker:
         assert self.engine is not None
         lost = asyncio.Event()
         heartbeat = asyncio.create_task(self._heartbeat(job, lost))
+        started = time.monotonic()
         try:
             outcome = await asyncio.to_thread(
                 run_job, self.engine, self.blobs, job, self.settings.carry_cap_s
@@ -104,7 +106,10 @@ class Worker:
             await fail_job(self.db, job, f"{type(exc).__name__}: {exc}", self.settings.retry)
             return True
         heartbeat.cancel()
-        if lost.is_set() or not await complete_job(self.db, job, outcome.segments, outcome.carry):
+        elapsed = time.monotonic() - started
+        if lost.is_set() or not await complete_job(
+            self.db, job, outcome.segments, outcome.carry, elapsed
+        ):
             log.warning("lease on chunk %s was lost; result discarded", job.chunk_id)
             return True
         await assemble_if_ready(self.db, job.meeting_id)
@@ -119,6 +124,9 @@ class Worker:
                 ),
             )
         log.info("worker %s ready", self.owner)
+        ready = self.settings.data_dir / "workers" / str(os.getpid())
+        ready.parent.mkdir(parents=True, exist_ok=True)
+        ready.write_text(self.owner)  # /readyz: this process has its model loaded
         try:
             while not self.stopping.is_set():
                 if not await self.run_one():
@@ -127,6 +135,7 @@ class Worker:
                     except TimeoutError:
                         pass
         finally:
+            ready.unlink(missing_ok=True)
             await self.db.close()
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.utils import formatdate
 
@@ -74,8 +75,14 @@ def _http_date(ts: float) -> str:
 
 class TusHandler:
     def __init__(
-        self, db: Database, blobs: BlobStore, hooks: UploadHooks, settings: TusSettings
+        self,
+        db: Database,
+        blobs: BlobStore,
+        hooks: UploadHooks,
+        settings: TusSettings,
+        on_bytes: Callable[[int], None] | None = None,
     ) -> None:
+        self.on_bytes = on_bytes
         self.db = db
         self.blobs = blobs
         self.uploads = UploadStore(db)
@@ -567,6 +574,8 @@ class TusHandler:
         upload.expires_at = expires_at
         first_bytes = committed == 0
         upload.offset = new_offset
+        if self.on_bytes is not None:
+            self.on_bytes(new_offset - committed)
         if first_bytes and not self._complete(upload):
             await self.hooks.on_progress(upload)
         if self._complete(upload):

@@ -1,0 +1,136 @@
+"""Prometheus metrics (prometheus-client).
+
+Backlog figures come from the database at scrape time (`storage.backlog`), so jobs run by
+worker processes or other nodes count, and histograms survive restarts. Per-meeting series
+exist only for meetings still recording or finalizing: they disappear when a meeting ends.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Iterator
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
+
+from storage.backlog import Backlog, backlog_snapshot
+from storage.database import Database
+
+RTF_BUCKETS = (0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0)
+LAG_BUCKETS = (1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800)
+
+
+def _histogram(name: str, doc: str, values: list[float], buckets: tuple[float, ...]) -> Metric:
+    counts = [(str(b), sum(1 for v in values if v <= b)) for b in buckets]
+    counts.append(("+Inf", len(values)))
+    return HistogramMetricFamily(name, doc, buckets=counts, sum_value=sum(values))
+
+
+class BacklogCollector:
+    """Yields the figures of the snapshot taken just before each scrape."""
+
+    def __init__(self, workers: Callable[[], int]) -> None:
+        self.snapshot = Backlog()
+        self.workers = workers
+
+    def collect(self) -> Iterator[Metric]:
+        b = self.snapshot
+        yield GaugeMetricFamily(
+            "rollscribe_queue_jobs", "Chunks queued or waiting", value=b.queued_jobs
+        )
+        yield GaugeMetricFamily(
+            "rollscribe_queue_audio_seconds",
+            "Seconds of audio queued or waiting",
+            value=b.queued_audio_s,
+        )
+        yield GaugeMetricFamily(
+            "rollscribe_queue_oldest_job_age_seconds",
+            "Age of the oldest queued job",
+            value=b.oldest_queued_age_s,
+        )
+        lag = GaugeMetricFamily(
+            "rollscribe_meeting_lag_audio_seconds",
+            "Audio uploaded but not yet transcribed, per active meeting",
+            labels=["meeting"],
+        )
+        since = GaugeMetricFamily(
+            "rollscribe_meeting_since_last_chunk_seconds",
+            "Time since the newest chunk of an active meeting landed",
+            labels=["meeting"],
+        )
+        for meeting_id, m in sorted(b.meetings.items()):
+            lag.add_metric([meeting_id], m.pending_audio_s)
+            if m.since_newest_chunk_s is not None:
+                since.add_metric([meeting_id], m.since_newest_chunk_s)
+        yield lag
+        yield since
+        chunks = GaugeMetricFamily("rollscribe_chunks", "Chunks by state", labels=["state"])
+        for state, count in sorted(b.chunks_by_state.items()):
+            chunks.add_metric([state], count)
+        yield chunks
+        workers = GaugeMetricFamily(
+            "rollscribe_workers", "Transcription workers", labels=["status"]
+        )
+        workers.add_metric(["busy"], b.transcribing)
+        workers.add_metric(["idle"], max(0, self.workers() - b.transcribing))
+        yield workers
+        yield _histogram(
+            "rollscribe_transcription_rtf",
+            "Transcription time / audio duration per chunk",
+            b.rtf,
+            RTF_BUCKETS,
+        )
+        yield _histogram(
+            "rollscribe_chunk_lag_seconds",
+            "Upload complete to transcribed, per chunk",
+            b.chunk_lag_s,
+            LAG_BUCKETS,
+        )
+        yield _histogram(
+            "rollscribe_meeting_end_latency_seconds",
+            "Finalize to assembled, per meeting",
+            b.meeting_end_s,
+            LAG_BUCKETS,
+        )
+
+
+class Metrics:
+    def __init__(self, db: Database, workers: Callable[[], int]) -> None:
+        self.db = db
+        self.registry = CollectorRegistry()
+        self.backlog = BacklogCollector(workers)
+        self.registry.register(self.backlog)  # type: ignore[arg-type]
+        self.bytes_received = Counter(
+            "rollscribe_bytes_received", "Upload bytes stored", registry=self.registry
+        )
+        self.upload_requests = Counter(
+            "rollscribe_upload_requests",
+            "tus requests by method and status code",
+            ["method", "code"],
+            registry=self.registry,
+        )
+
+    async def handle(self, _request: web.Request) -> web.Response:
+        async with self.db.read() as session:
+            self.backlog.snapshot = await backlog_snapshot(session, time.time())
+        body = generate_latest(self.registry)  # no await between snapshot and render
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    def middleware(self) -> Callable[..., Awaitable[web.StreamResponse]]:
+        @web.middleware
+        async def count_uploads(
+            request: web.Request,
+            handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+        ) -> web.StreamResponse:
+            if not request.path.startswith("/files"):
+                return await handler(request)
+            try:
+                response = await handler(request)
+            except web.HTTPException as exc:
+                self.upload_requests.labels(request.method, str(exc.status)).inc()
+                raise
+            self.upload_requests.labels(request.method, str(response.status)).inc()
+            return response
+
+        return count_uploads

@@ -1,0 +1,149 @@
+"""The transcription backlog, read from the database so that every node and every worker
+process counts: queue depth, ages, per-meeting lag, and the history behind the histograms."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from storage.job_queue import CLAIM_ORDER
+from storage.models import Chunk, Meeting
+from storage.state_machine import ChunkState, MeetingState
+
+PENDING = (
+    ChunkState.UPLOADED.value,
+    ChunkState.WAITING.value,
+    ChunkState.QUEUED.value,
+    ChunkState.TRANSCRIBING.value,
+)
+ACTIVE_MEETINGS = (MeetingState.RECORDING.value, MeetingState.FINALIZING.value)
+DEFAULT_RTF = 0.15  # before any job finished: tiny.en int8 on 2 threads is about this
+
+
+@dataclass(frozen=True)
+class MeetingLag:
+    pending_audio_s: float  # uploaded but not yet transcribed
+    since_newest_chunk_s: float | None  # time since the newest chunk landed
+
+
+@dataclass
+class Backlog:
+    queued_jobs: int = 0  # queued or waiting for their predecessor
+    queued_audio_s: float = 0.0
+    pending_audio_s: float = 0.0  # queued, waiting, uploaded or being transcribed
+    oldest_queued_age_s: float = 0.0
+    transcribing: int = 0
+    chunks_by_state: dict[str, int] = field(default_factory=dict)
+    meetings: dict[str, MeetingLag] = field(default_factory=dict)
+    rtf: list[float] = field(default_factory=list)  # transcription time / audio time
+    chunk_lag_s: list[float] = field(default_factory=list)  # upload complete -> transcribed
+    meeting_end_s: list[float] = field(default_factory=list)  # finalize -> complete
+
+
+async def backlog_snapshot(session: AsyncSession, now: float) -> Backlog:
+    b = Backlog()
+    for state, count in (
+        await session.execute(select(Chunk.state, func.count()).group_by(Chunk.state))
+    ).all():
+        b.chunks_by_state[state] = count
+    b.transcribing = b.chunks_by_state.get(ChunkState.TRANSCRIBING.value, 0)
+    queued = (ChunkState.QUEUED.value, ChunkState.WAITING.value)
+    rows = (
+        await session.execute(
+            select(
+                Chunk.state, Chunk.duration_s, Chunk.queued_at, Chunk.meeting_id, Chunk.uploaded_at
+            )
+            .join(Meeting, Meeting.id == Chunk.meeting_id)
+            .where(Meeting.state.in_(ACTIVE_MEETINGS))
+        )
+    ).all()
+    newest: dict[str, float] = {}
+    pending: dict[str, float] = {}
+    for state, duration, queued_at, meeting_id, uploaded_at in rows:
+        if uploaded_at is not None:
+            newest[meeting_id] = max(newest.get(meeting_id, 0.0), uploaded_at)
+        pending.setdefault(meeting_id, 0.0)
+        if state in PENDING:
+            b.pending_audio_s += duration or 0.0
+            pending[meeting_id] += duration or 0.0
+        if state in queued:
+            b.queued_jobs += 1
+            b.queued_audio_s += duration or 0.0
+            if queued_at is not None:
+                b.oldest_queued_age_s = max(b.oldest_queued_age_s, now - queued_at)
+    active = (
+        (await session.execute(select(Meeting.id).where(Meeting.state.in_(ACTIVE_MEETINGS))))
+        .scalars()
+        .all()
+    )
+    for meeting_id in active:
+        landed = newest.get(meeting_id)
+        b.meetings[meeting_id] = MeetingLag(
+            pending.get(meeting_id, 0.0), None if landed is None else now - landed
+        )
+    for elapsed, duration, uploaded_at, transcribed_at in (
+        await session.execute(
+            select(
+                Chunk.transcribe_s, Chunk.duration_s, Chunk.uploaded_at, Chunk.transcribed_at
+            ).where(Chunk.transcribed_at.is_not(None))
+        )
+    ).all():
+        if elapsed is not None and duration:
+            b.rtf.append(elapsed / duration)
+        if uploaded_at is not None:
+            b.chunk_lag_s.append(transcribed_at - uploaded_at)
+    b.meeting_end_s = [
+        done - finalized
+        for finalized, done in (
+            await session.execute(
+                select(Meeting.finalized_at, Meeting.completed_at).where(
+                    Meeting.completed_at.is_not(None), Meeting.finalized_at.is_not(None)
+                )
+            )
+        ).all()
+    ]
+    return b
+
+
+def mean_rtf(backlog: Backlog) -> float:
+    recent = backlog.rtf[-200:]
+    return sum(recent) / len(recent) if recent else DEFAULT_RTF
+
+
+async def queue_position(session: AsyncSession, meeting_id: str, now: float) -> int | None:
+    """How many other meetings' chunks a worker takes before this meeting's next one (the
+    claim order is round-robin between meetings). None: nothing of this meeting is queued."""
+    rows = (
+        (
+            await session.execute(
+                select(Chunk.meeting_id)
+                .join(Meeting, Meeting.id == Chunk.meeting_id)
+                .where(Chunk.state == ChunkState.QUEUED.value, Chunk.next_attempt_at <= now)
+                .order_by(*CLAIM_ORDER)
+            )
+        )
+        .scalars()
+        .all()
+    )
+    ahead: list[str] = []
+    for other in rows:
+        if other == meeting_id:
+            return len(ahead)
+        if other not in ahead:
+            ahead.append(other)
+    return None
+
+
+async def recent_rtf(session: AsyncSession) -> float:
+    rows = (
+        await session.execute(
+            select(Chunk.transcribe_s, Chunk.duration_s)
+            .where(Chunk.transcribe_s.is_not(None), Chunk.duration_s > 0)
+            .order_by(Chunk.transcribed_at.desc())
+            .limit(200)
+        )
+    ).all()
+    ratios = [elapsed / duration for elapsed, duration in rows]
+    return sum(ratios) / len(ratios) if ratios else DEFAULT_RTF
