@@ -3,6 +3,7 @@ meeting is not starved by a long one, and admission control refuses new meetings
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -65,6 +66,18 @@ def test_metrics_and_meeting_view_follow_the_backlog(idle_server, jfk_segments):
     assert view["progress"]["queue_position"] == 0
     assert abs(view["progress"]["lag_audio_s"] - audio) < 0.1
     assert view["progress"]["eta_s"] > 0
+
+    # The live event stream reports the same figures as they change.
+    stream = requests.get(f"{base}/meetings/{meeting_id}/events", stream=True, timeout=10)
+    progress = None
+    lines = stream.iter_lines(decode_unicode=True)
+    for line in lines:
+        if line == "event: meeting.progress":
+            progress = json.loads(next(lines)[len("data: ") :])
+            break
+    stream.close()
+    assert progress is not None and progress["queue_position"] == 0
+    assert abs(progress["lag_audio_s"] - audio) < 0.1
 
     worker = start_worker(idle_server.data_dir)
     try:
