@@ -17,6 +17,8 @@ from server.meetings_api import MeetingsApi
 from server.metrics import Metrics
 from server.recovery import RecoverySweeper
 from server.tus.handler import TusHandler, TusSettings
+from server.webhook_dispatcher import DeliveryPolicy, WebhookDispatcher
+from server.webhooks_api import WebhooksApi
 from storage.blobs import BlobStore
 from storage.database import Database, sqlite_url
 from storage.job_queue import RetryPolicy
@@ -100,6 +102,15 @@ def build_app(config: ServerConfig, keys: ApiKeys | None = None) -> web.Applicat
     meetings = MeetingsApi(db, admission, workers=config.workers)
     app.add_routes(meetings.routes())
     app.add_routes(EventsApi(db, meetings.progress).routes())
+    app.add_routes(WebhooksApi(db).routes())
+    dispatcher = WebhookDispatcher(
+        db,
+        DeliveryPolicy(
+            backoff_base_s=config.webhook_retry_base_s,
+            backoff_max_s=config.webhook_retry_max_s,
+            horizon_s=config.webhook_horizon_s,
+        ),
+    )
     app.add_routes(
         [
             web.get("/healthz", healthz),
@@ -113,8 +124,10 @@ def build_app(config: ServerConfig, keys: ApiKeys | None = None) -> web.Applicat
         # Recovery first, so that a restart moves everything on before new work arrives.
         await sweeper.sweep()
         sweeper.start()
+        dispatcher.start()
         await pool.start()
         yield
+        await dispatcher.stop()
         await sweeper.stop()
         await pool.stop()
         await db.close()

@@ -26,6 +26,9 @@ class ServerConfig:
     missing_grace_s: float = 300.0
     max_backlog_s: float = 4 * 3600.0  # seconds of audio waiting; past it new meetings: 503
     abandon_after_s: float = 6 * 3600.0
+    webhook_retry_base_s: float = 5.0
+    webhook_retry_max_s: float = 3600.0
+    webhook_horizon_s: float = 3 * 24 * 3600.0
     api_keys_file: str | None = None
     api_keys: str | None = None  # comma-separated; usually from ROLLSCRIBE_API_KEYS
 
@@ -103,6 +106,22 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         default=float(_env("SWEEP_INTERVAL_SECONDS", str(d.sweep_interval_s))),
     )
     parser.add_argument(
+        "--webhook-retry-base-seconds",
+        type=float,
+        default=float(_env("WEBHOOK_RETRY_BASE_SECONDS", str(d.webhook_retry_base_s))),
+    )
+    parser.add_argument(
+        "--webhook-retry-max-seconds",
+        type=float,
+        default=float(_env("WEBHOOK_RETRY_MAX_SECONDS", str(d.webhook_retry_max_s))),
+    )
+    parser.add_argument(
+        "--webhook-horizon-seconds",
+        type=float,
+        default=float(_env("WEBHOOK_HORIZON_SECONDS", str(d.webhook_horizon_s))),
+        help="how long a delivery is retried before it goes to the dead letters",
+    )
+    parser.add_argument(
         "--api-keys-file",
         default=os.environ.get("ROLLSCRIBE_API_KEYS_FILE"),
         help="one bearer token per line; also ROLLSCRIBE_API_KEYS=key1,key2",
@@ -127,6 +146,9 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         max_backlog_s=args.max_backlog_seconds,
         abandon_after_s=args.abandon_after_seconds,
         sweep_interval_s=args.sweep_interval_seconds,
+        webhook_retry_base_s=args.webhook_retry_base_seconds,
+        webhook_retry_max_s=args.webhook_retry_max_seconds,
+        webhook_horizon_s=args.webhook_horizon_seconds,
         api_keys_file=args.api_keys_file,
         api_keys=os.environ.get("ROLLSCRIBE_API_KEYS"),
     )

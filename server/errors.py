@@ -105,6 +105,7 @@ class Errors:
     UNKNOWN_TRACK = _e("ERR_UNKNOWN_TRACK", 400, "the meeting does not declare this track")
     # meetings API
     MEETING_NOT_FOUND = _e("ERR_MEETING_NOT_FOUND", 404, "no such meeting")
+    WEBHOOK_NOT_FOUND = _e("ERR_WEBHOOK_NOT_FOUND", 404, "no such webhook")
     CHUNK_NOT_FOUND = _e("ERR_CHUNK_NOT_FOUND", 404, "no such chunk")
     INVALID_JSON = _e("ERR_INVALID_JSON", 400, "the body must be a JSON object")
     INVALID_FIELD = _e("ERR_INVALID_FIELD", 400, "invalid field")

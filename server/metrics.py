@@ -16,6 +16,7 @@ from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Met
 
 from storage.backlog import Backlog, backlog_snapshot
 from storage.database import Database
+from storage.outbox import OutboxStats, outbox_stats
 
 RTF_BUCKETS = (0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0)
 LAG_BUCKETS = (1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800)
@@ -32,6 +33,7 @@ class BacklogCollector:
 
     def __init__(self, workers: Callable[[], int]) -> None:
         self.snapshot = Backlog()
+        self.outbox = OutboxStats({}, 0.0)
         self.workers = workers
 
     def collect(self) -> Iterator[Metric]:
@@ -75,6 +77,17 @@ class BacklogCollector:
         workers.add_metric(["busy"], b.transcribing)
         workers.add_metric(["idle"], max(0, self.workers() - b.transcribing))
         yield workers
+        deliveries = GaugeMetricFamily(
+            "rollscribe_webhook_deliveries", "Webhook deliveries by status", labels=["status"]
+        )
+        for status in ("pending", "delivered", "dead"):
+            deliveries.add_metric([status], self.outbox.by_status.get(status, 0))
+        yield deliveries
+        yield GaugeMetricFamily(
+            "rollscribe_webhook_oldest_undelivered_age_seconds",
+            "Age of the oldest event not yet delivered",
+            value=self.outbox.oldest_undelivered_age_s,
+        )
         yield _histogram(
             "rollscribe_transcription_rtf",
             "Transcription time / audio duration per chunk",
@@ -112,8 +125,10 @@ class Metrics:
         )
 
     async def handle(self, _request: web.Request) -> web.Response:
+        now = time.time()
         async with self.db.read() as session:
-            self.backlog.snapshot = await backlog_snapshot(session, time.time())
+            self.backlog.snapshot = await backlog_snapshot(session, now)
+        self.backlog.outbox = await outbox_stats(self.db, now)
         body = generate_latest(self.registry)  # no await between snapshot and render
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

@@ -1,0 +1,148 @@
+"""Delivers outbox rows to webhooks: at least once, in order per meeting, signed in the
+Standard Webhooks format, retried with exponential backoff and jitter over a horizon.
+
+4xx other than 408/429 is permanent (dead letter); 5xx, 408, 429, timeouts and refused
+connections are retried; Retry-After is honoured. Everything lives in the database, so a
+restart resumes where delivery stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import logging
+import random
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+
+import aiohttp
+
+from storage.database import Database
+from storage.outbox import DueDelivery, claim_due, fan_out, record_outcome
+
+log = logging.getLogger("rollscribe.webhooks")
+
+RETRYABLE_4XX = (408, 429)
+
+
+@dataclass(frozen=True)
+class DeliveryPolicy:
+    backoff_base_s: float = 5.0
+    backoff_max_s: float = 3600.0
+    horizon_s: float = 3 * 24 * 3600.0  # keep retrying a downstream outage this long
+    timeout_s: float = 10.0
+    poll_s: float = 0.25
+    concurrency: int = 16
+
+    def delay(self, attempts: int) -> float:
+        ceiling = min(self.backoff_max_s, self.backoff_base_s * 2 ** max(0, attempts - 1))
+        return ceiling * random.uniform(0.5, 1.0)  # jitter: retries of many don't align
+
+
+def message_id(event_id: int) -> str:
+    """Stable for an event: the idempotency key across retries and replays."""
+    return f"msg_{event_id}"
+
+
+def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
+    key = base64.b64decode(secret.removeprefix("whsec_"))
+    content = f"{msg_id}.{timestamp}.".encode() + body
+    return "v1," + base64.b64encode(hmac.new(key, content, hashlib.sha256).digest()).decode()
+
+
+def retry_after_s(value: str | None) -> float | None:
+    if not value:
+        return None
+    if value.strip().isdigit():
+        return float(value)
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
+def body_of(due: DueDelivery) -> bytes:
+    return json.dumps(
+        {
+            "id": message_id(due.event_id),
+            "type": due.event_type,
+            "timestamp": datetime.fromtimestamp(due.created_at, UTC).isoformat(),
+            "data": {"meeting_id": due.meeting_id, **due.payload},
+        }
+    ).encode()
+
+
+class WebhookDispatcher:
+    def __init__(self, db: Database, policy: DeliveryPolicy) -> None:
+        self.db = db
+        self.policy = policy
+        self._task: asyncio.Task[None] | None = None
+        self._session: aiohttp.ClientSession | None = None
+
+    async def _send(self, due: DueDelivery) -> None:
+        assert self._session is not None
+        msg_id = message_id(due.event_id)
+        timestamp = int(time.time())
+        body = body_of(due)
+        headers = {
+            "Content-Type": "application/json",
+            "webhook-id": msg_id,
+            "webhook-timestamp": str(timestamp),
+            "webhook-signature": sign(due.secret, msg_id, timestamp, body),
+        }
+        status: int | None = None
+        wait: float | None = None
+        try:
+            async with self._session.post(due.url, data=body, headers=headers) as response:
+                status = response.status
+                wait = retry_after_s(response.headers.get("Retry-After"))
+                error = None if status < 300 else f"HTTP {status}"
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            error = f"{type(exc).__name__}: {exc}"[:500]
+        delivered = status is not None and 200 <= status < 300
+        permanent = status is not None and 400 <= status < 500 and status not in RETRYABLE_4XX
+        attempts = due.attempts + 1
+        expired = time.time() - due.first_queued_at > self.policy.horizon_s
+        delay = max(self.policy.delay(attempts), wait or 0.0)
+        await record_outcome(
+            self.db,
+            due.delivery_id,
+            delivered=delivered,
+            dead=not delivered and (permanent or expired),
+            next_attempt_at=time.time() + delay,
+            status_code=status,
+            error=error,
+        )
+
+    async def run_once(self) -> int:
+        await fan_out(self.db)
+        due = await claim_due(self.db, self.policy.concurrency)
+        await asyncio.gather(*(self._send(d) for d in due))
+        return len(due)
+
+    async def _loop(self) -> None:
+        timeout = aiohttp.ClientTimeout(total=self.policy.timeout_s)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            self._session = session
+            while True:
+                try:
+                    if await self.run_once() == 0:
+                        await asyncio.sleep(self.policy.poll_s)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("webhook dispatch failed; trying again")
+                    await asyncio.sleep(1.0)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)

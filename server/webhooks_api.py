@@ -1,0 +1,169 @@
+"""Webhook subscriptions, their deliveries (dead letters included) and replay."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import secrets
+import time
+from typing import Any
+from urllib.parse import urlparse
+
+from aiohttp import web
+from sqlalchemy import func, select
+
+from server.auth import OWNER
+from server.errors import ApiError, Errors
+from server.meetings_api import read_json_object
+from storage.database import Database
+from storage.models import Delivery, Event, Webhook
+from storage.outbox import replay
+
+EVENT_TYPES = frozenset(
+    {
+        "chunk.uploaded",
+        "chunk.rejected",
+        "chunk.transcribed",
+        "chunk.failed",
+        "meeting.finalizing",
+        "meeting.completed",
+        "meeting.failed",
+        "meeting.abandoned",
+        "meeting.revived",
+        "meeting.chunks_missing",
+    }
+)
+
+
+def _view(hook: Webhook) -> dict[str, Any]:
+    return {"id": hook.id, "url": hook.url, "events": hook.events, "created_at": hook.created_at}
+
+
+class WebhooksApi:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def routes(self) -> list[web.RouteDef]:
+        return [
+            web.post("/webhooks", self.create),
+            web.get("/webhooks", self.list),
+            web.delete("/webhooks/{webhook_id}", self.delete),
+            web.get("/webhooks/{webhook_id}/deliveries", self.deliveries),
+            web.post("/webhooks/{webhook_id}/replay", self.replay_all),
+            web.post("/webhooks/{webhook_id}/deliveries/{delivery_id}/replay", self.replay_one),
+        ]
+
+    async def _hook(self, request: web.Request) -> Webhook:
+        async with self.db.read() as session:
+            hook = await session.get(Webhook, request.match_info["webhook_id"])
+        if hook is None or hook.owner != request[OWNER]:
+            raise ApiError(Errors.WEBHOOK_NOT_FOUND, request.match_info["webhook_id"])
+        return hook
+
+    async def create(self, request: web.Request) -> web.Response:
+        body = await read_json_object(request)
+        url, secret, events = body.get("url"), body.get("secret"), body.get("events")
+        parsed = urlparse(url) if isinstance(url, str) else None
+        if parsed is None or parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise ApiError(Errors.INVALID_FIELD, "url must be an http(s) URL")
+        if not isinstance(secret, str) or not secret.startswith("whsec_"):
+            raise ApiError(Errors.INVALID_FIELD, "secret must be 'whsec_' + base64 of 24-64 bytes")
+        try:
+            key = base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+        except binascii.Error:
+            raise ApiError(Errors.INVALID_FIELD, "secret is not base64 after 'whsec_'") from None
+        if not 24 <= len(key) <= 64:
+            raise ApiError(Errors.INVALID_FIELD, "the secret's key must be 24 to 64 bytes")
+        if (
+            not isinstance(events, list)
+            or not events
+            or not all(isinstance(e, str) for e in events)
+            or set(events) - EVENT_TYPES
+        ):
+            raise ApiError(
+                Errors.INVALID_FIELD, f"events must be a non-empty list of {sorted(EVENT_TYPES)}"
+            )
+        async with self.db.write() as session:
+            # Only events from now on: a new subscriber is not flooded with history.
+            cursor = (await session.execute(select(func.max(Event.id)))).scalar_one() or 0
+            hook = Webhook(
+                id="wh_" + secrets.token_urlsafe(12),
+                owner=request[OWNER],
+                url=url,
+                secret=secret,
+                events=sorted(set(events)),
+                cursor=cursor,
+                created_at=time.time(),
+            )
+            session.add(hook)
+        return web.json_response(_view(hook), status=201)
+
+    async def list(self, request: web.Request) -> web.Response:
+        async with self.db.read() as session:
+            hooks = (
+                (
+                    await session.execute(
+                        select(Webhook)
+                        .where(Webhook.owner == request[OWNER])
+                        .order_by(Webhook.created_at)
+                    )
+                )
+                .scalars()
+                .all()
+            )
+        return web.json_response({"webhooks": [_view(h) for h in hooks]})
+
+    async def delete(self, request: web.Request) -> web.Response:
+        hook = await self._hook(request)
+        async with self.db.write() as session:
+            await session.execute(Delivery.__table__.delete().where(Delivery.webhook_id == hook.id))
+            await session.execute(Webhook.__table__.delete().where(Webhook.id == hook.id))
+        return web.Response(status=204)
+
+    async def deliveries(self, request: web.Request) -> web.Response:
+        hook = await self._hook(request)
+        status = request.query.get("status")
+        if status not in (None, "pending", "delivered", "dead"):
+            raise ApiError(Errors.INVALID_FIELD, "status must be pending, delivered or dead")
+        query = (
+            select(Delivery, Event.type)
+            .join(Event, Event.id == Delivery.event_id)
+            .where(Delivery.webhook_id == hook.id)
+        )
+        if status:
+            query = query.where(Delivery.status == status)
+        async with self.db.read() as session:
+            rows = (await session.execute(query.order_by(Delivery.event_id).limit(1000))).all()
+        return web.json_response(
+            {
+                "deliveries": [
+                    {
+                        "id": d.id,
+                        "event_id": d.event_id,
+                        "type": kind,
+                        "meeting_id": d.meeting_id,
+                        "status": d.status,
+                        "attempts": d.attempts,
+                        "last_status": d.last_status,
+                        "last_error": d.last_error,
+                        "next_attempt_at": d.next_attempt_at,
+                        "delivered_at": d.delivered_at,
+                    }
+                    for d, kind in rows
+                ]
+            }
+        )
+
+    async def replay_all(self, request: web.Request) -> web.Response:
+        hook = await self._hook(request)
+        return web.json_response({"replayed": await replay(self.db, hook.id)}, status=202)
+
+    async def replay_one(self, request: web.Request) -> web.Response:
+        hook = await self._hook(request)
+        raw = request.match_info["delivery_id"]
+        if not raw.isdigit():
+            raise ApiError(Errors.INVALID_FIELD, "delivery id must be an integer")
+        count = await replay(self.db, hook.id, int(raw))
+        if count == 0:
+            raise ApiError(Errors.NOT_RETRYABLE, "only a dead delivery can be replayed")
+        return web.json_response({"replayed": count}, status=202)
