@@ -19,9 +19,8 @@ import jiwer
 import numpy as np
 
 from bench.speech_corpus import SR, build_corpus
-from transcribe.carry import AudioPiece
 from transcribe.engine import EngineSettings, WhisperEngine
-from transcribe.track_step import transcribe_step
+from transcribe.track_step import transcribe_track
 
 RESULTS = Path(__file__).parent / "results"
 NORMALISE = jiwer.Compose(
@@ -52,19 +51,7 @@ def whole(engine: WhisperEngine, audio: np.ndarray) -> str:
 
 
 def chunked(engine: WhisperEngine, audio: np.ndarray, seconds: float, carry: bool) -> str:
-    step = int(seconds * SR)
-    texts: list[str] = []
-    held = None
-    for i in range(0, len(audio), step):
-        piece = AudioPiece(round(i * 1000 / SR), audio[i : i + step])
-        last = i + step >= len(audio)
-        if carry:
-            result = transcribe_step(engine, held, piece, flush=last)
-            held = result.carry
-        else:
-            result = transcribe_step(engine, None, piece, flush=True)
-        texts += [s.text for s in result.segments]
-    return " ".join(texts)
+    return " ".join(s.text for s in transcribe_track(engine, audio, seconds, carry))
 
 
 def main() -> None:

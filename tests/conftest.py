@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,6 +11,15 @@ import requests
 from tests.server_process import JFK, ServerProcess
 
 TUS = {"Tus-Resumable": "1.0.0"}
+# ../shared/data/jfk.flac, as its README gives it, in lowercase words.
+REFERENCE = (
+    "and so my fellow americans ask not what your country can do for you "
+    "ask what you can do for your country"
+).split()
+
+
+def words(text: str) -> list[str]:
+    return re.findall(r"[a-z']+", text.lower())
 
 
 def b64(value: str) -> str:

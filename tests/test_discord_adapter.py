@@ -9,9 +9,9 @@ import requests
 from client.discord_adapter import DiscordMeetingStreamer
 from codec.opus_packets import FRAME_SAMPLES, SAMPLE_RATE, OpusPacketEncoder
 from codec.segmenter import iter_pcm
-from tests.conftest import create_meeting
+from tests.conftest import REFERENCE, create_meeting, words
 from tests.server_process import JFK
-from tests.test_end_to_end import REFERENCE, wait_state, words
+from tests.test_end_to_end import wait_state
 
 
 class FakeClock:

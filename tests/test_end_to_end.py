@@ -4,22 +4,12 @@ workers -> finalize -> assembled transcript (and events)."""
 from __future__ import annotations
 
 import json
-import re
 import time
 
 import requests
 from tusclient import client as tus_client
 
-from tests.conftest import create_meeting
-
-REFERENCE = (
-    "and so my fellow americans ask not what your country can do for you "
-    "ask what you can do for your country"
-).split()
-
-
-def words(text: str) -> list[str]:
-    return re.findall(r"[a-z']+", text.lower())
+from tests.conftest import REFERENCE, create_meeting, words
 
 
 def upload_segment(base_url: str, meeting_id: str, track: str, segment, start_ms: int) -> str:

@@ -12,8 +12,8 @@ import time
 import pytest
 import requests
 
+from tests.conftest import REFERENCE, words
 from tests.server_process import JFK, ROOT, ServerProcess
-from tests.test_end_to_end import REFERENCE, words
 
 
 def _uploaded(spool) -> int:

@@ -14,9 +14,9 @@ import pytest
 import requests
 from tusclient import client as tus_client
 
-from tests.conftest import TUS, create_meeting, metadata, tus_create, tus_patch
+from tests.conftest import REFERENCE, TUS, create_meeting, metadata, tus_create, tus_patch, words
 from tests.server_process import ServerProcess
-from tests.test_end_to_end import REFERENCE, upload_segment, wait_state, words
+from tests.test_end_to_end import upload_segment, wait_state
 from tests.test_track_order import _long_track
 
 

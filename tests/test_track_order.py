@@ -12,9 +12,9 @@ import pytest
 import requests
 
 from codec.segmenter import OggOpusFileWriter, iter_pcm
-from tests.conftest import create_meeting
+from tests.conftest import REFERENCE, create_meeting, words
 from tests.server_process import JFK, ServerProcess
-from tests.test_end_to_end import REFERENCE, upload_segment, wait_state, words
+from tests.test_end_to_end import upload_segment, wait_state
 
 
 def _finalize(base: str, meeting_id: str, last_seq: dict[str, int]) -> None:

@@ -67,3 +67,20 @@ def transcribe_step(
     if not flush and len(rest) > 0:
         next_carry = AudioPiece(window.to_abs_ms(cut), np.array(rest, dtype=np.float32))
     return StepResult(segments, next_carry)
+
+
+def transcribe_track(
+    engine: WhisperEngine, audio: np.ndarray, segment_seconds: float, carry: bool = True
+) -> list[CommittedSegment]:
+    """A whole track cut by the clock into segments, each step run as a worker runs it (with
+    the carry), or with `carry=False` each segment alone. For benchmarks and tests."""
+    step = round(segment_seconds * SAMPLE_RATE)
+    segments: list[CommittedSegment] = []
+    held: AudioPiece | None = None
+    for i in range(0, len(audio), step):
+        piece = AudioPiece(round(i * 1000 / SAMPLE_RATE), audio[i : i + step])
+        last = i + step >= len(audio)
+        result = transcribe_step(engine, held if carry else None, piece, flush=last or not carry)
+        held = result.carry
+        segments += result.segments
+    return segments

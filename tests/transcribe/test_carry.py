@@ -2,22 +2,13 @@
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 
+from tests.conftest import REFERENCE, words
 from transcribe.carry import SAMPLE_RATE, AudioPiece, build_window, choose_cut
-from transcribe.track_step import transcribe_step
+from transcribe.track_step import transcribe_step, transcribe_track
 
 SR = SAMPLE_RATE
-REFERENCE = (
-    "and so my fellow americans ask not what your country can do for you "
-    "ask what you can do for your country"
-).split()
-
-
-def words(text: str) -> list[str]:
-    return re.findall(r"[a-z']+", text.lower())
 
 
 def test_build_window_fills_gaps_and_keeps_true_times():
@@ -67,18 +58,7 @@ def test_carry_never_exceeds_the_cap_and_cuts_at_the_quietest_point():
 
 
 def run_track(engine, audio, seconds: float, carry: bool) -> list:
-    step = round(seconds * SR)
-    out, held = [], None
-    for i in range(0, len(audio), step):
-        piece = AudioPiece(round(i * 1000 / SR), audio[i : i + step])
-        last = i + step >= len(audio)
-        if carry:
-            result = transcribe_step(engine, held, piece, flush=last)
-            held = result.carry
-        else:
-            result = transcribe_step(engine, None, piece, flush=True)
-        out += result.segments
-    return out
+    return transcribe_track(engine, audio, seconds, carry)
 
 
 def test_cut_inside_words_every_word_once_in_order(whisper_engine, jfk_audio):
