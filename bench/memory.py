@@ -24,12 +24,25 @@ TUS = {"Tus-Resumable": "1.0.0"}
 BLOCK = bytes(range(256)) * 4096  # 1 MiB
 
 
-def body(size: int) -> Iterator[bytes]:
-    sent = 0
-    while sent < size:
-        piece = BLOCK[: min(len(BLOCK), size - sent)]
-        sent += len(piece)
-        yield piece
+class Body:
+    """A sized, streamed request body: requests sends it with Content-Length, read by read."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.sent = 0
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self) -> Iterator[bytes]:
+        while piece := self.read(len(BLOCK)):
+            yield piece
+
+    def read(self, n: int = -1) -> bytes:
+        n = len(BLOCK) if n < 0 else min(n, len(BLOCK))
+        piece = BLOCK[: min(n, self.size - self.sent)]
+        self.sent += len(piece)
+        return piece
 
 
 def upload(base: str, size: int) -> None:
@@ -37,12 +50,11 @@ def upload(base: str, size: int) -> None:
     r.raise_for_status()
     r = requests.patch(
         r.headers["Location"],
-        data=body(size),
+        data=Body(size),
         timeout=600,
         headers={
             **TUS,
             "Upload-Offset": "0",
-            "Content-Length": str(size),
             "Content-Type": "application/offset+octet-stream",
         },
     )
