@@ -31,7 +31,11 @@ ROUNDS = 2
 
 def upload(url: str, path: Path, chunk_mib: int) -> float:
     start = time.monotonic()
-    uploader = tus_client.TusClient(url).uploader(str(path), chunk_size=chunk_mib * 1024**2)
+    # A filename for all: tuspy sends an empty Upload-Metadata header otherwise, which
+    # @tus/server refuses (400); rollscribe and tuspyserver accept it.
+    uploader = tus_client.TusClient(url).uploader(
+        str(path), chunk_size=chunk_mib * 1024**2, metadata={"filename": path.name}
+    )
     uploader.upload()
     rate = SIZE / 1e6 / (time.monotonic() - start)
     # Termination (all three implement it) keeps the disk from filling up between runs.

@@ -43,6 +43,7 @@ EXTENSIONS = (
     "expiration,concatenation"
 )
 READ_BLOCK = 256 * 1024
+WRITE_BATCH = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -417,9 +418,6 @@ class TusHandler:
         if request.content_type != OCTET:
             raise ApiError(Errors.INVALID_CONTENT_TYPE, f"got {request.content_type!r}")
         upload_id = request.match_info["upload_id"]
-        upload = await self._load(upload_id, request[OWNER])
-        if upload.concat == "final":
-            raise ApiError(Errors.MODIFY_FINAL)
         offset = parse_non_negative(request.headers.get("Upload-Offset"), Errors.INVALID_OFFSET)
         if offset is None:
             raise ApiError(Errors.INVALID_OFFSET, "Upload-Offset is missing")
@@ -429,6 +427,8 @@ class TusHandler:
         await self._acquire(slot)
         try:
             upload = await self._load(upload_id, request[OWNER])  # fresh, under the lock
+            if upload.concat == "final":
+                raise ApiError(Errors.MODIFY_FINAL)
             if offset != upload.offset:
                 raise ApiError(
                     Errors.MISMATCHED_OFFSET,
@@ -471,6 +471,16 @@ class TusHandler:
     async def _next_block(self, request: web.Request, slot: UploadSlot) -> bytes | None:
         """The next body block; None if the body stalled (no byte for `stall_s`) or a newer
         PATCH asked to take over."""
+        try:
+            # Bytes already buffered: no waiting, so no tasks to race against a takeover.
+            buffered = request.content.read_nowait(READ_BLOCK)
+        except RuntimeError:  # another reader waits; cannot happen with our one reader
+            buffered = b""
+        if buffered:
+            slot.last_byte_at = time.monotonic()
+            return buffered
+        if request.content.at_eof():
+            return b""
         read = asyncio.ensure_future(request.content.read(READ_BLOCK))
         stop = asyncio.ensure_future(slot.takeover.wait())
         try:
@@ -503,11 +513,20 @@ class TusHandler:
         )
         committed = upload.offset
         stalled: ApiError | None = None
+        pending = bytearray()
+
+        async def flush_pending() -> None:
+            # One thread hop per MiB, not per network read.
+            if pending:
+                await asyncio.to_thread(writer.write, bytes(pending))
+                pending.clear()
+
         try:
             idle_since = time.monotonic()
             while True:
                 data = await self._next_block(request, slot)
                 if data is None:
+                    await flush_pending()
                     if slot.takeover.is_set():
                         stalled = ApiError(Errors.UPLOAD_TAKEN_OVER)
                         break
@@ -522,10 +541,14 @@ class TusHandler:
                     continue
                 idle_since = time.monotonic()
                 if not data:
+                    await flush_pending()
                     break
-                if writer.start + writer.written + len(data) - upload.offset > room:
+                if writer.start + writer.written + len(pending) + len(data) - upload.offset > room:
                     raise ApiError(Errors.BEYOND_LENGTH, f"body longer than the {room} bytes left")
-                await asyncio.to_thread(writer.write, data)
+                pending += data
+                if len(pending) < WRITE_BATCH:
+                    continue
+                await flush_pending()
                 if (
                     checksum is None
                     and writer.start + writer.written - committed >= self.settings.checkpoint_bytes
@@ -544,7 +567,9 @@ class TusHandler:
         except BaseException:
             # The client went away mid-body (reset, payload error, cancellation): keep what
             # arrived, as tus asks, unless it was to be verified against a checksum.
-            await asyncio.shield(self._keep_partial(writer, upload, committed, checksum))
+            await asyncio.shield(
+                self._keep_partial(writer, upload, committed, checksum, bytes(pending))
+            )
             raise
         await asyncio.to_thread(writer.close)
         if stalled is not None:
@@ -552,12 +577,19 @@ class TusHandler:
         return upload
 
     async def _keep_partial(
-        self, writer: BlobWriter, upload: Upload, committed: int, checksum: Checksum | None
+        self,
+        writer: BlobWriter,
+        upload: Upload,
+        committed: int,
+        checksum: Checksum | None,
+        pending: bytes,
     ) -> None:
         try:
             if checksum is not None:
                 await asyncio.to_thread(writer.rollback, committed)
             else:
+                if pending:
+                    await asyncio.to_thread(writer.write, pending)
                 await self._commit(writer, upload, committed)
         finally:
             await asyncio.to_thread(writer.close)

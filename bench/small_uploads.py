@@ -1,0 +1,162 @@
+"""Benchmark: 200 concurrent clients each uploading 30 s Ogg Opus segments (~100 KB) as
+fast as they can, to rollscribe, @tus/server and tuspyserver: requests per second and
+upload latency (POST + PATCH) percentiles. Run: `./dev bench small_uploads`.
+
+For rollscribe each upload is a real meeting chunk (meeting, track, seq metadata), so it is
+validated as Ogg Opus and queued: the production path, with every acknowledgement fsynced.
+The load is generated with aiohttp, not 200 tuspy threads, so the client is not the limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import statistics
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aiohttp
+import numpy as np
+
+from bench.comparison_servers import WORK, start_all
+from bench.server_under_test import machine
+from codec.segmenter import OggOpusFileWriter, iter_pcm
+
+RESULTS = Path(__file__).parent / "results"
+JFK = Path(__file__).resolve().parents[2] / "shared" / "data" / "jfk.flac"
+CLIENTS = 200
+UPLOADS_PER_CLIENT = 10
+TUS = {"Tus-Resumable": "1.0.0"}
+
+
+def segment(folder: Path) -> bytes:
+    pcm = np.concatenate(list(iter_pcm(JFK)))
+    writer = OggOpusFileWriter(folder / "seg.opus")
+    writer.write(np.tile(pcm, 3)[: 30 * 48000])
+    writer.close()
+    return writer.path.read_bytes()
+
+
+def meta(values: dict[str, str]) -> str:
+    return ",".join(f"{k} {base64.b64encode(v.encode()).decode()}" for k, v in values.items())
+
+
+async def client(
+    session: aiohttp.ClientSession,
+    url: str,
+    body: bytes,
+    meeting: str | None,
+    client_no: int,
+    latencies: list[float],
+) -> None:
+    for seq in range(UPLOADS_PER_CLIENT):
+        values = {"filename": f"c{client_no}-{seq}.opus"}
+        if meeting is not None:
+            values |= {
+                "meeting_id": meeting,
+                "track": "mic",
+                "seq": str(seq),
+                "start_ms": str(seq * 30_000),
+            }
+        start = time.monotonic()
+        async with session.post(
+            url, headers={**TUS, "Upload-Length": str(len(body)), "Upload-Metadata": meta(values)}
+        ) as r:
+            assert r.status == 201, await r.text()
+            location = r.headers["Location"]
+        async with session.patch(
+            location,
+            data=body,
+            headers={
+                **TUS,
+                "Upload-Offset": "0",
+                "Content-Type": "application/offset+octet-stream",
+            },
+        ) as r:
+            assert r.status == 204, await r.text()
+        latencies.append(time.monotonic() - start)
+
+
+async def run(url: str, body: bytes, meetings: list[str | None]) -> dict[str, float]:
+    latencies: list[float] = []
+    connector = aiohttp.TCPConnector(limit=CLIENTS)
+    async with aiohttp.ClientSession(
+        connector=connector, timeout=aiohttp.ClientTimeout(total=600)
+    ) as session:
+        start = time.monotonic()
+        await asyncio.gather(
+            *(client(session, url, body, meetings[i], i, latencies) for i in range(CLIENTS))
+        )
+        elapsed = time.monotonic() - start
+    latencies.sort()
+    return {
+        "uploads": len(latencies),
+        "seconds": elapsed,
+        "requests_per_s": 2 * len(latencies) / elapsed,
+        "p50_ms": 1000 * statistics.median(latencies),
+        "p99_ms": 1000 * latencies[int(0.99 * (len(latencies) - 1))],
+        "max_ms": 1000 * latencies[-1],
+    }
+
+
+async def make_meetings(base: str) -> list[str | None]:
+    async with aiohttp.ClientSession() as session:
+        out: list[str | None] = []
+        for _ in range(CLIENTS):
+            async with session.post(base + "/meetings", json={"tracks": ["mic"]}) as r:
+                out.append((await r.json())["id"])
+        return out
+
+
+def main() -> None:
+    WORK.mkdir(exist_ok=True)
+    rows = {}
+    with tempfile.TemporaryDirectory(dir=WORK) as tmp:
+        root = Path(tmp)
+        body = segment(root)
+        servers = start_all(root)
+        try:
+            for srv in servers:
+                meetings: list[str | None] = [None] * CLIENTS
+                if srv.name == "rollscribe":
+                    meetings = asyncio.run(make_meetings(srv.url.removesuffix("/files/")))
+                rows[srv.name] = asyncio.run(run(srv.url, body, meetings))
+        finally:
+            for srv in servers:
+                srv.stop()
+    print(
+        f"\n{CLIENTS} clients x {UPLOADS_PER_CLIENT} uploads of a {len(body) // 1000} KB "
+        "30 s Ogg Opus segment (POST + PATCH each)\n"
+    )
+    print(f"{'server':14} {'req/s':>7} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
+    for name, r in rows.items():
+        print(
+            f"{name:14} {r['requests_per_s']:7.0f} {r['p50_ms']:8.0f} {r['p99_ms']:8.0f} "
+            f"{r['max_ms']:8.0f}"
+        )
+    rs = rows["rollscribe"]["requests_per_s"]
+    node = rows["@tus/server"]["requests_per_s"]
+    py = rows["tuspyserver"]["requests_per_s"]
+    print(f"\nreq/s: rollscribe / @tus/server {rs / node:.2f}x, / tuspyserver {rs / py:.2f}x")
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "small_uploads.json").write_text(
+        json.dumps(
+            {
+                "benchmark": "small_uploads",
+                "date": datetime.now(UTC).isoformat(timespec="seconds"),
+                "machine": machine(),
+                "segment_bytes": len(body),
+                "clients": CLIENTS,
+                "uploads_per_client": UPLOADS_PER_CLIENT,
+                "rows": rows,
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
