@@ -35,6 +35,14 @@ MAX_TRACK_CHARS = 200
 
 
 @dataclass(frozen=True)
+class Verdict:
+    """What validation said of a completed chunk's bytes."""
+
+    error: str | None
+    duration_s: float | None
+
+
+@dataclass(frozen=True)
 class ChunkKey:
     meeting_id: str
     track: str
@@ -163,18 +171,31 @@ class ChunkIngest:
             await session.execute(select(Chunk).where(Chunk.upload_id == upload_id))
         ).scalar_one_or_none()
 
-    async def on_progress(self, upload: Upload) -> None:
-        async with self.db.write() as session:
-            chunk = await self._chunk_for(session, upload.id)
-            if chunk is not None and chunk.state == ChunkState.CREATED.value:
-                await transition_chunk(session, chunk, ChunkState.UPLOADING)
+    async def on_progress(self, session: AsyncSession, upload: Upload) -> None:
+        chunk = await self._chunk_for(session, upload.id)
+        if chunk is not None and chunk.state == ChunkState.CREATED.value:
+            await transition_chunk(session, chunk, ChunkState.UPLOADING)
 
-    async def on_complete(self, upload: Upload) -> None:
-        async with self.db.write() as session:
-            chunk = await self._chunk_for(session, upload.id)
-            if chunk is None:
-                return
-            if chunk.state in (ChunkState.CREATED.value, ChunkState.UPLOADING.value):
+    async def inspect(self, upload: Upload) -> Verdict | None:
+        """Validates a completed chunk's bytes as Ogg Opus, in a thread."""
+        if upload.concat == "partial" or parse_chunk_key(upload.meta) is None:
+            return None
+        return await self._verdict(upload.id)
+
+    async def _verdict(self, upload_id: str) -> Verdict:
+        try:
+            info = await asyncio.to_thread(validate_ogg_opus, self.blobs.upload_path(upload_id))
+            return Verdict(None, info.duration_s)
+        except InvalidOpusError as exc:
+            return Verdict(str(exc), None)
+
+    async def on_complete(self, session: AsyncSession, upload: Upload, verdict: object) -> None:
+        """uploading -> uploaded -> queued / waiting / rejected, in the offset's transaction."""
+        chunk = await self._chunk_for(session, upload.id)
+        if chunk is None:
+            return
+        if chunk.state in (ChunkState.CREATED.value, ChunkState.UPLOADING.value):
+            try:
                 await transition_chunk(
                     session,
                     chunk,
@@ -184,7 +205,18 @@ class ChunkIngest:
                     bytes=upload.offset,
                     uploaded_at=time.time(),
                 )
-        await self.validate(chunk.id)
+            except StaleState:
+                # The chunk moved meanwhile (cancelled): the bytes are still recorded, and
+                # recovery settles the chunk from what the database then says.
+                return
+        if isinstance(verdict, Verdict) and chunk.state == ChunkState.UPLOADED.value:
+            await self._apply(session, chunk, verdict)
+
+    async def settle_complete(self, upload: Upload) -> None:
+        """Recovery: every byte arrived but the crash came before the chunk heard of it."""
+        verdict = await self.inspect(upload)
+        async with self.db.write() as session:
+            await self.on_complete(session, upload, verdict)
 
     async def validate(self, chunk_id: int) -> None:
         """UPLOADED -> QUEUED / WAITING / REJECTED. Safe to repeat (restart recovery calls it)."""
@@ -192,40 +224,37 @@ class ChunkIngest:
             chunk = await session.get(Chunk, chunk_id)
         if chunk is None or chunk.state != ChunkState.UPLOADED.value:
             return
-        path = self.blobs.upload_path(chunk.upload_id)
-        try:
-            info = await asyncio.to_thread(validate_ogg_opus, path)
-            error, duration = None, info.duration_s
-        except InvalidOpusError as exc:
-            error, duration = str(exc), None
+        verdict = await self._verdict(chunk.upload_id)
         async with self.db.write() as session:
             chunk = await session.get(Chunk, chunk_id)
-            if chunk is None or chunk.state != ChunkState.UPLOADED.value:
-                return
-            try:
-                if error is not None:
-                    await transition_chunk(
-                        session,
-                        chunk,
-                        ChunkState.REJECTED,
-                        event="chunk.rejected",
-                        payload={"error": error},
-                        error=f"not valid Ogg Opus: {error}",
-                    )
-                    await promote_successor(session, chunk)
-                    return
-                target = await ready_state_for(session, chunk)
+            if chunk is not None and chunk.state == ChunkState.UPLOADED.value:
+                await self._apply(session, chunk, verdict)
+
+    async def _apply(self, session: AsyncSession, chunk: Chunk, verdict: Verdict) -> None:
+        try:
+            if verdict.error is not None:
                 await transition_chunk(
                     session,
                     chunk,
-                    target,
-                    event=f"chunk.{target.value}",
-                    payload={"duration_s": duration},
-                    duration_s=duration,
-                    queued_at=time.time(),
+                    ChunkState.REJECTED,
+                    event="chunk.rejected",
+                    payload={"error": verdict.error},
+                    error=f"not valid Ogg Opus: {verdict.error}",
                 )
-            except StaleState:
+                await promote_successor(session, chunk)
                 return
+            target = await ready_state_for(session, chunk)
+            await transition_chunk(
+                session,
+                chunk,
+                target,
+                event=f"chunk.{target.value}",
+                payload={"duration_s": verdict.duration_s},
+                duration_s=verdict.duration_s,
+                queued_at=time.time(),
+            )
+        except StaleState:
+            return
 
     async def on_expire(self, upload: Upload) -> None:
         async with self.db.write() as session:

@@ -67,7 +67,7 @@ class RecoverySweeper:
             if chunk.state == ChunkState.UPLOADED.value:
                 await self.ingest.validate(chunk.id)
             elif upload.length is not None and upload.offset == upload.length:
-                await self.ingest.on_complete(upload)
+                await self.ingest.settle_complete(upload)
         await reap_expired_leases(self.db, self.retry)
         await promote_stuck_waiting(self.db)
         async with self.db.read() as session:

@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.database import Database
 from storage.models import Upload
@@ -25,18 +26,18 @@ class UploadStore:
         async with self.db.read() as session:
             return await session.get(Upload, upload_id)
 
+    @staticmethod
     async def commit_offset(
-        self, upload_id: str, old: int, new: int, expires_at: float | None
+        session: AsyncSession, upload_id: str, old: int, new: int, expires_at: float | None
     ) -> bool:
-        """Move the offset (compare-and-set). Progress also pushes the expiry back: an upload
-        expires when it stops moving, not while it is being sent."""
-        async with self.db.write() as session:
-            result = await session.execute(
-                update(Upload)
-                .where(Upload.id == upload_id, Upload.offset == old)
-                .values(offset=new, expires_at=expires_at)
-            )
-            return result.rowcount == 1
+        """Move the offset (compare-and-set), in the caller's transaction. Progress also
+        pushes the expiry back: an upload expires when it stops moving, not while sent."""
+        result = await session.execute(
+            update(Upload)
+            .where(Upload.id == upload_id, Upload.offset == old)
+            .values(offset=new, expires_at=expires_at)
+        )
+        return result.rowcount == 1
 
     async def set_length(self, upload_id: str, length: int) -> bool:
         async with self.db.write() as session:

@@ -248,7 +248,7 @@ class TusHandler:
                 slot.lock.release()
             status_headers["Upload-Offset"] = str(upload.offset)
         elif length == 0:
-            await self.hooks.on_complete(upload)
+            await self._complete_now(upload)
         return web.Response(
             status=201,
             headers=self._headers(
@@ -346,7 +346,7 @@ class TusHandler:
         except BaseException:
             await asyncio.to_thread(self.blobs.delete, upload.id)
             raise
-        await self.hooks.on_complete(upload)
+        await self._complete_now(upload)
         return web.Response(
             status=201, headers=self._headers(Location=self._location(request, upload.id))
         )
@@ -595,24 +595,35 @@ class TusHandler:
             await asyncio.to_thread(writer.close)
 
     async def _commit(self, writer: BlobWriter, upload: Upload, committed: int) -> int:
-        """fsync, then record the new offset: the order that makes HEAD's answer durable."""
+        """fsync, then record the new offset: the order that makes HEAD's answer durable.
+        The last bytes' commit also records the upload's completion, in one transaction."""
         new_offset = writer.start + writer.written
         if new_offset == committed:
             return committed
         await asyncio.to_thread(writer.sync)
+        complete = upload.length is not None and new_offset == upload.length
+        verdict = await self.hooks.inspect(upload) if complete else None
         expires_at = time.time() + self.settings.expiry_s
-        if not await self.uploads.commit_offset(upload.id, committed, new_offset, expires_at):
-            raise ApiError(Errors.MISMATCHED_OFFSET, "the upload moved under this request")
+        async with self.db.write() as session:
+            if not await self.uploads.commit_offset(
+                session, upload.id, committed, new_offset, expires_at
+            ):
+                raise ApiError(Errors.MISMATCHED_OFFSET, "the upload moved under this request")
+            upload.offset = new_offset
+            if complete:
+                await self.hooks.on_complete(session, upload, verdict)
+            elif committed == 0:
+                await self.hooks.on_progress(session, upload)
         upload.expires_at = expires_at
-        first_bytes = committed == 0
-        upload.offset = new_offset
         if self.on_bytes is not None:
             self.on_bytes(new_offset - committed)
-        if first_bytes and not self._complete(upload):
-            await self.hooks.on_progress(upload)
-        if self._complete(upload):
-            await self.hooks.on_complete(upload)
         return new_offset
+
+    async def _complete_now(self, upload: Upload) -> None:
+        """An upload that is complete at creation (zero length, or a final concatenation)."""
+        verdict = await self.hooks.inspect(upload)
+        async with self.db.write() as session:
+            await self.hooks.on_complete(session, upload, verdict)
 
     # ---- DELETE (termination) ------------------------------------------------------------
 

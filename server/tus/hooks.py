@@ -21,11 +21,15 @@ class UploadHooks(Protocol):
     async def on_create(self, session: AsyncSession, upload: Upload) -> None:
         """In the creating transaction. May raise ApiError (refuse) or ExistingUpload."""
 
-    async def on_progress(self, upload: Upload) -> None:
-        """The upload received its first bytes."""
+    async def inspect(self, upload: Upload) -> object:
+        """Every byte is durable: look at them (off the event loop) before the transaction
+        that records completion. The result is handed to `on_complete` as it is."""
 
-    async def on_complete(self, upload: Upload) -> None:
-        """Every byte is durable."""
+    async def on_progress(self, session: AsyncSession, upload: Upload) -> None:
+        """In the transaction that records the upload's first bytes."""
+
+    async def on_complete(self, session: AsyncSession, upload: Upload, verdict: object) -> None:
+        """In the transaction that records the last bytes (or creates a complete upload)."""
 
     async def on_terminate(self, upload: Upload) -> None:
         """Before a DELETE removes the bytes. May raise ApiError to refuse."""
