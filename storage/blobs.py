@@ -92,14 +92,6 @@ class BlobStore:
     ) -> BlobWriter:
         return BlobWriter(self.upload_path(upload_id), offset, checksum_algorithm)
 
-    def size(self, upload_id: str) -> int:
-        return self.upload_path(upload_id).stat().st_size
-
-    def truncate(self, upload_id: str, length: int) -> None:
-        with open(self.upload_path(upload_id), "r+b") as f:
-            f.truncate(length)
-            os.fsync(f.fileno())
-
     def concatenate(self, final_id: str, part_ids: list[str]) -> int:
         total = 0
         with open(self.upload_path(final_id), "r+b") as out:

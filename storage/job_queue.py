@@ -455,20 +455,3 @@ async def requeue_failed(session: AsyncSession, chunk: Chunk) -> None:
         next_attempt_at=0.0,
         queued_at=time.time(),
     )
-
-
-__all__ = [
-    "Carry",
-    "Job",
-    "NewSegment",
-    "RetryPolicy",
-    "claim_next_job",
-    "complete_job",
-    "extend_lease",
-    "fail_job",
-    "promote_stuck_waiting",
-    "promote_successor",
-    "ready_state_for",
-    "reap_expired_leases",
-    "requeue_failed",
-]

@@ -225,6 +225,8 @@ class TusHandler:
         elif length > self.settings.max_size:
             raise ApiError(Errors.MAX_SIZE_EXCEEDED, f"{length} > {self.settings.max_size}")
 
+        # Parsed before anything is created: a bad header must not leave an orphan upload.
+        checksum = parse_checksum(request.headers.get("Upload-Checksum")) if has_body else None
         upload_id = new_upload_id()
         upload = make_upload(
             upload_id=upload_id,
@@ -243,7 +245,7 @@ class TusHandler:
             slot = self._slot(upload.id)
             await self._acquire(slot)
             try:
-                upload = await self._write_body(request, upload, self._body_checksum(request), slot)
+                upload = await self._write_body(request, upload, checksum, slot)
             finally:
                 slot.lock.release()
             status_headers["Upload-Offset"] = str(upload.offset)
@@ -257,10 +259,6 @@ class TusHandler:
                 **self._expires_header(upload),
             ),
         )
-
-    @staticmethod
-    def _body_checksum(request: web.Request) -> Checksum | None:
-        return parse_checksum(request.headers.get("Upload-Checksum"))
 
     async def _insert(self, upload: Upload) -> Upload | None:
         """Create the blob and the row; returns the existing upload if the chunk key exists."""
