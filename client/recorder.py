@@ -148,8 +148,8 @@ class Recorder:
                     if writer.samples_written >= seg_samples:
                         self._close(name, *writers.pop(name))
             played += 1.0
-            if self.args.realtime:
-                time.sleep(max(0.0, started + played - time.monotonic()))
+            if self.args.speed:
+                time.sleep(max(0.0, started + played / self.args.speed - time.monotonic()))
 
     def _pcm_after(self, track: TrackState):  # type: ignore[no-untyped-def]
         skip = track.samples_done
@@ -314,7 +314,18 @@ def add_record_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--segment-seconds", type=float, default=30.0)
     parser.add_argument("--spool", default="./rollscribe-spool")
     parser.add_argument("--spool-max-bytes", type=int, default=512 * 1024 * 1024)
-    parser.add_argument("--realtime", action="store_true", help="play inputs at real-time pace")
+    parser.add_argument(
+        "--realtime",
+        dest="speed",
+        action="store_const",
+        const=1.0,
+        help="play inputs at real-time pace (as if recording live)",
+    )
+    parser.add_argument(
+        "--speed",
+        type=float,
+        help="play inputs at this multiple of real time (benchmarks: a 30 min meeting in 5)",
+    )
     parser.add_argument("--wait", action="store_true", help="wait for the final transcript")
     parser.add_argument("--format", choices=["txt", "srt", "vtt", "json"], default="txt")
     parser.add_argument("--output", help="write the transcript here instead of stdout")
@@ -322,6 +333,8 @@ def add_record_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_from_args(args: argparse.Namespace) -> None:
+    if args.speed is not None and args.speed <= 0:
+        raise SystemExit(f"--speed must be positive, got {args.speed}")
     for spec in args.track:
         name, sep, path = spec.partition("=")
         if not sep or not name or not Path(path).is_file():

@@ -88,7 +88,14 @@ def test_recorder_resumes_after_sigkill_and_network_loss(tmp_path):
 
 
 def test_recorder_bad_arguments(tmp_path):
-    for args in (["--track", "mic"], ["--track", f"mic={tmp_path / 'missing.wav'}"], []):
+    audio = tmp_path / "a.wav"
+    audio.write_bytes(b"")
+    for args, expected in (
+        (["--track", "mic"], "--track"),
+        (["--track", f"mic={tmp_path / 'missing.wav'}"], "--track"),
+        ([], "--track"),
+        (["--track", f"mic={audio}", "--speed", "0"], "--speed must be positive"),
+    ):
         r = subprocess.run(
             [
                 sys.executable,
@@ -106,7 +113,7 @@ def test_recorder_bad_arguments(tmp_path):
             text=True,
             timeout=60,
         )
-        assert r.returncode != 0 and ("--track" in r.stderr), r.stderr
+        assert r.returncode != 0 and expected in r.stderr, r.stderr
 
 
 def test_full_spool_says_so_and_drops_nothing(tmp_path, transcribing_server):
