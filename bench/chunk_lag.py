@@ -7,40 +7,34 @@ meetings start staggered across one segment period, as real meetings do. Chunk l
 the client's last PATCH being acknowledged to the chunk's `transcribed_at`. N doubles
 (1, 2, 4, ...) until the p95 lag exceeds one segment length: past that point the backlog
 grows with every segment and the meeting falls further behind.
-Run: `./dev bench chunk_lag [--minutes 1.5]` (about 14 minutes at the defaults: each level
-records 1.5 minutes in real time, then drains).
+Run: `./dev bench chunk_lag [--minutes 1]` (about 13 minutes at the defaults: each level
+records a minute of speech in real time, staggered over 30 s, then drains; 2 minute
+meetings gave the same answer in 22 minutes).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import tempfile
 import threading
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import requests
 import soundfile
 from tusclient import client as tus_client
 
-from bench.server_under_test import RollscribeServer, machine
+from bench.server_under_test import (
+    RESULTS,
+    RollscribeServer,
+    save_results,
+    wait_for_worker,
+)
 from bench.speech_corpus import SR, build_corpus
 from codec.segmenter import SegmentFile, encode_segments
 
-RESULTS = Path(__file__).parent / "results"
 TRACK = "room"
-
-
-def wait_for_worker(data_dir: Path, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if any((data_dir / "workers").glob("*")):
-            return
-        time.sleep(0.2)
-    raise TimeoutError("no worker became ready")
 
 
 def live_meeting(
@@ -143,7 +137,7 @@ def run_level(
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--minutes", type=float, default=1.5, help="length of each meeting")
+    parser.add_argument("--minutes", type=float, default=1.0, help="length of each meeting")
     parser.add_argument("--segment-seconds", type=float, default=30.0)
     parser.add_argument("--max-meetings", type=int, default=64)
     args = parser.parse_args()
@@ -193,21 +187,15 @@ def main() -> None:
     elapsed = time.monotonic() - began
     print(f"\nlargest N that keeps up (p95 lag < {segment_s:g} s): {largest_keeping_up}")
     print(f"benchmark wall time: {elapsed / 60:.1f} min")
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "chunk_lag.json").write_text(
-        json.dumps(
-            {
-                "benchmark": "chunk_lag",
-                "date": datetime.now(UTC).isoformat(timespec="seconds"),
-                "machine": machine(),
-                "segment_s": segment_s,
-                "segments_per_meeting": len(segments),
-                "largest_n_keeping_up": largest_keeping_up,
-                "wall_time_s": elapsed,
-                "rows": rows,
-            },
-            indent=2,
-        )
+    save_results(
+        "chunk_lag",
+        {
+            "segment_s": segment_s,
+            "segments_per_meeting": len(segments),
+            "largest_n_keeping_up": largest_keeping_up,
+            "wall_time_s": elapsed,
+            "rows": rows,
+        },
     )
 
 

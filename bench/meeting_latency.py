@@ -18,28 +18,21 @@ import json
 import tempfile
 import threading
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import soundfile
 from faster_whisper.audio import decode_audio
 
-from bench.server_under_test import RollscribeServer, machine
+from bench.server_under_test import (
+    RESULTS,
+    RollscribeServer,
+    save_results,
+    wait_for_worker,
+)
 from bench.speech_corpus import SR, build_corpus
 from bench.transcription_overhead import wer
 from client.recorder import Recorder, add_record_arguments
 from transcribe.engine import EngineSettings, WhisperEngine
-
-RESULTS = Path(__file__).parent / "results"
-
-
-def wait_for_worker(data_dir: Path, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if any((data_dir / "workers").glob("*")):
-            return
-        time.sleep(0.2)
-    raise TimeoutError("no worker became ready")
 
 
 def record_meeting(
@@ -161,17 +154,15 @@ def main() -> None:
             f" {r['batch_over_rollscribe']:10.1f}x {100 * r['rollscribe_wer']:8.1f}%"
             f" {100 * r['batch_wer']:9.1f}%"
         )
-    RESULTS.mkdir(exist_ok=True)
-    out = {
-        "benchmark": "meeting_latency",
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": machine(),
-        "speed": args.speed,
-        "segment_s": args.segment_seconds,
-        "threads": args.threads,
-        "rows": rows,
-    }
-    (RESULTS / "meeting_latency.json").write_text(json.dumps(out, indent=2))
+    save_results(
+        "meeting_latency",
+        {
+            "speed": args.speed,
+            "segment_s": args.segment_seconds,
+            "threads": args.threads,
+            "rows": rows,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -7,19 +7,21 @@ upload, during one 2 GB upload, and during 200 concurrent 5 MiB uploads. Run:
 
 from __future__ import annotations
 
-import json
 import tempfile
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
 from pathlib import Path
 
 import requests
 
-from bench.server_under_test import RollscribeServer, RssSampler, machine, rss_kib
+from bench.server_under_test import (
+    RollscribeServer,
+    RssSampler,
+    rss_kib,
+    save_results,
+)
 
-RESULTS = Path(__file__).parent / "results"
 TUS = {"Tus-Resumable": "1.0.0"}
 BLOCK = bytes(range(256)) * 4096  # 1 MiB
 
@@ -108,19 +110,7 @@ def main() -> None:
         print(f"{r['scenario']:32} {r['peak_rss_mib']:13.1f} {r['seconds']:8.1f} {rate:>7}")
     growth = rows[2]["peak_rss_mib"] - rows[1]["peak_rss_mib"]
     print(f"\npeak RSS, 2 GB upload minus 200 MB upload: {growth:+.1f} MiB (flat if near 0)")
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "memory.json").write_text(
-        json.dumps(
-            {
-                "benchmark": "memory",
-                "date": datetime.now(UTC).isoformat(timespec="seconds"),
-                "machine": machine(),
-                "rows": rows,
-                "growth_2gb_vs_200mb_mib": growth,
-            },
-            indent=2,
-        )
-    )
+    save_results("memory", {"rows": rows, "growth_2gb_vs_200mb_mib": growth})
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
-"""Starts a rollscribe server for a benchmark and reads its memory from /proc."""
+"""Starts a rollscribe server for a benchmark, reads its memory from /proc, and writes a
+benchmark's results (with the date and the machine) under bench/results/."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -9,11 +11,13 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import requests
 
 ROOT = Path(__file__).resolve().parents[1]
+RESULTS = Path(__file__).parent / "results"
 
 
 def free_port() -> int:
@@ -101,3 +105,26 @@ def machine() -> dict[str, object]:
         "platform": platform.platform(),
         "python": platform.python_version(),
     }
+
+
+def wait_for_worker(data_dir: Path, timeout: float = 120.0) -> None:
+    """Until a worker of the server's pool has its model loaded (its ready marker)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any((data_dir / "workers").glob("*")):
+            return
+        time.sleep(0.2)
+    raise TimeoutError("no worker became ready")
+
+
+def save_results(name: str, fields: dict[str, object]) -> Path:
+    RESULTS.mkdir(exist_ok=True)
+    out = {
+        "benchmark": name,
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        **fields,
+    }
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(out, indent=2))
+    return path

@@ -11,21 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import statistics
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
 import numpy as np
 
 from bench.comparison_servers import WORK, start_all
-from bench.server_under_test import machine
+from bench.server_under_test import save_results
 from codec.segmenter import OggOpusFileWriter, iter_pcm
 
-RESULTS = Path(__file__).parent / "results"
 JFK = Path(__file__).resolve().parents[2] / "shared" / "data" / "jfk.flac"
 CLIENTS = 200
 UPLOADS_PER_CLIENT = 10
@@ -141,20 +138,14 @@ def main() -> None:
     node = rows["@tus/server"]["requests_per_s"]
     py = rows["tuspyserver"]["requests_per_s"]
     print(f"\nreq/s: rollscribe / @tus/server {rs / node:.2f}x, / tuspyserver {rs / py:.2f}x")
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "small_uploads.json").write_text(
-        json.dumps(
-            {
-                "benchmark": "small_uploads",
-                "date": datetime.now(UTC).isoformat(timespec="seconds"),
-                "machine": machine(),
-                "segment_bytes": len(body),
-                "clients": CLIENTS,
-                "uploads_per_client": UPLOADS_PER_CLIENT,
-                "rows": rows,
-            },
-            indent=2,
-        )
+    save_results(
+        "small_uploads",
+        {
+            "segment_bytes": len(body),
+            "clients": CLIENTS,
+            "uploads_per_client": UPLOADS_PER_CLIENT,
+            "rows": rows,
+        },
     )
 
 

@@ -9,20 +9,16 @@ the reference text. Run: `./dev bench transcription_overhead` (about 10 minutes)
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import time
-from datetime import UTC, datetime
-from pathlib import Path
 
 import jiwer
 import numpy as np
 
+from bench.server_under_test import RESULTS, save_results
 from bench.speech_corpus import SR, build_corpus
 from transcribe.engine import EngineSettings, WhisperEngine
 from transcribe.track_step import transcribe_track
 
-RESULTS = Path(__file__).parent / "results"
 NORMALISE = jiwer.Compose(
     [
         jiwer.ToLowerCase(),
@@ -113,21 +109,15 @@ def main() -> None:
             f"{'met' if v['meets_goal'] else 'NOT met'} "
             f"({v['wer_points_over_whole']:+.1f} points, {v['cpu_ratio']:.2f}x)"
         )
-    RESULTS.mkdir(exist_ok=True)
-    out = {
-        "benchmark": "transcription_overhead",
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {
-            "cpus": __import__("os").cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
+    save_results(
+        "transcription_overhead",
+        {
+            "audio_minutes": duration / 60,
+            "reference_words": len(corpus.reference.split()),
+            "rows": rows,
+            "verdicts": verdicts,
         },
-        "audio_minutes": duration / 60,
-        "reference_words": len(corpus.reference.split()),
-        "rows": rows,
-        "verdicts": verdicts,
-    }
-    (RESULTS / "transcription_overhead.json").write_text(json.dumps(out, indent=2))
+    )
 
 
 if __name__ == "__main__":

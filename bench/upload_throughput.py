@@ -9,21 +9,18 @@ do not. The figures are reported as they are.
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import requests
 from tusclient import client as tus_client
 
 from bench.comparison_servers import WORK, start_all
-from bench.server_under_test import machine
+from bench.server_under_test import save_results
 
-RESULTS = Path(__file__).parent / "results"
 SIZE = 200 * 10**6
 CHUNKS_MIB = (1, 5, 50)
 ROUNDS = 2
@@ -86,19 +83,13 @@ def main() -> None:
             f"{best['tuspyserver']:12.0f} {best['rollscribe'] / best['@tus/server']:7.2f}x "
             f"{best['rollscribe'] / best['tuspyserver']:8.2f}x"
         )
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "upload_throughput.json").write_text(
-        json.dumps(
-            {
-                "benchmark": "upload_throughput",
-                "date": datetime.now(UTC).isoformat(timespec="seconds"),
-                "machine": machine(),
-                "size_bytes": SIZE,
-                "rows": rows,
-                "note": "rollscribe fsyncs data and offset before acknowledging; the others do not",
-            },
-            indent=2,
-        )
+    save_results(
+        "upload_throughput",
+        {
+            "size_bytes": SIZE,
+            "rows": rows,
+            "note": "rollscribe fsyncs data and offset before acknowledging; the others do not",
+        },
     )
 
 
