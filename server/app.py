@@ -22,6 +22,8 @@ from server.webhooks_api import WebhooksApi
 from storage.blobs import BlobStore
 from storage.database import Database, sqlite_url
 from storage.job_queue import RetryPolicy
+from storage.schema import ensure_schema
+from storage.upload_locks import upload_locks_for
 from transcribe.pool import WorkerPool
 
 log = logging.getLogger("rollscribe")
@@ -58,6 +60,7 @@ def build_app(config: ServerConfig, keys: ApiKeys | None = None) -> web.Applicat
     db = Database(database_url)
     blobs = BlobStore(config.data_dir)
     ingest = ChunkIngest(db, blobs)
+    locks = upload_locks_for(db)
     pool = WorkerPool(config.workers, worker_args(config, database_url))
     metrics = Metrics(db, lambda: config.workers)
     admission = Admission(
@@ -75,6 +78,7 @@ def build_app(config: ServerConfig, keys: ApiKeys | None = None) -> web.Applicat
             expiry_s=config.upload_expiry_s,
             read_timeout_s=config.read_timeout_s,
         ),
+        locks,
         on_bytes=metrics.bytes_received.inc,
     )
     retry = RetryPolicy(max_attempts=config.max_attempts)
@@ -120,7 +124,7 @@ def build_app(config: ServerConfig, keys: ApiKeys | None = None) -> web.Applicat
     )
 
     async def lifecycle(_app: web.Application):  # type: ignore[no-untyped-def]
-        await db.create_schema()
+        await ensure_schema(db)  # SchemaMismatch stops the start: `rollscribe db upgrade`
         # Recovery first, so that a restart moves everything on before new work arrives.
         await sweeper.sweep()
         sweeper.start()
@@ -130,6 +134,7 @@ def build_app(config: ServerConfig, keys: ApiKeys | None = None) -> web.Applicat
         await dispatcher.stop()
         await sweeper.stop()
         await pool.stop()
+        await locks.close()
         await db.close()
 
     app.cleanup_ctx.append(lifecycle)

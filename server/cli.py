@@ -1,14 +1,17 @@
-"""`rollscribe serve | worker | record`."""
+"""`rollscribe serve | worker | record | db upgrade | db status`."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 
 from aiohttp import web
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 
 async def _serve(args: argparse.Namespace) -> None:
@@ -29,9 +32,21 @@ async def _serve(args: argparse.Namespace) -> None:
                 "ROLLSCRIBE_API_KEYS, or bind 127.0.0.1."
             )
         print("rollscribe: no API keys configured: serving loopback only", flush=True)
-    app = build_app(config, keys)
+    from storage.schema import SchemaMismatch
+
+    try:
+        app = build_app(config, keys)
+    except SQLAlchemyError as exc:  # a malformed --database-url
+        sys.exit(_database_error(config.database_url or "", exc))
     runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
+    try:
+        await runner.setup()
+    except SchemaMismatch as exc:
+        await runner.cleanup()
+        sys.exit(f"rollscribe: {exc}")
+    except (OSError, SQLAlchemyError) as exc:
+        await runner.cleanup()
+        sys.exit(_database_error(config.database_url or "SQLite in the data folder", exc))
     site = web.TCPSite(runner, config.host, config.port)
     await site.start()
     port = runner.addresses[0][1] if runner.addresses else config.port
@@ -44,6 +59,51 @@ async def _serve(args: argparse.Namespace) -> None:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     await runner.cleanup()
+
+
+def _database_error(url: str, exc: BaseException) -> str:
+    try:
+        shown = make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        shown = url.split("@")[-1]  # never echo a password
+    return f"rollscribe: cannot use the database {shown}: {type(exc).__name__}: {exc}"
+
+
+def _database_url(args: argparse.Namespace) -> str:
+    from pathlib import Path
+
+    from storage.database import sqlite_url
+
+    if args.database_url:
+        return str(args.database_url)
+    data_dir = Path(args.data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return sqlite_url(data_dir)
+
+
+async def _db(command: str, url: str) -> None:
+    from storage import schema
+    from storage.database import Database
+
+    try:
+        db = Database(url)
+    except SQLAlchemyError as exc:
+        sys.exit(_database_error(url, exc))
+    try:
+        if command == "upgrade":
+            before, after = await schema.upgrade(db)
+            if before == after:
+                print(f"schema already at {after}")
+            else:
+                print(f"schema upgraded: {before or 'empty'} -> {after}")
+        else:
+            found = await schema.status(db)
+            state = "up to date" if found.up_to_date else "needs `rollscribe db upgrade`"
+            print(f"schema {found.current or 'empty'}, code {found.head}: {state}")
+    except (OSError, SQLAlchemyError) as exc:
+        sys.exit(_database_error(url, exc))
+    finally:
+        await db.close()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -65,16 +125,25 @@ def main(argv: list[str] | None = None) -> None:
     record = sub.add_parser("record", help="record audio files as a meeting (desktop recorder)")
     add_record_arguments(record)
 
+    db = sub.add_parser("db", help="database schema: upgrade (apply migrations) or status")
+    db.add_argument("db_command", choices=["upgrade", "status"])
+    db.add_argument("--database-url", default=os.environ.get("ROLLSCRIBE_DATABASE_URL"))
+    db.add_argument("--data-dir", default=os.environ.get("ROLLSCRIBE_DATA_DIR", "./data"))
+
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr
     )
+    # Alembic narrates each plugin and migration context at INFO; `db` prints the outcome.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     if args.command == "serve":
         asyncio.run(_serve(args))
     elif args.command == "record":
         from client.recorder import run_from_args as record_from_args
 
         record_from_args(args)
+    elif args.command == "db":
+        asyncio.run(_db(args.db_command, _database_url(args)))
     elif args.command == "worker":
         from transcribe.worker import run_from_args
 

@@ -3,7 +3,9 @@
 SQLite (the embedded default) runs in WAL mode. Write transactions start with
 BEGIN IMMEDIATE so that two processes never both read a row and then race to
 update it: SQLite would otherwise fail the second writer at once with
-SQLITE_BUSY instead of waiting for the lock. PostgreSQL needs none of this.
+SQLITE_BUSY instead of waiting for the lock. PostgreSQL (asyncpg) runs at READ
+COMMITTED: writers there rely on compare-and-set updates and row locks instead.
+The schema itself is `storage.schema`'s job (Alembic migrations).
 """
 
 from __future__ import annotations
@@ -13,15 +15,16 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.orm import Session, UOWTransaction
 
-from storage.models import Base
+from storage.models import Base, Event
 
 SQLITE_BUSY_TIMEOUT_S = 30.0
 
@@ -52,10 +55,57 @@ def _sqlite_engine(url: str, begin: str) -> AsyncEngine:
     return engine
 
 
+# Readers of the event log (SSE replay, the webhook fan-out cursor) take "id > last seen".
+# PostgreSQL hands ids out at insert time but transactions commit in any order, so a reader
+# that saw event 11 would never see an event 10 committed a moment later. Write sessions on
+# PostgreSQL therefore hold their events back and insert them at commit, under one
+# transaction lock: ids then follow commit order. Nothing else is done while the lock is
+# held, so it cannot take part in a deadlock. (SQLite writers are serial already.)
+EVENT_ORDER_LOCK = 0x65766E74  # "evnt"
+
+
+class OrderedEventsSession(Session):
+    pass
+
+
+@event.listens_for(OrderedEventsSession, "before_flush")
+def _hold_back_events(session: Session, _flush: UOWTransaction, _instances: Any) -> None:
+    if session.info.get("inserting_events"):
+        return
+    held = [obj for obj in session.new if isinstance(obj, Event)]
+    for obj in held:
+        session.expunge(obj)
+    session.info.setdefault("held_events", []).extend(held)
+
+
+@event.listens_for(OrderedEventsSession, "before_commit")
+def _insert_events_in_commit_order(session: Session) -> None:
+    session.flush()  # everything else first, so that only the inserts run under the lock
+    held = session.info.pop("held_events", [])
+    if not held:
+        return
+    session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": EVENT_ORDER_LOCK})
+    session.info["inserting_events"] = True
+    try:
+        session.add_all(held)
+        session.flush()
+    finally:
+        session.info.pop("inserting_events", None)
+
+
+@event.listens_for(OrderedEventsSession, "after_rollback")
+def _drop_held_events(session: Session) -> None:
+    session.info.pop("held_events", None)
+
+
 class Database:
     """Two session factories: `read()` for queries, `write()` for transactions that change rows."""
 
     def __init__(self, url: str) -> None:
+        # The usual libpq spelling means asyncpg here: the server is async all the way.
+        for plain in ("postgresql://", "postgres://"):
+            if url.startswith(plain):
+                url = "postgresql+asyncpg://" + url.removeprefix(plain)
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         if self.is_sqlite:
@@ -65,11 +115,15 @@ class Database:
             self._read_engine = create_async_engine(url, pool_pre_ping=True)
             self._write_engine = self._read_engine
         self._read = async_sessionmaker(self._read_engine, expire_on_commit=False)
-        self._write = async_sessionmaker(self._write_engine, expire_on_commit=False)
+        self._write = async_sessionmaker(
+            self._write_engine,
+            expire_on_commit=False,
+            sync_session_class=Session if self.is_sqlite else OrderedEventsSession,
+        )
 
-    async def create_schema(self) -> None:
-        async with self._write_engine.begin() as conn:
-            await conn.run_sync(Base.metadata.create_all)
+    @property
+    def write_engine(self) -> AsyncEngine:
+        return self._write_engine
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:

@@ -7,8 +7,10 @@ Two kinds of job:
 - a tail job: the carry of a TRANSCRIBED chunk that no successor will consume (the track
   ended at finalize, or the next chunk was rejected or failed); it is transcribed alone.
 
-Claims use only portable SQL (select candidates, then a compare-and-set update), so the
-same code serves SQLite and PostgreSQL and workers on several machines.
+Claims select candidates, then compare-and-set them, so a job is never claimed twice. On
+PostgreSQL the candidates are read `FOR UPDATE SKIP LOCKED`: workers on several machines
+each take different rows instead of queueing behind one another's row locks. SQLite has
+no row locks (and ignores the clause): its writers are serialised by BEGIN IMMEDIATE.
 """
 
 from __future__ import annotations
@@ -157,6 +159,7 @@ async def _claim_tail(session: AsyncSession, owner: str, lease_s: float, now: fl
             )
             .order_by(Chunk.transcribed_at)
             .limit(50)
+            .with_for_update(skip_locked=True, of=Chunk)
         )
     ).all()
     for chunk, meeting in rows:
@@ -194,6 +197,7 @@ async def _claim_chunk(session: AsyncSession, owner: str, lease_s: float, now: f
             .where(Chunk.state == ChunkState.QUEUED.value, Chunk.next_attempt_at <= now)
             .order_by(*CLAIM_ORDER)
             .limit(20)
+            .with_for_update(skip_locked=True, of=Chunk)
         )
     ).all()
     for chunk, meeting in rows:

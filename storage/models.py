@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Double,
     ForeignKey,
@@ -57,8 +58,9 @@ class Upload(Base):
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     owner: Mapped[str] = mapped_column(String(64), default="")
-    length: Mapped[int | None] = mapped_column(Integer)  # None while deferred
-    offset: Mapped[int] = mapped_column(Integer, default=0)
+    # BIGINT: uploads pass 2 GiB (PostgreSQL's INTEGER is 32 bits).
+    length: Mapped[int | None] = mapped_column(BigInteger)  # None while deferred
+    offset: Mapped[int] = mapped_column(BigInteger, default=0)
     # Raw tus metadata, values decoded to str (None for a key without value).
     meta: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     concat: Mapped[str | None] = mapped_column(String(10))  # None | "partial" | "final"
@@ -66,6 +68,9 @@ class Upload(Base):
     created_at: Mapped[float] = mapped_column(Double)
     expires_at: Mapped[float | None] = mapped_column(Double)
     terminated_at: Mapped[float | None] = mapped_column(Double)
+    # A PATCH on another node found this upload locked by a stalled writer and asks it to
+    # stop (the in-process takeover signal cannot cross nodes).
+    takeover_at: Mapped[float | None] = mapped_column(Double)
 
 
 class Chunk(Base):
@@ -85,7 +90,7 @@ class Chunk(Base):
     upload_id: Mapped[str] = mapped_column(ForeignKey("uploads.id"), unique=True)
     state: Mapped[str] = mapped_column(String(20))
     error: Mapped[str | None] = mapped_column(Text)
-    bytes: Mapped[int | None] = mapped_column(Integer)
+    bytes: Mapped[int | None] = mapped_column(BigInteger)
     duration_s: Mapped[float | None] = mapped_column(Double)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[float] = mapped_column(Double, default=0.0)

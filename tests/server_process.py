@@ -13,6 +13,8 @@ from pathlib import Path
 
 import requests
 
+from tests.databases import database_args
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 JFK = SHARED_DATA / "jfk.flac"
@@ -54,6 +56,7 @@ class ServerProcess:
                 str(self.workers),
                 "--worker-threads",
                 "2",
+                *([] if "--database-url" in self.extra else database_args(self.data_dir)),
                 *self.extra,
             ],
             cwd=ROOT,

@@ -13,6 +13,7 @@ import pytest
 import requests
 
 from tests.conftest import create_meeting
+from tests.databases import database_args
 from tests.server_process import ROOT, ServerProcess
 from tests.test_end_to_end import upload_segment, wait_state
 
@@ -25,7 +26,16 @@ def metric(text: str, name: str, labels: str = "") -> float | None:
 
 def start_worker(data_dir) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "transcribe.worker", "--data-dir", str(data_dir), "--threads", "2"],
+        [
+            sys.executable,
+            "-m",
+            "transcribe.worker",
+            "--data-dir",
+            str(data_dir),
+            "--threads",
+            "2",
+            *database_args(data_dir),
+        ],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

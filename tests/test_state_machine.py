@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from storage.database import Database
 from storage.models import Chunk, Event, Meeting
+from storage.schema import upgrade
 from storage.state_machine import (
     CHUNK_TRANSITIONS,
     MEETING_TRANSITIONS,
@@ -24,13 +25,14 @@ from storage.state_machine import (
     transition_meeting,
 )
 from storage.upload_store import make_upload
+from tests.databases import database_url_for
 
 _ids = itertools.count()
 
 
 async def _db(tmp_path: Path) -> Database:
-    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'sm.db'}")
-    await db.create_schema()
+    db = Database(database_url_for(tmp_path))
+    await upgrade(db)
     return db
 
 

@@ -13,6 +13,7 @@ import os
 import secrets
 import signal
 import socket
+import sys
 import time
 from dataclasses import dataclass
 
@@ -30,6 +31,7 @@ from storage.job_queue import (
     extend_lease,
     fail_job,
 )
+from storage.schema import SchemaMismatch, ensure_schema
 from transcribe.assembly import assemble_if_ready
 from transcribe.carry import AudioPiece
 from transcribe.engine import SAMPLE_RATE, EngineSettings, WhisperEngine
@@ -116,6 +118,7 @@ class Worker:
         return True
 
     async def run(self) -> None:
+        await ensure_schema(self.db)  # SchemaMismatch: this worker's code and the database differ
         if self.engine is None:
             self.engine = await asyncio.to_thread(
                 WhisperEngine,
@@ -141,6 +144,7 @@ class Worker:
 
 def run_from_args(args: argparse.Namespace) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # its INFO is plugin chatter
     settings = settings_from_args(args)
 
     async def _main() -> None:
@@ -150,7 +154,10 @@ def run_from_args(args: argparse.Namespace) -> None:
             loop.add_signal_handler(sig, worker.stopping.set)
         await worker.run()
 
-    asyncio.run(_main())
+    try:
+        asyncio.run(_main())
+    except SchemaMismatch as exc:
+        sys.exit(f"rollscribe worker: {exc}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -33,6 +33,7 @@ from server.tus.hooks import ExistingUpload, UploadHooks
 from storage.blobs import BadBlobId, BlobStore, BlobWriter
 from storage.database import Database
 from storage.models import Upload
+from storage.upload_locks import UploadLocks
 from storage.upload_store import UploadStore, make_upload, new_upload_id
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,13 @@ class UploadSlot:
 
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     last_byte_at: float = 0.0
+    acquired_at: float = 0.0  # wall clock: compared with a takeover stamped by another node
     takeover: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class UploadMoved(ApiError):
+    """Someone else advanced this upload: the bytes past our last commit are theirs now, so
+    this request must leave the file alone (no rollback) and stop."""
 
 
 def _http_date(ts: float) -> str:
@@ -81,9 +88,11 @@ class TusHandler:
         blobs: BlobStore,
         hooks: UploadHooks,
         settings: TusSettings,
+        locks: UploadLocks,
         on_bytes: Callable[[int], None] | None = None,
     ) -> None:
         self.on_bytes = on_bytes
+        self.locks = locks
         self.db = db
         self.blobs = blobs
         self.uploads = UploadStore(db)
@@ -158,7 +167,8 @@ class TusHandler:
             slot = self._slots[upload_id] = UploadSlot()
         return slot
 
-    async def _acquire(self, slot: UploadSlot) -> None:
+    async def _acquire(self, upload_id: str, slot: UploadSlot) -> None:
+        """This node's lock, then the lock that holds across nodes."""
         if slot.lock.locked():
             if time.monotonic() - slot.last_byte_at < self.settings.stall_s:
                 raise ApiError(Errors.UPLOAD_LOCKED)
@@ -170,8 +180,38 @@ class TusHandler:
                 raise ApiError(Errors.UPLOAD_LOCKED) from None
         else:
             await slot.lock.acquire()
+        try:
+            await self._lock_across_nodes(upload_id)
+        except BaseException:
+            slot.lock.release()
+            raise
         slot.takeover = asyncio.Event()
         slot.last_byte_at = time.monotonic()
+        slot.acquired_at = time.time()
+
+    async def _lock_across_nodes(self, upload_id: str) -> None:
+        if await self.locks.try_lock(upload_id):
+            return
+        # Another node is writing it. If that writer's client stalled, it stops when it sees
+        # the request (within `stall_s`); a live writer keeps the upload and we answer 423.
+        await self.locks.request_takeover(upload_id)
+        deadline = time.monotonic() + self.settings.takeover_wait_s
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+            if await self.locks.try_lock(upload_id):
+                return
+        raise ApiError(Errors.UPLOAD_LOCKED, "another server node is writing this upload")
+
+    async def _release(self, upload_id: str, slot: UploadSlot) -> None:
+        try:
+            await asyncio.shield(self.locks.unlock(upload_id))
+        finally:
+            slot.lock.release()
+
+    async def _taken_over(self, upload_id: str, slot: UploadSlot) -> bool:
+        return slot.takeover.is_set() or await self.locks.takeover_requested(
+            upload_id, slot.acquired_at, self.settings.takeover_wait_s + self.settings.stall_s
+        )
 
     # ---- OPTIONS -------------------------------------------------------------------------
 
@@ -243,11 +283,11 @@ class TusHandler:
         status_headers: dict[str, str] = {}
         if has_body:
             slot = self._slot(upload.id)
-            await self._acquire(slot)
+            await self._acquire(upload.id, slot)
             try:
                 upload = await self._write_body(request, upload, checksum, slot)
             finally:
-                slot.lock.release()
+                await self._release(upload.id, slot)
             status_headers["Upload-Offset"] = str(upload.offset)
         elif length == 0:
             await self._complete_now(upload)
@@ -422,7 +462,7 @@ class TusHandler:
         checksum = parse_checksum(request.headers.get("Upload-Checksum"))
         new_length = parse_non_negative(request.headers.get("Upload-Length"), Errors.INVALID_LENGTH)
         slot = self._slot(upload_id)
-        await self._acquire(slot)
+        await self._acquire(upload_id, slot)
         try:
             upload = await self._load(upload_id, request[OWNER])  # fresh, under the lock
             if upload.concat == "final":
@@ -437,7 +477,7 @@ class TusHandler:
                 await self._declare_length(upload, new_length)
             upload = await self._write_body(request, upload, checksum, slot)
         finally:
-            slot.lock.release()
+            await self._release(upload_id, slot)
         return web.Response(
             status=204,
             headers=self._headers(
@@ -525,7 +565,7 @@ class TusHandler:
                 data = await self._next_block(request, slot)
                 if data is None:
                     await flush_pending()
-                    if slot.takeover.is_set():
+                    if await self._taken_over(upload.id, slot):
                         stalled = ApiError(Errors.UPLOAD_TAKEN_OVER)
                         break
                     if checksum is None:
@@ -558,6 +598,9 @@ class TusHandler:
                 await asyncio.to_thread(writer.rollback, committed)
             else:
                 committed = await self._commit(writer, upload, committed)
+        except UploadMoved:
+            await asyncio.to_thread(writer.close)
+            raise
         except ApiError:
             await asyncio.to_thread(writer.rollback, committed)
             await asyncio.to_thread(writer.close)
@@ -598,6 +641,9 @@ class TusHandler:
         new_offset = writer.start + writer.written
         if new_offset == committed:
             return committed
+        if not self.locks.holds(upload.id):
+            # The cross-node lock's session dropped: another node may be writing now.
+            raise UploadMoved(Errors.UPLOAD_TAKEN_OVER, "this node lost the upload's lock")
         await asyncio.to_thread(writer.sync)
         complete = upload.length is not None and new_offset == upload.length
         verdict = await self.hooks.inspect(upload) if complete else None
@@ -606,7 +652,7 @@ class TusHandler:
             if not await self.uploads.commit_offset(
                 session, upload.id, committed, new_offset, expires_at
             ):
-                raise ApiError(Errors.MISMATCHED_OFFSET, "the upload moved under this request")
+                raise UploadMoved(Errors.MISMATCHED_OFFSET, "the upload moved under this request")
             upload.offset = new_offset
             if complete:
                 await self.hooks.on_complete(session, upload, verdict)
@@ -630,12 +676,12 @@ class TusHandler:
         upload_id = request.match_info["upload_id"]
         upload = await self._load(upload_id, request[OWNER])
         slot = self._slot(upload_id)
-        await self._acquire(slot)
+        await self._acquire(upload_id, slot)
         try:
             await self.hooks.on_terminate(upload)
             await self.uploads.terminate(upload_id)
             await asyncio.to_thread(self.blobs.delete, upload_id)
         finally:
-            slot.lock.release()
+            await self._release(upload_id, slot)
         self._slots.pop(upload_id, None)
         return web.Response(status=204, headers=self._headers())

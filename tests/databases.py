@@ -1,0 +1,49 @@
+"""Which database a test runs on: SQLite in the data folder by default; PostgreSQL when
+ROLLSCRIBE_TEST_POSTGRES names a server (`.ci/run` starts one and runs the suite on both).
+Each data folder gets its own fresh PostgreSQL database, as it gets its own SQLite file."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import asyncpg
+
+# e.g. postgresql+asyncpg://rollscribe:rollscribe@127.0.0.1:5432
+POSTGRES = os.environ.get("ROLLSCRIBE_TEST_POSTGRES", "").rstrip("/")
+
+
+def on_postgres() -> bool:
+    return bool(POSTGRES)
+
+
+async def _create_database(name: str) -> None:
+    connection = await asyncpg.connect(POSTGRES.replace("+asyncpg", "") + "/postgres")
+    try:
+        exists = await connection.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
+        if not exists:
+            try:
+                await connection.execute(f'CREATE DATABASE "{name}"')
+            except (asyncpg.DuplicateDatabaseError, asyncpg.UniqueViolationError):
+                pass  # another node of the same test made it first
+    finally:
+        await connection.close()
+
+
+def database_url_for(data_dir: Path) -> str:
+    """The database of the server whose data folder is `data_dir` (made on first use)."""
+    if not POSTGRES:
+        return f"sqlite+aiosqlite:///{(data_dir / 'rollscribe.db').resolve()}"
+    name = "t_" + hashlib.sha1(str(data_dir.resolve()).encode()).hexdigest()[:24]
+    # Its own thread and loop: callers may be inside a running event loop.
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, _create_database(name)).result()
+    return f"{POSTGRES}/{name}"
+
+
+def database_args(data_dir: Path) -> list[str]:
+    """`--database-url ...` for a server or worker process; none on SQLite (its default)."""
+    return ["--database-url", database_url_for(data_dir)] if POSTGRES else []

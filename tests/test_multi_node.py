@@ -1,0 +1,337 @@
+"""Several server nodes and separate worker processes on one PostgreSQL database and one
+shared blob folder: PATCHes that alternate between nodes, two PATCHes racing on two nodes,
+a stalled writer taken over from another node, and a worker killed with SIGKILL."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+import requests
+from sqlalchemy import select
+from tusclient import client as tus_client
+
+from storage.database import Database
+from storage.models import Event
+from storage.schema import upgrade
+from storage.state_machine import record_event
+from tests.conftest import REFERENCE, TUS, create_meeting, tus_create, words
+from tests.databases import database_url_for, on_postgres
+from tests.server_process import ROOT, ServerProcess
+from tests.test_end_to_end import wait_state
+
+pytestmark = pytest.mark.skipif(
+    not on_postgres(), reason="several nodes need PostgreSQL (ROLLSCRIBE_TEST_POSTGRES)"
+)
+
+
+def _nodes(data_dir: Path, count: int = 2, *extra: str) -> list[ServerProcess]:
+    # Same data folder (the shared blob store), same database, different ports.
+    return [ServerProcess(data_dir, workers=0, extra=list(extra)).start() for _ in range(count)]
+
+
+@pytest.fixture
+def two_nodes(tmp_path) -> Iterator[list[ServerProcess]]:
+    nodes = _nodes(tmp_path / "data")
+    yield nodes
+    for node in nodes:
+        node.stop()
+
+
+def _on(node: ServerProcess, url: str) -> str:
+    """The same upload URL, addressed to another node (as a load balancer would)."""
+    return node.url + "/files/" + url.rsplit("/", 1)[1]
+
+
+def _slow_body(body: bytes, block: int, pause_s: float) -> Iterator[bytes]:
+    for i in range(0, len(body), block):
+        yield body[i : i + block]
+        time.sleep(pause_s)
+
+
+def _patch(url: str, body: bytes | Iterator[bytes]) -> requests.Response:
+    # A generator body goes out chunked, as a streaming client sends it.
+    headers = {**TUS, "Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"}
+    return requests.patch(url, data=body, headers=headers, timeout=60)
+
+
+def _download(node: ServerProcess, url: str) -> bytes:
+    r = requests.get(_on(node, url), headers=TUS, timeout=30)
+    assert r.status_code == 200, r.text
+    return r.content
+
+
+def test_two_patches_at_once_on_two_nodes(two_nodes):
+    a, b = two_nodes
+    length = 1024 * 1024
+    created = tus_create(a.url, length)
+    assert created.status_code == 201, created.text
+    url = created.headers["Location"]
+    bodies = {a.url: os.urandom(length), b.url: os.urandom(length)}
+    answers: dict[str, requests.Response] = {}
+
+    def send(node: ServerProcess) -> None:
+        # Both live writers (a block every 50 ms, ~3 s in all): neither is stalled.
+        body = _slow_body(bodies[node.url], 16 * 1024, 0.05)
+        answers[node.url] = _patch(_on(node, url), body)
+
+    threads = [threading.Thread(target=send, args=(n,)) for n in (a, b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    statuses = sorted(r.status_code for r in answers.values())
+    assert statuses[0] == 204 and statuses[1] in (409, 423), {
+        k: (r.status_code, r.text) for k, r in answers.items()
+    }
+    loser = next(r for r in answers.values() if r.status_code != 204)
+    assert loser.headers["Content-Type"].startswith("application/json")
+    assert loser.json()["error"]["code"] in ("ERR_UPLOAD_LOCKED", "ERR_MISMATCHED_OFFSET")
+    winner = next(node for node in (a, b) if answers[node.url].status_code == 204)
+    # Every byte is the winner's, read back through either node.
+    assert _download(a, url) == bodies[winner.url]
+    assert _download(b, url) == bodies[winner.url]
+    for node in (a, b):
+        head = requests.head(_on(node, url), headers=TUS, timeout=10)
+        assert head.headers["Upload-Offset"] == str(length)
+
+
+def test_stalled_writer_on_one_node_is_taken_over_from_another(two_nodes):
+    a, b = two_nodes
+    length = 256 * 1024
+    url = tus_create(a.url, length).headers["Location"]
+    first = os.urandom(64 * 1024)
+    stalled: dict[str, requests.Response] = {}
+
+    def stall() -> None:
+        def body() -> Iterator[bytes]:
+            yield first
+            time.sleep(20)  # the client hangs; its socket stays open
+
+        try:
+            stalled["r"] = _patch(_on(a, url), body())
+        except requests.RequestException as exc:  # the node may close it instead
+            stalled["error"] = exc  # type: ignore[assignment]
+
+    t = threading.Thread(target=stall, daemon=True)
+    t.start()
+    # The stalled PATCH commits what arrived once it sees no byte for 2 s.
+    deadline = time.monotonic() + 15
+    offset = 0
+    while time.monotonic() < deadline and offset != len(first):
+        offset = int(requests.head(_on(b, url), headers=TUS, timeout=10).headers["Upload-Offset"])
+        time.sleep(0.2)
+    assert offset == len(first)
+    rest = os.urandom(length - len(first))
+    r = requests.patch(
+        _on(b, url),
+        data=rest,
+        headers={
+            **TUS,
+            "Upload-Offset": str(len(first)),
+            "Content-Type": "application/offset+octet-stream",
+        },
+        timeout=30,
+    )
+    assert r.status_code == 204, r.text
+    assert _download(a, url) == first + rest
+    t.join(25)
+    if "r" in stalled:
+        assert stalled["r"].status_code == 409
+        assert stalled["r"].json()["error"]["code"] == "ERR_UPLOAD_TAKEN_OVER"
+
+
+async def _fetch(url: str, sql: str) -> list[asyncpg.Record]:
+    connection = await asyncpg.connect(url.replace("+asyncpg", ""))
+    try:
+        return await connection.fetch(sql)
+    finally:
+        await connection.close()
+
+
+def _follow(node: ServerProcess, meeting_id: str, seen: list[tuple[int, str]]) -> None:
+    """Server-Sent Events of one meeting, until it completes: (id, type) of each event."""
+    url = f"{node.url}/meetings/{meeting_id}/events?until=complete"
+    with requests.get(url, stream=True, timeout=240) as response:
+        event_id = None
+        for line in response.iter_lines(decode_unicode=True):
+            if line.startswith("id: "):
+                event_id = int(line[4:])
+            elif line.startswith("event: ") and event_id is not None:
+                seen.append((event_id, line[7:]))
+                event_id = None
+
+
+def _start_worker(data_dir: Path) -> subprocess.Popen[bytes]:
+    log = open(data_dir.parent / f"worker-{time.monotonic_ns()}.log", "ab")  # noqa: SIM115
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "server.cli",
+            "worker",
+            "--database-url",
+            database_url_for(data_dir),
+            "--data-dir",
+            str(data_dir),
+            "--threads",
+            "1",
+            "--lease-seconds",
+            "3",
+        ],
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def _upload_alternating(nodes: list[ServerProcess], meeting_id: str, segment) -> None:
+    """tuspy uploads one segment in two PATCHes: the first to one node, the second to the
+    other, as a load balancer without affinity would send them."""
+    first, second = nodes if segment.seq % 2 == 0 else nodes[::-1]
+    size = segment.path.stat().st_size
+    uploader = tus_client.TusClient(first.url + "/files/").uploader(
+        str(segment.path),
+        chunk_size=size // 2 + 1,
+        metadata={
+            "meeting_id": meeting_id,
+            "track": "mic",
+            "seq": str(segment.seq),
+            "start_ms": str(segment.start_ms),
+            "filename": segment.path.name,
+            "filetype": "audio/ogg",
+        },
+    )
+    uploader.set_url(uploader.create_url())
+    uploader.upload_chunk()
+    assert 0 < uploader.offset < size
+    uploader.set_url(_on(second, uploader.url))
+    uploader.upload_chunk()
+    assert uploader.offset == size
+
+
+@pytest.mark.crash
+def test_two_nodes_two_workers_one_killed(tmp_path, jfk_segments):
+    data_dir = tmp_path / "data"
+    nodes = _nodes(data_dir, 2, "--lease-seconds", "3")
+    workers = [_start_worker(data_dir), _start_worker(data_dir)]
+    try:
+        segments = jfk_segments[3.0]
+        meetings = [create_meeting(nodes[i % 2].url, tracks=["mic"])["id"] for i in range(3)]
+        # A client following meeting 0 on node B, while its uploads go to both nodes.
+        streamed: list[tuple[int, str]] = []
+        follower = threading.Thread(
+            target=_follow, args=(nodes[1], meetings[0], streamed), daemon=True
+        )
+        follower.start()
+        for segment in segments:
+            for meeting_id in meetings:
+                _upload_alternating(nodes, meeting_id, segment)
+        killed = None
+        killed_chunk: tuple[str, int] | None = None
+        deadline = time.monotonic() + 60
+        while killed is None and time.monotonic() < deadline:
+            for meeting_id in meetings:
+                view = requests.get(f"{nodes[1].url}/meetings/{meeting_id}", timeout=10).json()
+                busy = [c for c in view["chunks"] if c["state"] == "transcribing" and c["worker"]]
+                if busy:
+                    killed = int(busy[0]["worker"].split(":")[1])
+                    os.kill(killed, signal.SIGKILL)
+                    killed_chunk = (meeting_id, busy[0]["seq"])
+                    break
+            time.sleep(0.02)
+        assert killed in [w.pid for w in workers], "never saw a worker's job in flight"
+        for i, meeting_id in enumerate(meetings):
+            r = requests.post(
+                f"{nodes[i % 2].url}/meetings/{meeting_id}/finalize",
+                json={"last_seq": {"mic": len(segments) - 1}},
+                timeout=10,
+            )
+            assert r.status_code == 200, r.text
+        for i, meeting_id in enumerate(meetings):
+            view = wait_state(nodes[(i + 1) % 2].url, meeting_id, "complete", timeout_s=180)
+            assert [c["state"] for c in view["chunks"]] == ["transcribed"] * len(segments)
+            transcript = requests.get(
+                f"{nodes[i % 2].url}/meetings/{meeting_id}/transcript", timeout=10
+            ).json()
+            assert words(" ".join(s["text"] for s in transcript["segments"])) == REFERENCE
+        # Exactly once: one committed transcription per chunk, whatever was killed.
+        rows = asyncio.run(
+            _fetch(
+                database_url_for(data_dir),
+                "SELECT meeting_id, payload::jsonb->>'seq' FROM events"
+                " WHERE type = 'chunk.transcribed'",
+            )
+        )
+        done = Counter((m, int(seq)) for m, seq in rows)
+        assert done == Counter({(m, s.seq): 1 for m in meetings for s in segments})
+        # The follower on node B saw every event of meeting 0's log once, in order, through
+        # to completion, whichever node or worker wrote it.
+        follower.join(30)
+        logged = asyncio.run(
+            _fetch(
+                database_url_for(data_dir),
+                f"SELECT id, type FROM events WHERE meeting_id = '{meetings[0]}' ORDER BY id",
+            )
+        )
+        assert streamed == [(r["id"], r["type"]) for r in logged]
+        assert streamed[-1][1] == "meeting.completed"
+        # The chunk whose worker was killed ran twice and was committed once.
+        assert killed_chunk is not None
+        view = requests.get(f"{nodes[0].url}/meetings/{killed_chunk[0]}", timeout=10).json()
+        assert next(c for c in view["chunks"] if c["seq"] == killed_chunk[1])["attempts"] == 2
+    finally:
+        for w in workers:
+            if w.poll() is None:
+                w.terminate()
+                w.wait(20)
+        for node in nodes:
+            node.stop()
+
+
+def test_event_ids_follow_commit_order(tmp_path):
+    """SSE replay and the webhook cursor read `id > last seen`: an event committed later
+    must never get a smaller id than one a reader may already have seen."""
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    url = database_url_for(data_dir)
+
+    async def run() -> list[str]:
+        db = Database(url)
+        try:
+            await upgrade(db)
+            slow_inside = asyncio.Event()
+            quick_done = asyncio.Event()
+
+            async def slow() -> None:
+                async with db.write() as session:
+                    record_event(session, "m1", "test.slow", {})
+                    await session.execute(select(1))  # would flush (insert) the event here
+                    slow_inside.set()
+                    await quick_done.wait()
+
+            async def quick() -> None:
+                await slow_inside.wait()
+                async with db.write() as session:
+                    record_event(session, "m1", "test.quick", {})
+                quick_done.set()
+
+            await asyncio.gather(slow(), quick())
+            async with db.read() as session:
+                return list(
+                    (await session.execute(select(Event.type).order_by(Event.id))).scalars()
+                )
+        finally:
+            await db.close()
+
+    assert asyncio.run(run()) == ["test.quick", "test.slow"]
