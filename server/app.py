@@ -19,7 +19,7 @@ from server.recovery import RecoverySweeper
 from server.tus.handler import TusHandler, TusSettings
 from server.webhook_dispatcher import DeliveryPolicy, WebhookDispatcher
 from server.webhooks_api import WebhooksApi
-from storage.blobs import BlobStore
+from storage.blob_store import blob_store_for
 from storage.database import Database, sqlite_url
 from storage.job_queue import RetryPolicy
 from storage.schema import ensure_schema
@@ -47,6 +47,10 @@ def worker_args(config: ServerConfig, database_url: str) -> list[str]:
     ]
     if config.model_dir:
         args += ["--model-dir", config.model_dir]
+    if config.blob_url:
+        args += ["--blob-url", config.blob_url]
+    if config.s3_endpoint_url:
+        args += ["--s3-endpoint-url", config.s3_endpoint_url]
     return args
 
 
@@ -58,7 +62,7 @@ def build_app(config: ServerConfig, keys: ApiKeys | None = None) -> web.Applicat
     config.data_dir.mkdir(parents=True, exist_ok=True)
     database_url = config.database_url or sqlite_url(config.data_dir)
     db = Database(database_url)
-    blobs = BlobStore(config.data_dir)
+    blobs = blob_store_for(config.data_dir, config.blob_url, config.s3_endpoint_url)
     ingest = ChunkIngest(db, blobs)
     locks = upload_locks_for(db)
     pool = WorkerPool(config.workers, worker_args(config, database_url))
@@ -125,6 +129,7 @@ def build_app(config: ServerConfig, keys: ApiKeys | None = None) -> web.Applicat
 
     async def lifecycle(_app: web.Application):  # type: ignore[no-untyped-def]
         await ensure_schema(db)  # SchemaMismatch stops the start: `rollscribe db upgrade`
+        await blobs.start()  # BlobStoreError stops the start: a bad bucket or endpoint
         # Recovery first, so that a restart moves everything on before new work arrives.
         await sweeper.sweep()
         sweeper.start()
@@ -135,6 +140,7 @@ def build_app(config: ServerConfig, keys: ApiKeys | None = None) -> web.Applicat
         await sweeper.stop()
         await pool.stop()
         await locks.close()
+        await blobs.close()
         await db.close()
 
     app.cleanup_ctx.append(lifecycle)

@@ -32,16 +32,19 @@ async def _serve(args: argparse.Namespace) -> None:
                 "ROLLSCRIBE_API_KEYS, or bind 127.0.0.1."
             )
         print("rollscribe: no API keys configured: serving loopback only", flush=True)
+    from storage.blob_store import BlobStoreError
     from storage.schema import SchemaMismatch
 
     try:
         app = build_app(config, keys)
     except SQLAlchemyError as exc:  # a malformed --database-url
         sys.exit(_database_error(config.database_url or "", exc))
+    except BlobStoreError as exc:
+        sys.exit(f"rollscribe: {exc}")
     runner = web.AppRunner(app, access_log=None)
     try:
         await runner.setup()
-    except SchemaMismatch as exc:
+    except (SchemaMismatch, BlobStoreError) as exc:
         await runner.cleanup()
         sys.exit(f"rollscribe: {exc}")
     except (OSError, SQLAlchemyError) as exc:

@@ -7,6 +7,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from storage.blob_store import add_blob_store_arguments
+
 
 @dataclass(frozen=True)
 class ServerConfig:
@@ -14,6 +16,8 @@ class ServerConfig:
     port: int = 8080
     data_dir: Path = Path("./data")
     database_url: str | None = None
+    blob_url: str | None = None
+    s3_endpoint_url: str | None = None
     workers: int = 1
     worker_threads: int = 2
     model_dir: str | None = None
@@ -47,6 +51,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         default=os.environ.get("ROLLSCRIBE_DATABASE_URL"),
         help="default: SQLite (WAL) in the data folder",
     )
+    add_blob_store_arguments(parser)
     parser.add_argument(
         "--workers",
         type=int,
@@ -134,6 +139,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         port=args.port,
         data_dir=Path(args.data_dir),
         database_url=args.database_url,
+        blob_url=args.blob_url,
+        s3_endpoint_url=args.s3_endpoint_url,
         workers=args.workers,
         worker_threads=args.worker_threads,
         model_dir=args.model_dir,

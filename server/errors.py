@@ -88,6 +88,12 @@ class Errors:
     UPLOAD_TAKEN_OVER = _e(
         "ERR_UPLOAD_TAKEN_OVER", 409, "a newer PATCH took this stalled upload over"
     )
+    DOWNLOAD_INCOMPLETE = _e(
+        "ERR_INCOMPLETE_UPLOAD", 400, "this blob store cannot stream an unfinished upload"
+    )
+    UPLOAD_BYTES_LOST = _e(
+        "ERR_UPLOAD_BYTES_LOST", 500, "acknowledged bytes of this upload are missing from storage"
+    )
     READ_TIMEOUT = _e("ERR_READ_TIMEOUT", 408, "the request body stalled; what arrived was kept")
     UPLOAD_ACCEPTED = _e(
         "ERR_UPLOAD_ACCEPTED", 403, "a complete chunk upload is part of a meeting; not deleted"

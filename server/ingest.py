@@ -15,7 +15,7 @@ from codec.errors import InvalidOpusError
 from codec.validate import validate_ogg_opus
 from server.errors import ApiError, Errors
 from server.tus.hooks import ExistingUpload
-from storage.blobs import BlobStore
+from storage.blob_store import BlobStore
 from storage.database import Database
 from storage.job_queue import is_gap, promote_successor, ready_state_for
 from storage.models import Chunk, Meeting, Upload
@@ -184,7 +184,8 @@ class ChunkIngest:
 
     async def _verdict(self, upload_id: str) -> Verdict:
         try:
-            info = await asyncio.to_thread(validate_ogg_opus, self.blobs.upload_path(upload_id))
+            async with self.blobs.local_copy(upload_id) as path:
+                info = await asyncio.to_thread(validate_ogg_opus, path)
             return Verdict(None, info.duration_s)
         except InvalidOpusError as exc:
             return Verdict(str(exc), None)

@@ -13,7 +13,7 @@ import time
 from sqlalchemy import or_, select, update
 
 from server.ingest import ChunkIngest
-from storage.blobs import BlobStore
+from storage.blob_store import BlobStore
 from storage.database import Database
 from storage.job_queue import RetryPolicy, promote_stuck_waiting, reap_expired_leases
 from storage.models import Chunk, Meeting, Upload
@@ -112,7 +112,7 @@ class RecoverySweeper:
                 await session.execute(
                     update(Upload).where(Upload.id == upload.id).values(terminated_at=now)
                 )
-            reclaimed += await asyncio.to_thread(self.blobs.delete, upload.id)
+            reclaimed += await self.blobs.delete(upload.id)
         if expired:
             log.info("expired %d uploads, reclaimed %d bytes", len(expired), reclaimed)
         return reclaimed

@@ -47,3 +47,10 @@ def database_url_for(data_dir: Path) -> str:
 def database_args(data_dir: Path) -> list[str]:
     """`--database-url ...` for a server or worker process; none on SQLite (its default)."""
     return ["--database-url", database_url_for(data_dir)] if POSTGRES else []
+
+
+def storage_args(data_dir: Path) -> list[str]:
+    """The database and the blob store of the process whose data folder is `data_dir`."""
+    from tests.blob_stores import blob_args
+
+    return database_args(data_dir) + blob_args(data_dir)

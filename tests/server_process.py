@@ -13,7 +13,8 @@ from pathlib import Path
 
 import requests
 
-from tests.databases import database_args
+from tests.blob_stores import blob_args
+from tests.databases import storage_args
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -56,7 +57,12 @@ class ServerProcess:
                 str(self.workers),
                 "--worker-threads",
                 "2",
-                *([] if "--database-url" in self.extra else database_args(self.data_dir)),
+                # A test that names its own database still gets the run's blob store.
+                *(
+                    blob_args(self.data_dir)
+                    if "--database-url" in self.extra
+                    else storage_args(self.data_dir)
+                ),
                 *self.extra,
             ],
             cwd=ROOT,

@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from tests.conftest import create_meeting
-from tests.databases import database_args
+from tests.databases import storage_args
 from tests.server_process import ROOT, ServerProcess
 from tests.test_end_to_end import upload_segment, wait_state
 
@@ -34,7 +34,7 @@ def start_worker(data_dir) -> subprocess.Popen:
             str(data_dir),
             "--threads",
             "2",
-            *database_args(data_dir),
+            *storage_args(data_dir),
         ],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,

@@ -25,6 +25,7 @@ from storage.database import Database
 from storage.models import Event
 from storage.schema import upgrade
 from storage.state_machine import record_event
+from tests.blob_stores import blob_args
 from tests.conftest import REFERENCE, TUS, create_meeting, tus_create, words
 from tests.databases import database_url_for, on_postgres
 from tests.server_process import ROOT, ServerProcess
@@ -188,6 +189,7 @@ def _start_worker(data_dir: Path) -> subprocess.Popen[bytes]:
             "1",
             "--lease-seconds",
             "3",
+            *blob_args(data_dir),
         ],
         cwd=ROOT,
         stdout=log,

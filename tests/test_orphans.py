@@ -8,6 +8,7 @@ import time
 import pytest
 import requests
 
+from tests.blob_stores import stored_bytes
 from tests.conftest import TUS, create_meeting, metadata, tus_create, tus_patch
 from tests.server_process import ServerProcess
 
@@ -40,10 +41,10 @@ def test_incomplete_upload_expires_and_space_is_reclaimed(sweeping_server):
         base, 4, metadata(meeting_id=meeting_id, track="mic", seq=1, start_ms=0)
     ).headers["Location"]
     assert tus_patch(done, 0, b"abcd").status_code == 204
-    blob = sweeping_server.data_dir / "uploads" / stale.rsplit("/", 1)[1]
-    assert blob.stat().st_size == 400
+    stale_id = stale.rsplit("/", 1)[1]
+    assert stored_bytes(sweeping_server.data_dir, stale_id) == 400
     time.sleep(3.5)
-    assert not blob.exists()
+    assert stored_bytes(sweeping_server.data_dir, stale_id) is None
     assert requests.head(stale, headers=TUS, timeout=10).status_code == 410
     chunks = {
         c["seq"]: c

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from codec.decode import decode_to_16k_mono
-from storage.blobs import BlobStore
+from storage.blob_store import BlobStore, BlobStoreError, blob_store_for
 from storage.database import Database
 from storage.job_queue import (
     Carry,
@@ -47,18 +47,22 @@ class JobOutcome:
     carry: Carry | None
 
 
-def run_job(engine: WhisperEngine, blobs: BlobStore, job: Job, carry_cap_s: float) -> JobOutcome:
-    """Blocking: decode, transcribe, write the carry file. Runs in a thread."""
+async def run_job(
+    engine: WhisperEngine, blobs: BlobStore, job: Job, carry_cap_s: float
+) -> JobOutcome:
+    """Fetch the audio and carry, transcribe in a thread, store the carry for the next job."""
     carry_piece = None
     if job.carry_in is not None:
-        carry_piece = AudioPiece(job.carry_in.start_ms, blobs.read_carry(job.carry_in.path))
+        carry_piece = AudioPiece(job.carry_in.start_ms, await blobs.read_carry(job.carry_in.path))
     if job.kind == "tail":
         assert carry_piece is not None
         end_ms = carry_piece.start_ms + round(len(carry_piece.samples) * 1000 / SAMPLE_RATE)
         own = AudioPiece(end_ms, np.zeros(0, dtype=np.float32))
     else:
-        own = AudioPiece(job.start_ms, decode_to_16k_mono(blobs.upload_path(job.upload_id)))
-    result = transcribe_step(
+        async with blobs.local_copy(job.upload_id) as path:
+            own = AudioPiece(job.start_ms, await asyncio.to_thread(decode_to_16k_mono, path))
+    result = await asyncio.to_thread(
+        transcribe_step,
         engine,
         carry_piece,
         own,
@@ -67,7 +71,7 @@ def run_job(engine: WhisperEngine, blobs: BlobStore, job: Job, carry_cap_s: floa
     )
     carry_out = None
     if result.carry is not None and len(result.carry.samples) > 0:
-        name = blobs.write_carry(job.chunk_id, result.carry.samples)
+        name = await blobs.write_carry(job.chunk_id, result.carry.samples)
         carry_out = Carry(name, result.carry.start_ms, len(result.carry.samples))
     segments = [NewSegment(s.start_ms, s.end_ms, s.text) for s in result.segments]
     return JobOutcome(segments, carry_out)
@@ -77,7 +81,7 @@ class Worker:
     def __init__(self, settings: WorkerSettings, engine: WhisperEngine | None = None) -> None:
         self.settings = settings
         self.db = Database(settings.database_url)
-        self.blobs = BlobStore(settings.data_dir)
+        self.blobs = blob_store_for(settings.data_dir, settings.blob_url, settings.s3_endpoint_url)
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self.engine = engine
         self.stopping = asyncio.Event()
@@ -99,9 +103,7 @@ class Worker:
         heartbeat = asyncio.create_task(self._heartbeat(job, lost))
         started = time.monotonic()
         try:
-            outcome = await asyncio.to_thread(
-                run_job, self.engine, self.blobs, job, self.settings.carry_cap_s
-            )
+            outcome = await run_job(self.engine, self.blobs, job, self.settings.carry_cap_s)
         except Exception as exc:  # a bad chunk must not kill the worker
             log.exception("job %s/%s seq %s failed", job.meeting_id, job.track, job.seq)
             heartbeat.cancel()
@@ -119,6 +121,7 @@ class Worker:
 
     async def run(self) -> None:
         await ensure_schema(self.db)  # SchemaMismatch: this worker's code and the database differ
+        await self.blobs.start()  # BlobStoreError: the bucket or endpoint is unusable
         if self.engine is None:
             self.engine = await asyncio.to_thread(
                 WhisperEngine,
@@ -139,6 +142,7 @@ class Worker:
                         pass
         finally:
             ready.unlink(missing_ok=True)
+            await self.blobs.close()
             await self.db.close()
 
 
@@ -156,7 +160,7 @@ def run_from_args(args: argparse.Namespace) -> None:
 
     try:
         asyncio.run(_main())
-    except SchemaMismatch as exc:
+    except (SchemaMismatch, BlobStoreError) as exc:
         sys.exit(f"rollscribe worker: {exc}")
 
 

@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from storage.blob_store import add_blob_store_arguments
 from storage.database import sqlite_url
 from storage.job_queue import RetryPolicy
 
@@ -15,6 +16,8 @@ from storage.job_queue import RetryPolicy
 class WorkerSettings:
     database_url: str
     data_dir: Path
+    blob_url: str | None = None
+    s3_endpoint_url: str | None = None
     cpu_threads: int = 2
     model_dir: str | None = None
     lease_s: float = 60.0
@@ -31,6 +34,7 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
         help="default: SQLite in the data folder",
     )
     parser.add_argument("--data-dir", default=env("ROLLSCRIBE_DATA_DIR", "./data"))
+    add_blob_store_arguments(parser)
     parser.add_argument(
         "--threads",
         type=int,
@@ -52,6 +56,8 @@ def settings_from_args(args: argparse.Namespace) -> WorkerSettings:
     return WorkerSettings(
         database_url=args.database_url or sqlite_url(data_dir),
         data_dir=data_dir,
+        blob_url=args.blob_url,
+        s3_endpoint_url=args.s3_endpoint_url,
         cpu_threads=args.threads,
         model_dir=args.model_dir,
         lease_s=args.lease_seconds,

@@ -1,8 +1,8 @@
 """The tus 1.0.0 server: core protocol plus creation, creation-with-upload,
 creation-defer-length, termination, checksum, expiration and concatenation.
 
-Bodies stream to disk; an offset is committed to the database only after its bytes are
-fsynced, so whatever HEAD answers is on disk and intact.
+Bodies stream to the blob store; an offset is committed to the database only after its
+bytes are durable there (fsynced, or stored in S3), so whatever HEAD answers is intact.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.utils import formatdate
 
-import aiofiles
 from aiohttp import web
 from sqlalchemy.exc import IntegrityError
 
@@ -30,7 +29,14 @@ from server.tus.headers import (
     parse_non_negative,
 )
 from server.tus.hooks import ExistingUpload, UploadHooks
-from storage.blobs import BadBlobId, BlobStore, BlobWriter
+from storage.blob_store import (
+    BadBlobId,
+    BlobLost,
+    BlobStore,
+    BlobUnavailable,
+    UploadWriter,
+    check_upload_id,
+)
 from storage.database import Database
 from storage.models import Upload
 from storage.upload_locks import UploadLocks
@@ -133,7 +139,7 @@ class TusHandler:
 
     async def _load(self, upload_id: str, owner: str) -> Upload:
         try:
-            self.blobs.upload_path(upload_id)
+            check_upload_id(upload_id)
         except BadBlobId:
             raise ApiError(Errors.NOT_FOUND, "malformed upload id") from None
         upload = await self.uploads.get(upload_id)
@@ -302,7 +308,7 @@ class TusHandler:
 
     async def _insert(self, upload: Upload) -> Upload | None:
         """Create the blob and the row; returns the existing upload if the chunk key exists."""
-        await asyncio.to_thread(self.blobs.create, upload.id)
+        await self.blobs.create(upload.id, upload.length)
         try:
             async with self.db.write() as session:
                 session.add(upload)
@@ -310,13 +316,13 @@ class TusHandler:
                 await self.hooks.on_create(session, upload)
             return None
         except ExistingUpload as existing:
-            await asyncio.to_thread(self.blobs.delete, upload.id)
+            await self.blobs.delete(upload.id)
             found = await self.uploads.get(existing.upload_id)
             assert found is not None
             return found
         except IntegrityError:
             # Lost a race with an identical creation: the winner's row answers.
-            await asyncio.to_thread(self.blobs.delete, upload.id)
+            await self.blobs.delete(upload.id)
             async with self.db.write() as session:
                 try:
                     await self.hooks.on_create(session, upload)
@@ -326,7 +332,7 @@ class TusHandler:
                     return found
             raise
         except BaseException:
-            await asyncio.to_thread(self.blobs.delete, upload.id)
+            await self.blobs.delete(upload.id)
             raise
 
     async def _answer_existing(self, request: web.Request, upload: Upload) -> web.Response:
@@ -368,8 +374,8 @@ class TusHandler:
             expires_at=None,
             owner=owner,
         )
-        await asyncio.to_thread(self.blobs.create, upload.id)
-        await asyncio.to_thread(self.blobs.concatenate, upload.id, part_ids)
+        await self.blobs.create(upload.id, None)
+        await self.blobs.concatenate(upload.id, part_ids)
         upload.offset = length
         try:
             async with self.db.write() as session:
@@ -377,12 +383,12 @@ class TusHandler:
                 await session.flush()
                 await self.hooks.on_create(session, upload)
         except ExistingUpload as existing:
-            await asyncio.to_thread(self.blobs.delete, upload.id)
+            await self.blobs.delete(upload.id)
             found = await self.uploads.get(existing.upload_id)
             assert found is not None
             return await self._answer_existing(request, found)
         except BaseException:
-            await asyncio.to_thread(self.blobs.delete, upload.id)
+            await self.blobs.delete(upload.id)
             raise
         await self._complete_now(upload)
         return web.Response(
@@ -426,16 +432,17 @@ class TusHandler:
                 }
             ),
         )
+        stream = self.blobs.stream(upload.id, upload.offset)
+        try:
+            # Before the headers go: an unreadable upload is still a clean error answer.
+            first = await anext(stream, b"")
+        except BlobUnavailable as exc:
+            raise ApiError(Errors.DOWNLOAD_INCOMPLETE, str(exc)) from None
         await response.prepare(request)
-        path = self.blobs.upload_path(upload.id)
-        remaining = upload.offset
-        async with aiofiles.open(path, "rb") as f:
-            while remaining > 0:
-                data = await f.read(min(READ_BLOCK, remaining))
-                if not data:
-                    break
-                remaining -= len(data)
-                await response.write(data)
+        if first:
+            await response.write(first)
+        async for data in stream:
+            await response.write(data)
         await response.write_eof()
         return response
 
@@ -543,20 +550,21 @@ class TusHandler:
                 Errors.BEYOND_LENGTH if upload.length is not None else Errors.MAX_SIZE_EXCEEDED,
                 f"{declared} bytes at offset {upload.offset}, room for {room}",
             )
-        writer: BlobWriter = await asyncio.to_thread(
-            self.blobs.open_writer,
-            upload.id,
-            upload.offset,
-            checksum.algorithm if checksum else None,
-        )
+        try:
+            writer = await self.blobs.open_writer(
+                upload.id, upload.offset, checksum.algorithm if checksum else None
+            )
+        except BlobLost as exc:
+            log.error("upload %s: %s", upload.id, exc)
+            raise ApiError(Errors.UPLOAD_BYTES_LOST, str(exc)) from None
         committed = upload.offset
         stalled: ApiError | None = None
         pending = bytearray()
 
         async def flush_pending() -> None:
-            # One thread hop per MiB, not per network read.
+            # One blob store call (a thread hop, or an S3 part) per MiB, not per network read.
             if pending:
-                await asyncio.to_thread(writer.write, bytes(pending))
+                await writer.write(bytes(pending))
                 pending.clear()
 
         try:
@@ -595,15 +603,15 @@ class TusHandler:
             if checksum is not None and (stalled is not None or writer.digest() != checksum.digest):
                 if stalled is None:
                     stalled = ApiError(Errors.CHECKSUM_MISMATCH, f"{checksum.algorithm} differs")
-                await asyncio.to_thread(writer.rollback, committed)
+                await writer.rollback(committed)
             else:
                 committed = await self._commit(writer, upload, committed)
         except UploadMoved:
-            await asyncio.to_thread(writer.close)
+            await writer.close()
             raise
         except ApiError:
-            await asyncio.to_thread(writer.rollback, committed)
-            await asyncio.to_thread(writer.close)
+            await writer.rollback(committed)
+            await writer.close()
             raise
         except BaseException:
             # The client went away mid-body (reset, payload error, cancellation): keep what
@@ -612,14 +620,14 @@ class TusHandler:
                 self._keep_partial(writer, upload, committed, checksum, bytes(pending))
             )
             raise
-        await asyncio.to_thread(writer.close)
+        await writer.close()
         if stalled is not None:
             raise stalled
         return upload
 
     async def _keep_partial(
         self,
-        writer: BlobWriter,
+        writer: UploadWriter,
         upload: Upload,
         committed: int,
         checksum: Checksum | None,
@@ -627,15 +635,15 @@ class TusHandler:
     ) -> None:
         try:
             if checksum is not None:
-                await asyncio.to_thread(writer.rollback, committed)
+                await writer.rollback(committed)
             else:
                 if pending:
-                    await asyncio.to_thread(writer.write, pending)
+                    await writer.write(pending)
                 await self._commit(writer, upload, committed)
         finally:
-            await asyncio.to_thread(writer.close)
+            await writer.close()
 
-    async def _commit(self, writer: BlobWriter, upload: Upload, committed: int) -> int:
+    async def _commit(self, writer: UploadWriter, upload: Upload, committed: int) -> int:
         """fsync, then record the new offset: the order that makes HEAD's answer durable.
         The last bytes' commit also records the upload's completion, in one transaction."""
         new_offset = writer.start + writer.written
@@ -644,8 +652,8 @@ class TusHandler:
         if not self.locks.holds(upload.id):
             # The cross-node lock's session dropped: another node may be writing now.
             raise UploadMoved(Errors.UPLOAD_TAKEN_OVER, "this node lost the upload's lock")
-        await asyncio.to_thread(writer.sync)
         complete = upload.length is not None and new_offset == upload.length
+        await writer.sync(final=complete)
         verdict = await self.hooks.inspect(upload) if complete else None
         expires_at = time.time() + self.settings.expiry_s
         async with self.db.write() as session:
@@ -680,7 +688,7 @@ class TusHandler:
         try:
             await self.hooks.on_terminate(upload)
             await self.uploads.terminate(upload_id)
-            await asyncio.to_thread(self.blobs.delete, upload_id)
+            await self.blobs.delete(upload_id)
         finally:
             await self._release(upload_id, slot)
         self._slots.pop(upload_id, None)
