@@ -10,6 +10,7 @@ from aiohttp import web
 
 from server.errors import ApiError, Errors
 from storage.backlog import backlog_snapshot, mean_rtf
+from storage.blob_store import BlobStore
 from storage.database import Database
 
 MIN_RETRY_S = 5
@@ -22,6 +23,7 @@ class Admission:
     max_backlog_s: float
     workers: Callable[[], int]
     ready_workers: Callable[[], int]
+    blobs: BlobStore
 
     async def check_new_meeting(self) -> None:
         """New meetings wait while the backlog is over the limit; meetings already recording
@@ -46,6 +48,11 @@ class Admission:
             checks["database"] = "ok"
         except Exception as exc:  # any failure to reach it means not ready
             checks["database"] = f"unreachable: {type(exc).__name__}"
+        try:
+            await self.blobs.ping()
+            checks["blob_store"] = "ok"
+        except Exception as exc:  # an unreachable bucket or unwritable folder: not ready
+            checks["blob_store"] = f"unusable: {type(exc).__name__}: {exc}"
         checks["model"] = (
             "ok" if self.workers() == 0 or self.ready_workers() > 0 else "no worker has it loaded"
         )

@@ -72,6 +72,7 @@ def build_app(config: ServerConfig, keys: ApiKeys | None = None) -> web.Applicat
         config.max_backlog_s,
         workers=lambda: config.workers,
         ready_workers=lambda: pool.ready_count(config.data_dir / "workers"),
+        blobs=blobs,
     )
     tus = TusHandler(
         db,

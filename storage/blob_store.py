@@ -69,6 +69,10 @@ class BlobStore(Protocol):
 
     async def close(self) -> None: ...
 
+    async def ping(self) -> None:
+        """Raises if the store cannot take bytes now (for /readyz)."""
+        ...
+
     async def create(self, upload_id: str, length: int | None) -> None: ...
 
     async def open_writer(

@@ -91,6 +91,16 @@ class LocalBlobStore:
     async def close(self) -> None:
         pass
 
+    def _ping(self) -> None:
+        # Really write: a full disk, a read-only remount or a vanished shared mount all
+        # show here, where a permission check would not (and root passes those anyway).
+        probe = self.uploads / f".ready-{os.getpid()}"
+        probe.write_bytes(b"1")
+        probe.unlink()
+
+    async def ping(self) -> None:
+        await asyncio.to_thread(self._ping)
+
     def upload_path(self, upload_id: str) -> Path:
         return self.uploads / check_upload_id(upload_id)
 

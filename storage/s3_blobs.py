@@ -194,6 +194,9 @@ class S3BlobStore:
         await self._exit.aclose()
         self._client = None
 
+    async def ping(self) -> None:
+        await self._client.head_bucket(Bucket=self.bucket)
+
     # ---- keys and small S3 calls ----------------------------------------------------------
 
     def key(self, upload_id: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -177,4 +178,18 @@ def test_admission_control_refuses_new_meetings_not_uploads(tmp_path, jfk_segmen
         if worker is not None:
             worker.terminate()
             worker.wait(20)
+        server.stop()
+
+
+def test_readyz_says_when_the_blob_folder_is_gone(tmp_path):
+    shared = tmp_path / "shared"
+    server = ServerProcess(tmp_path / "data", workers=0, extra=["--blob-url", str(shared)]).start()
+    try:
+        ready = requests.get(server.url + "/readyz", timeout=10)
+        assert ready.status_code == 200 and ready.json()["checks"]["blob_store"] == "ok"
+        shutil.rmtree(shared)  # the shared mount went away
+        ready = requests.get(server.url + "/readyz", timeout=10)
+        assert ready.status_code == 503
+        assert ready.json()["checks"]["blob_store"].startswith("unusable: FileNotFoundError")
+    finally:
         server.stop()

@@ -257,6 +257,22 @@ def test_download_of_an_unfinished_upload_is_a_clear_error(s3_server):
     assert requests.head(url, headers=TUS, timeout=10).headers["Upload-Offset"] == "40"
 
 
+def test_readyz_says_when_the_bucket_is_gone(tmp_path):
+    s3_client().create_bucket(Bucket="readyz-bucket")
+    blob = ["--blob-url", "s3://readyz-bucket/x", "--s3-endpoint-url", s3_endpoint()]
+    server = ServerProcess(tmp_path / "data", workers=0, extra=blob).start()
+    try:
+        ready = requests.get(server.url + "/readyz", timeout=10)
+        assert ready.status_code == 200 and ready.json()["checks"]["blob_store"] == "ok"
+        s3_client().delete_bucket(Bucket="readyz-bucket")
+        ready = requests.get(server.url + "/readyz", timeout=10)
+        assert ready.status_code == 503
+        assert ready.json()["checks"]["blob_store"].startswith("unusable")
+        assert requests.get(server.url + "/healthz", timeout=10).status_code == 200
+    finally:
+        server.stop()
+
+
 @pytest.mark.parametrize(
     ("blob_url", "expected"),
     [
