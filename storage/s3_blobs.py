@@ -179,7 +179,14 @@ class S3BlobStore:
                 "s3",
                 endpoint_url=self.endpoint_url,
                 region_name=region or "us-east-1",
-                config=AioConfig(max_pool_connections=64, retries={"mode": "standard"}),
+                config=AioConfig(
+                    max_pool_connections=64,
+                    retries={"mode": "standard"},
+                    # botocore's default CRC trailers on every PUT are refused by several
+                    # S3-compatible stores; they are sent only where S3 requires them.
+                    request_checksum_calculation="when_required",
+                    response_checksum_validation="when_required",
+                ),
             )
         )
         # Fail at start, with S3's own words, rather than at the first upload.
