@@ -108,6 +108,7 @@ def blob_store_for(
     `s3://bucket/prefix`: an S3-compatible object store (credentials from the usual AWS
     environment variables or files)."""
     if blob_url and blob_url.startswith("s3://"):
+        # Imported only here: aiobotocore costs start-up time that folder setups never need.
         from storage.s3_blobs import S3BlobStore
 
         bucket, _, prefix = blob_url[len("s3://") :].partition("/")

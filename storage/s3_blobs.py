@@ -172,7 +172,7 @@ class S3BlobStore:
     # ---- lifecycle -----------------------------------------------------------------------
 
     async def start(self) -> None:
-        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(self.tmp_dir.mkdir, parents=True, exist_ok=True)
         region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
         self._client = await self._exit.enter_async_context(
             get_session().create_client(
@@ -389,11 +389,14 @@ class S3BlobStore:
     def stream(self, upload_id: str, length: int) -> AsyncIterator[bytes]:
         return self._read(self.key(upload_id), length)
 
+    def _temp_file(self, upload_id: str) -> Path:
+        fd, name = tempfile.mkstemp(dir=self.tmp_dir, prefix=f"{upload_id}.")
+        os.close(fd)
+        return Path(name)
+
     @asynccontextmanager
     async def local_copy(self, upload_id: str) -> AsyncIterator[Path]:
-        fd, name = tempfile.mkstemp(dir=self.tmp_dir, prefix=f"{check_upload_id(upload_id)}.")
-        os.close(fd)
-        path = Path(name)
+        path = await asyncio.to_thread(self._temp_file, check_upload_id(upload_id))
         try:
             async with aiofiles.open(path, "wb") as out:
                 async for data in self._read(self.key(upload_id)):
@@ -412,6 +415,5 @@ class S3BlobStore:
         return name
 
     async def read_carry(self, name: str) -> np.ndarray:
-        answer = await self._client.get_object(Bucket=self.bucket, Key=self._carry_key(name))
-        async with answer["Body"] as body:
-            return np.frombuffer(bytes(await body.read()), dtype=np.float32)
+        body = b"".join([data async for data in self._read(self._carry_key(name))])
+        return np.frombuffer(body, dtype=np.float32)
