@@ -1,51 +1,62 @@
-"""Where to cut a track's audio between what is committed now and what is carried forward.
+"""A track's audio as one buffer: the carried audio, then the chunk, with true meeting times.
 
-Pure numpy: the voice activity regions are passed in, so the rules are testable alone.
+Pure numpy, testable alone. A buffer sample's meeting time comes from anchors: (buffer
+index, meeting ms of that sample). A gap between pieces (a silence the client did not send,
+packet loss, a missing chunk) is shortened to at most a second of zeros, so the anchors and
+not the sample count say where later audio belongs; a carry keeps its anchors with it.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_right
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 SAMPLE_RATE = 16000
 CONTIGUOUS_MS = 5  # rounding between a carry's end and the next chunk's start_ms
-QUIET_WINDOW = SAMPLE_RATE // 10  # 100 ms
-QUIET_STEP = SAMPLE_RATE // 100  # 10 ms
+
+Anchor = tuple[int, int]  # (sample index, absolute meeting ms of that sample)
 
 
 @dataclass(frozen=True)
 class AudioPiece:
     start_ms: int  # absolute meeting time of the first sample
     samples: np.ndarray  # float32, 16 kHz mono
+    # Further anchors inside the piece, past its first sample (a carry that spans a gap).
+    anchors: tuple[Anchor, ...] = ()
+
+    def all_anchors(self) -> list[Anchor]:
+        return [(0, self.start_ms), *self.anchors]
 
     @property
     def end_ms(self) -> float:
-        return self.start_ms + len(self.samples) * 1000 / SAMPLE_RATE
+        index, ms = self.all_anchors()[-1]
+        return ms + (len(self.samples) - index) * 1000 / SAMPLE_RATE
 
 
 @dataclass(frozen=True)
 class Window:
     audio: np.ndarray
-    anchors: list[tuple[int, int]]  # (buffer sample index, absolute ms of that sample)
-    _positions: list[int] = field(default_factory=list, repr=False)
+    anchors: list[Anchor]
 
     def to_abs_ms(self, index: int) -> int:
-        positions = self._positions or [a[0] for a in self.anchors]
-        i = max(0, bisect_right(positions, index) - 1)
+        i = max(0, bisect_right([a[0] for a in self.anchors], index) - 1)
         position, ms = self.anchors[i]
         return ms + round((index - position) * 1000 / SAMPLE_RATE)
 
+    def tail(self, start: int) -> AudioPiece:
+        """audio[start:] as a piece, with the anchors that fall inside it."""
+        inner = tuple((i - start, ms) for i, ms in self.anchors if i > start)
+        return AudioPiece(self.to_abs_ms(start), np.array(self.audio[start:]), inner)
+
 
 def build_window(pieces: list[AudioPiece], max_gap_fill_ms: int = 1000) -> Window:
-    """Concatenates pieces in order. A gap between pieces (silence, packet loss, a missing
-    chunk) is filled with at most `max_gap_fill_ms` of zeros so Whisper hears a pause, while
-    the anchors keep every later sample at its true meeting time. A small overlap is taken
-    as contiguous."""
+    """Concatenates pieces in order. A gap between pieces is filled with at most
+    `max_gap_fill_ms` of zeros so Whisper hears a pause, while the anchors keep every later
+    sample at its true meeting time. A small overlap is taken as contiguous."""
     parts: list[np.ndarray] = []
-    anchors: list[tuple[int, int]] = []
+    anchors: list[Anchor] = []
     position = 0
     previous_end: float | None = None
     for piece in pieces:
@@ -58,61 +69,10 @@ def build_window(pieces: list[AudioPiece], max_gap_fill_ms: int = 1000) -> Windo
                 position += fill
             else:
                 start_ms = round(previous_end)
-        anchors.append((position, start_ms))
+        shift = start_ms - piece.start_ms
+        anchors += [(position + i, ms + shift) for i, ms in piece.all_anchors()]
         parts.append(piece.samples.astype(np.float32, copy=False))
         position += len(piece.samples)
-        previous_end = start_ms + len(piece.samples) * 1000 / SAMPLE_RATE
+        previous_end = piece.end_ms + shift
     audio = np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
-    return Window(audio, anchors, [a[0] for a in anchors])
-
-
-def quietest_point(audio: np.ndarray, lo: int, hi: int) -> int:
-    """Centre of the 100 ms window of lowest energy whose start lies in [lo, hi)."""
-    best, best_energy = hi, float("inf")
-    for start in range(max(0, lo), max(lo + 1, hi), QUIET_STEP):
-        frame = audio[start : start + QUIET_WINDOW]
-        if len(frame) == 0:
-            break
-        energy = float(np.mean(frame * frame))
-        if energy < best_energy:
-            best, best_energy = start + len(frame) // 2, energy
-    return min(best, len(audio))
-
-
-def choose_cut(
-    audio: np.ndarray,
-    speech: list[tuple[int, int]],
-    carry_cap_samples: int,
-    min_pause_samples: int = int(0.3 * SAMPLE_RATE),
-    min_head_samples: int = 0,
-) -> int:
-    """Sample index to cut at: audio[:cut] is transcribed and committed, audio[cut:] carried.
-
-    - No speech at all: cut at the end (nothing to carry).
-    - The audio ends in a pause of at least `min_pause_samples` after the last speech:
-      cut a little after the last speech, so the carry holds no speech.
-    - Otherwise: cut in the middle of the last pause of at least `min_pause_samples`
-      between two speech regions; with no such pause, carry everything.
-    - A head shorter than `min_head_samples` is not committed yet (everything is carried):
-      Whisper mishears words in a few seconds of audio that it gets right with more context.
-    - Whatever the rule gave, the carry never exceeds `carry_cap_samples`: past it, cut at
-      the quietest 100 ms within the last `carry_cap_samples`.
-    """
-    n = len(audio)
-    if not speech:
-        return n
-    last_end = min(n, speech[-1][1])
-    if n - last_end >= min_pause_samples:
-        cut = min(n, last_end + min_pause_samples // 2)
-    else:
-        cut = 0
-        for (_, end), (next_start, _) in zip(speech[-2::-1], speech[:0:-1], strict=False):
-            if next_start - end >= min_pause_samples:
-                cut = (end + next_start) // 2
-                break
-    if cut < min_head_samples:
-        cut = 0
-    if n - cut > carry_cap_samples:
-        cut = quietest_point(audio, n - carry_cap_samples, n - QUIET_WINDOW)
-        cut = max(cut, n - carry_cap_samples)
-    return cut
+    return Window(audio, anchors)
