@@ -35,7 +35,7 @@ def ensure_espeak() -> None:
         subprocess.run(["apt-get", "install", "-y", "-qq", "espeak-ng"], check=True)
 
 
-def _paragraphs() -> list[str]:
+def paragraphs() -> list[str]:
     raw = TEXT.read_text()
     body = raw.split("Preamble", 1)[1]
     paragraphs = [re.sub(r"\s+", " ", p).strip() for p in body.split("\n\n")]
@@ -50,7 +50,7 @@ def build_corpus(minutes: float, cache_dir: Path) -> Corpus:
     total = 0
     pause = np.zeros(int(PAUSE_S * SR), dtype=np.float32)
     with tempfile.TemporaryDirectory() as tmp:
-        for i, paragraph in enumerate(_paragraphs()):
+        for i, paragraph in enumerate(paragraphs()):
             if total >= minutes * 60 * SR:
                 break
             wav = cache_dir / f"p{i:04d}.wav"

@@ -86,7 +86,11 @@ def speak(text: str, voice: str, cache_dir: Path) -> np.ndarray:
                 capture_output=True,
             )
             shutil.move(str(raw), wav)
-    audio = decode_audio(str(wav), sampling_rate=SR)
+    return trim(decode_audio(str(wav), sampling_rate=SR))
+
+
+def trim(audio: np.ndarray) -> np.ndarray:
+    """From the first sound to the last: a line's true start is its first sound."""
     loud = np.flatnonzero(np.abs(audio) > 0.01)
     return audio[loud[0] : loud[-1] + 1] if len(loud) else audio
 
@@ -105,7 +109,7 @@ def build_meeting(
     voice for a line whose text matches."""
     voiced = [(track, text, pause, (extra or {}).get(text, None)) for track, text, pause in script]
     clips = [
-        clip if clip is not None else speak(text, voices[track], cache_dir)
+        trim(clip) if clip is not None else speak(text, voices[track], cache_dir)
         for track, text, _pause, clip in voiced
     ]
     lines: list[Line] = []

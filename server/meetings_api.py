@@ -318,7 +318,9 @@ class MeetingsApi:
             {"track": t, "seq": s, "state": "missing", "reason": "never uploaded"}
             for t, s in meeting.gaps or []
         ]
-        lines = [TranscriptLine(s.start_ms, s.end_ms, s.track, s.text) for s in segments]
+        lines = [
+            TranscriptLine(s.start_ms, s.end_ms, s.track, s.text, s.words or []) for s in segments
+        ]
         body = render(
             lines,
             fmt,

@@ -39,6 +39,7 @@ class Carry:
     path: str
     start_ms: int
     samples: int
+    state: dict[str, Any] | None = None  # the decoder's state, as the worker wrote it
 
 
 @dataclass(frozen=True)
@@ -57,10 +58,30 @@ class Job:
 
 
 @dataclass(frozen=True)
+class NewWord:
+    start_ms: int
+    end_ms: int
+    text: str
+    probability: float
+
+
+@dataclass(frozen=True)
 class NewSegment:
     start_ms: int
     end_ms: int
     text: str
+    words: tuple[NewWord, ...] = ()
+
+    def words_json(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "start": w.start_ms / 1000,
+                "end": w.end_ms / 1000,
+                "word": w.text,
+                "probability": w.probability,
+            }
+            for w in self.words
+        ]
 
 
 @dataclass(frozen=True)
@@ -183,7 +204,9 @@ async def _claim_tail(session: AsyncSession, owner: str, lease_s: float, now: fl
             upload_id=chunk.upload_id,
             owner=owner,
             flush=True,
-            carry_in=Carry(chunk.carry_path, chunk.carry_start_ms, chunk.carry_samples),
+            carry_in=Carry(
+                chunk.carry_path, chunk.carry_start_ms, chunk.carry_samples, chunk.carry_state
+            ),
             carry_from_chunk=chunk.id,
         )
     return None
@@ -227,7 +250,12 @@ async def _claim_chunk(session: AsyncSession, owner: str, lease_s: float, now: f
             and previous.carry_path is not None
             and previous.carry_start_ms is not None
         ):
-            carry_in = Carry(previous.carry_path, previous.carry_start_ms, previous.carry_samples)
+            carry_in = Carry(
+                previous.carry_path,
+                previous.carry_start_ms,
+                previous.carry_samples,
+                previous.carry_state,
+            )
         return Job(
             kind="chunk",
             chunk_id=chunk.id,
@@ -274,13 +302,22 @@ def _segment_rows(job: Job, segments: list[NewSegment]) -> list[Segment]:
             start_ms=s.start_ms,
             end_ms=s.end_ms,
             text=s.text,
+            words=s.words_json(),
         )
         for s in segments
     ]
 
 
 def _segments_payload(segments: list[NewSegment]) -> list[dict[str, Any]]:
-    return [{"start": s.start_ms / 1000, "end": s.end_ms / 1000, "text": s.text} for s in segments]
+    return [
+        {
+            "start": s.start_ms / 1000,
+            "end": s.end_ms / 1000,
+            "text": s.text,
+            "words": s.words_json(),
+        }
+        for s in segments
+    ]
 
 
 async def complete_job(
@@ -332,6 +369,7 @@ async def complete_job(
                 carry_path=carry_out.path if carry_out else None,
                 carry_start_ms=carry_out.start_ms if carry_out else None,
                 carry_samples=carry_out.samples if carry_out else 0,
+                carry_state=carry_out.state if carry_out else None,
                 carry_done=carry_out is None,
             )
         except StaleState:

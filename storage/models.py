@@ -105,6 +105,8 @@ class Chunk(Base):
     carry_path: Mapped[str | None] = mapped_column(String(500))
     carry_start_ms: Mapped[int | None] = mapped_column(Integer)
     carry_samples: Mapped[int] = mapped_column(Integer, default=0)
+    # What the decoder knew when it stopped (opaque here: the worker writes and reads it).
+    carry_state: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     # True once the carry was consumed by the successor's job or flushed (or there is none).
     carry_done: Mapped[bool] = mapped_column(Boolean, default=False)
 
@@ -120,6 +122,8 @@ class Segment(Base):
     start_ms: Mapped[int] = mapped_column(Integer)
     end_ms: Mapped[int] = mapped_column(Integer)
     text: Mapped[str] = mapped_column(Text)
+    # [{"start": s, "end": s, "word": str, "probability": p}], absolute meeting seconds.
+    words: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
 
 
 class Event(Base):

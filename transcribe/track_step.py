@@ -6,7 +6,11 @@ next chunk's job continues faster-whisper's long-form loop exactly where this on
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
 
 from transcribe.carry import SAMPLE_RATE, AudioPiece, Window, build_window
 from transcribe.engine import WhisperEngine
@@ -15,6 +19,7 @@ from transcribe.word_timing import (
     Span,
     TimedWord,
     line_text,
+    mostly_silence,
     says_something,
     snap_to_speech,
     split_at_pauses,
@@ -44,6 +49,28 @@ class TrackCarry:
     audio: AudioPiece  # not decoded yet: from the seek position to the end of the chunk
     state: DecoderState
 
+    def stored_state(self) -> dict[str, Any]:
+        """What the database keeps beside the carried samples (JSON)."""
+        return {
+            "prompt": list(self.state.prompt),
+            "last_speech_s": self.state.last_speech_s,
+            "anchors": [list(a) for a in self.audio.anchors],
+        }
+
+    @classmethod
+    def from_stored(
+        cls, start_ms: int, samples: np.ndarray, stored: dict[str, Any] | None
+    ) -> TrackCarry:
+        """A carry as stored; one written before decoder states existed (no `stored`) is
+        plain audio that the decoder starts on afresh."""
+        stored = stored or {}
+        anchors = tuple((int(i), int(ms)) for i, ms in stored.get("anchors", []))
+        state = DecoderState(
+            tuple(int(t) for t in stored.get("prompt", [])),
+            float(stored.get("last_speech_s", 0.0)),
+        )
+        return cls(AudioPiece(start_ms, samples, anchors), state)
+
 
 @dataclass(frozen=True)
 class StepResult:
@@ -58,11 +85,12 @@ def _samples(seconds: float) -> int:
 def _lines(window: Window, decoded: DecodedSegment, speech: list[Span]) -> list[CommittedSegment]:
     """A decoded segment as transcript lines with meeting times: words snapped onto the
     speech, cut where the speaker paused; punctuation alone is dropped."""
+    spans = [(_samples(w.start_s), _samples(w.end_s)) for w in decoded.words]
+    if mostly_silence(spans, speech):
+        return []
     words = [
-        TimedWord(
-            *snap_to_speech((_samples(w.start_s), _samples(w.end_s)), speech), w.text, w.probability
-        )
-        for w in decoded.words
+        TimedWord(*snap_to_speech(span, speech), w.text, w.probability)
+        for span, w in zip(spans, decoded.words, strict=True)
     ]
     if not words:  # faster-whisper gives words for every segment; this is only a fallback
         if not says_something(decoded.text):
@@ -93,8 +121,7 @@ def _lines(window: Window, decoded: DecodedSegment, speech: list[Span]) -> list[
 def transcribe_step(
     engine: WhisperEngine, carry: TrackCarry | None, chunk: AudioPiece, flush: bool
 ) -> StepResult:
-    pieces = [p for p in (carry.audio if carry else None, chunk) if p is not None]
-    pieces = [p for p in pieces if len(p.samples) > 0]
+    pieces = [p for p in (carry.audio if carry else None, chunk) if p and len(p.samples)]
     state = carry.state if carry else DecoderState()
     if not pieces:
         return StepResult([], None)
@@ -114,18 +141,23 @@ def transcribe_step(
     return StepResult(segments, next_carry)
 
 
-def transcribe_track(
-    engine: WhisperEngine, audio, segment_seconds: float, carry: bool = True
-) -> list[CommittedSegment]:
+def track_steps(
+    engine: WhisperEngine, audio: np.ndarray, segment_seconds: float, carry: bool = True
+) -> Iterator[tuple[int, list[CommittedSegment]]]:
     """A whole track cut by the clock into segments, each step run as a worker runs it (with
-    the carry), or with `carry=False` each segment alone. For benchmarks and tests."""
+    the carry), or with `carry=False` each segment alone. Yields, for each segment, the
+    track time its audio reached (ms) and what was committed then. For benchmarks and tests."""
     step = round(segment_seconds * SAMPLE_RATE)
-    segments: list[CommittedSegment] = []
     held: TrackCarry | None = None
     for i in range(0, len(audio), step):
         piece = AudioPiece(round(i * 1000 / SAMPLE_RATE), audio[i : i + step])
         last = i + step >= len(audio)
         result = transcribe_step(engine, held if carry else None, piece, flush=last or not carry)
         held = result.carry
-        segments += result.segments
-    return segments
+        yield round(min(i + step, len(audio)) * 1000 / SAMPLE_RATE), result.segments
+
+
+def transcribe_track(
+    engine: WhisperEngine, audio: np.ndarray, segment_seconds: float, carry: bool = True
+) -> list[CommittedSegment]:
+    return [s for _, step in track_steps(engine, audio, segment_seconds, carry) for s in step]

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+from transcribe.subtitle_cues import Cue, CueWord, cut_cues, words_from_text
 
 FORMATS = {
     "json": "application/json",
@@ -20,6 +22,15 @@ class TranscriptLine:
     end_ms: int
     track: str
     text: str
+    # [{"start": s, "end": s, "word": str, "probability": p}], absolute meeting seconds.
+    words: list[dict[str, Any]] = field(default_factory=list)
+
+    def cue_words(self) -> list[CueWord]:
+        if not self.words:
+            return words_from_text(self.start_ms, self.end_ms, self.text)
+        return [
+            CueWord(round(w["start"] * 1000), round(w["end"] * 1000), w["word"]) for w in self.words
+        ]
 
 
 def _clock(ms: int, separator: str) -> str:
@@ -27,6 +38,15 @@ def _clock(ms: int, separator: str) -> str:
     minutes, rest = divmod(rest, 60_000)
     seconds, millis = divmod(rest, 1000)
     return f"{hours:02d}:{minutes:02d}:{seconds:02d}{separator}{millis:03d}"
+
+
+def _cues(lines: list[TranscriptLine], label: bool) -> list[tuple[str, Cue]]:
+    cues = [
+        (line.track, cue)
+        for line in lines
+        for cue in cut_cues(line.cue_words(), prefix=f"[{line.track}]" if label else "")
+    ]
+    return sorted(cues, key=lambda c: c[1].start_ms)
 
 
 def render(
@@ -49,6 +69,7 @@ def render(
                         "end": line.end_ms / 1000,
                         "track": line.track,
                         "text": line.text,
+                        "words": line.words,
                     }
                     for line in lines
                 ],
@@ -62,17 +83,18 @@ def render(
         ]
         return "\n".join(body) + ("\n" if body else "")
     if fmt == "srt":
-        cues = [
-            f"{i}\n{_clock(line.start_ms, ',')} --> {_clock(line.end_ms, ',')}\n"
-            f"[{line.track}] {line.text}\n"
-            for i, line in enumerate(lines, start=1)
-        ]
-        return "\n".join(cues)
+        # SRT has no speaker field: the track label opens the cue's first line.
+        return "\n".join(
+            f"{i}\n{_clock(cue.start_ms, ',')} --> {_clock(cue.end_ms, ',')}\n"
+            + "\n".join(cue.lines)
+            + "\n"
+            for i, (_track, cue) in enumerate(_cues(lines, label=True), start=1)
+        )
     if fmt == "vtt":
-        cues = [
-            f"{_clock(line.start_ms, '.')} --> {_clock(line.end_ms, '.')}\n"
-            f"<v {line.track}>{line.text}\n"
-            for line in lines
-        ]
-        return "WEBVTT\n\n" + "\n".join(cues)
+        return "WEBVTT\n\n" + "\n".join(
+            f"{_clock(cue.start_ms, '.')} --> {_clock(cue.end_ms, '.')}\n"
+            + "\n".join(f"<v {track}>{text}" for text in cue.lines)
+            + "\n"
+            for track, cue in _cues(lines, label=False)
+        )
     raise ValueError(f"unknown format {fmt!r}")

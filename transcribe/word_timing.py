@@ -16,11 +16,30 @@ from dataclasses import dataclass
 Span = tuple[int, int]  # [start, end) in samples
 
 
+def overlap(span: Span, speech: Sequence[Span]) -> int:
+    """Samples of `span` that lie in speech."""
+    return sum(max(0, min(span[1], e) - max(span[0], s)) for s, e in speech)
+
+
 def snap_to_speech(word: Span, speech: Sequence[Span]) -> Span:
-    """Move a word's start that lies in silence to the onset of the first speech region that
-    begins inside the word, and an end that lies in silence back to the end of the last
-    region that ends inside it. A word with no speech under it is left as it is."""
+    """Put a word onto the speech it belongs to.
+
+    - A start that lies in silence moves to the onset of the first speech region that
+      begins inside the word; an end that lies in silence moves back to the end of the last
+      region that ends inside it.
+    - A word with no speech under it at all (the attention drifted into the silence after a
+      line: "with the budget" stamped seconds after it was said) moves to the nearest edge
+      of the nearest speech region, keeping its length as far as the region allows.
+    """
+    if not speech:
+        return word
     start, end = word
+    if overlap((start, max(end, start + 1)), speech) == 0:
+        duration = end - start
+        s, e = min(speech, key=lambda r: min(abs(r[0] - end), abs(start - r[1])))
+        if e <= start:  # the nearest speech is before the word
+            return max(s, e - duration), e
+        return s, min(e, s + duration)
     starts = [s for s, _ in speech]
     i = bisect_right(starts, start) - 1
     if i < 0 or speech[i][1] <= start:  # the start is in silence
@@ -31,6 +50,13 @@ def snap_to_speech(word: Span, speech: Sequence[Span]) -> Span:
     if j >= 0 and speech[j][1] < end and speech[j][1] > start:  # the end is in silence
         end = speech[j][1]
     return start, max(start, end)
+
+
+def mostly_silence(words: Sequence[Span], speech: Sequence[Span], least: float = 0.3) -> bool:
+    """Whether less than `least` of the words' time lies in speech: text Whisper produced
+    from a silence or a breath ("Thank you." after the last line) rather than from words."""
+    total = sum(max(0, e - s) for s, e in words)
+    return total > 0 and sum(overlap(w, speech) for w in words) < least * total
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from storage.job_queue import (
     Carry,
     Job,
     NewSegment,
+    NewWord,
     claim_next_job,
     complete_job,
     extend_lease,
@@ -34,8 +35,8 @@ from storage.job_queue import (
 from storage.schema import SchemaMismatch, ensure_schema
 from transcribe.assembly import assemble_if_ready
 from transcribe.carry import AudioPiece
-from transcribe.engine import SAMPLE_RATE, EngineSettings, WhisperEngine
-from transcribe.track_step import transcribe_step
+from transcribe.engine import EngineSettings, WhisperEngine
+from transcribe.track_step import TrackCarry, transcribe_step
 from transcribe.worker_config import WorkerSettings, add_worker_arguments, settings_from_args
 
 log = logging.getLogger("rollscribe.worker")
@@ -47,33 +48,33 @@ class JobOutcome:
     carry: Carry | None
 
 
-async def run_job(
-    engine: WhisperEngine, blobs: BlobStore, job: Job, carry_cap_s: float
-) -> JobOutcome:
+async def run_job(engine: WhisperEngine, blobs: BlobStore, job: Job) -> JobOutcome:
     """Fetch the audio and carry, transcribe in a thread, store the carry for the next job."""
-    carry_piece = None
+    carry = None
     if job.carry_in is not None:
-        carry_piece = AudioPiece(job.carry_in.start_ms, await blobs.read_carry(job.carry_in.path))
+        samples = await blobs.read_carry(job.carry_in.path)
+        carry = TrackCarry.from_stored(job.carry_in.start_ms, samples, job.carry_in.state)
     if job.kind == "tail":
-        assert carry_piece is not None
-        end_ms = carry_piece.start_ms + round(len(carry_piece.samples) * 1000 / SAMPLE_RATE)
-        own = AudioPiece(end_ms, np.zeros(0, dtype=np.float32))
+        assert carry is not None
+        own = AudioPiece(round(carry.audio.end_ms), np.zeros(0, dtype=np.float32))
     else:
         async with blobs.local_copy(job.upload_id) as path:
             own = AudioPiece(job.start_ms, await asyncio.to_thread(decode_to_16k_mono, path))
-    result = await asyncio.to_thread(
-        transcribe_step,
-        engine,
-        carry_piece,
-        own,
-        flush=job.flush,
-        carry_cap_s=carry_cap_s,
-    )
+    result = await asyncio.to_thread(transcribe_step, engine, carry, own, flush=job.flush)
     carry_out = None
-    if result.carry is not None and len(result.carry.samples) > 0:
-        name = await blobs.write_carry(job.chunk_id, result.carry.samples)
-        carry_out = Carry(name, result.carry.start_ms, len(result.carry.samples))
-    segments = [NewSegment(s.start_ms, s.end_ms, s.text) for s in result.segments]
+    if result.carry is not None and len(result.carry.audio.samples) > 0:
+        audio = result.carry.audio
+        name = await blobs.write_carry(job.chunk_id, audio.samples)
+        carry_out = Carry(name, audio.start_ms, len(audio.samples), result.carry.stored_state())
+    segments = [
+        NewSegment(
+            s.start_ms,
+            s.end_ms,
+            s.text,
+            tuple(NewWord(w.start_ms, w.end_ms, w.text, w.probability) for w in s.words),
+        )
+        for s in result.segments
+    ]
     return JobOutcome(segments, carry_out)
 
 
@@ -103,7 +104,7 @@ class Worker:
         heartbeat = asyncio.create_task(self._heartbeat(job, lost))
         started = time.monotonic()
         try:
-            outcome = await run_job(self.engine, self.blobs, job, self.settings.carry_cap_s)
+            outcome = await run_job(self.engine, self.blobs, job)
         except Exception as exc:  # a bad chunk must not kill the worker
             log.exception("job %s/%s seq %s failed", job.meeting_id, job.track, job.seq)
             heartbeat.cancel()

@@ -22,7 +22,6 @@ class WorkerSettings:
     model_dir: str | None = None
     lease_s: float = 60.0
     poll_s: float = 0.2
-    carry_cap_s: float = 30.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
 
