@@ -19,6 +19,7 @@ from transcribe.word_timing import (
     Span,
     TimedWord,
     line_text,
+    looks_hallucinated,
     mostly_silence,
     says_something,
     snap_to_speech,
@@ -86,7 +87,11 @@ def _lines(window: Window, decoded: DecodedSegment, speech: list[Span]) -> list[
     """A decoded segment as transcript lines with meeting times: words snapped onto the
     speech, cut where the speaker paused; punctuation alone is dropped."""
     spans = [(_samples(w.start_s), _samples(w.end_s)) for w in decoded.words]
-    if mostly_silence(spans, speech):
+    # Text Whisper made up in a silence ("Thank you." after the last line): its words look
+    # like faster-whisper's hallucinations and most of their time is not speech.
+    if mostly_silence(spans, speech) and looks_hallucinated(
+        [(w.start_s, w.end_s, w.text, w.probability) for w in decoded.words]
+    ):
         return []
     words = [
         TimedWord(*snap_to_speech(span, speech), w.text, w.probability)

@@ -53,10 +53,25 @@ def snap_to_speech(word: Span, speech: Sequence[Span]) -> Span:
 
 
 def mostly_silence(words: Sequence[Span], speech: Sequence[Span], least: float = 0.3) -> bool:
-    """Whether less than `least` of the words' time lies in speech: text Whisper produced
-    from a silence or a breath ("Thank you." after the last line) rather than from words."""
+    """Whether less than `least` of the words' time lies in speech."""
     total = sum(max(0, e - s) for s, e in words)
     return total > 0 and sum(overlap(w, speech) for w in words) < least * total
+
+
+def looks_hallucinated(words: Sequence[tuple[float, float, str, float]]) -> bool:
+    """faster-whisper's own test for a hallucinated segment (`is_segment_anomaly` inside
+    `generate_segments`, which it only applies with hallucination_silence_threshold; it is
+    not importable): improbable, very short or very long words among the first eight.
+    `words`: (start_s, end_s, text, probability)."""
+    punctuation = "\"'“¿([{-\"'.。,，!！?？:：”)]}、"
+    scored = [w for w in words if w[2].strip() not in punctuation][:8]
+    score = 0.0
+    for start, end, _text, probability in scored:
+        duration = end - start
+        score += 1.0 if probability < 0.15 else 0.0
+        score += (0.133 - duration) * 15 if duration < 0.133 else 0.0
+        score += duration - 2.0 if duration > 2.0 else 0.0
+    return bool(scored) and (score >= 3 or score + 0.01 >= len(scored))
 
 
 @dataclass(frozen=True)

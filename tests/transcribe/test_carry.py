@@ -1,12 +1,13 @@
-"""The pause cut and the carry: unit rules, then real speech cut inside words."""
+"""The track buffer and its anchors, then real speech cut inside words through the carry."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from tests.conftest import REFERENCE, words
-from transcribe.carry import SAMPLE_RATE, AudioPiece, build_window, choose_cut
-from transcribe.track_step import transcribe_step, transcribe_track
+from transcribe.carry import SAMPLE_RATE, AudioPiece, build_window
+from transcribe.long_form import windows_ready
+from transcribe.track_step import TrackCarry, transcribe_step, transcribe_track
 
 SR = SAMPLE_RATE
 
@@ -31,54 +32,52 @@ def test_build_window_treats_rounding_overlap_as_contiguous():
     assert w.to_abs_ms(SR) == 1000
 
 
-def test_cut_rules():
-    audio = np.zeros(10 * SR, dtype=np.float32)
-    cap = 30 * SR
-    assert choose_cut(audio, [], cap) == len(audio)  # no speech: nothing to carry
-    # Ends in a long pause after the last speech: cut shortly after it.
-    cut = choose_cut(audio, [(SR, 3 * SR), (4 * SR, 6 * SR)], cap)
-    assert 6 * SR <= cut <= 6 * SR + SR // 5
-    # Ends in speech: cut in the middle of the last pause.
-    cut = choose_cut(audio, [(SR, 3 * SR), (4 * SR, 5 * SR), (6 * SR, 10 * SR)], cap)
-    assert cut == (5 * SR + 6 * SR) // 2
-    # A pause shorter than the minimum does not count: carry everything.
-    assert choose_cut(audio, [(0, 5 * SR), (5 * SR + 100, 10 * SR)], cap) == 0
-    # The head would be too short to commit yet: carry everything.
-    assert choose_cut(audio, [(0, SR), (2 * SR, 10 * SR)], cap, min_head_samples=3 * SR) == 0
+def test_a_carry_across_a_gap_keeps_its_anchors():
+    # Chunk 0 at 0-1 s, chunk 1 at 10-11 s: the carry holds both, and the gap.
+    w = build_window(
+        [AudioPiece(0, np.ones(SR, np.float32)), AudioPiece(10_000, np.ones(SR, np.float32))]
+    )
+    carry = w.tail(SR // 2)  # from 0.5 s on
+    assert carry.start_ms == 500
+    assert carry.end_ms == 11_000
+    # The next chunk follows at 11 s: every sample keeps its meeting time.
+    nxt = build_window([carry, AudioPiece(11_000, np.ones(SR, np.float32))])
+    assert nxt.to_abs_ms(0) == 500
+    assert nxt.to_abs_ms(SR // 2 + SR) == 10_000  # after 0.5 s of chunk 0 and 1 s of zeros
+    assert nxt.to_abs_ms(len(nxt.audio) - SR) == 11_000
+    # Stored and read back (JSON), the carry is the same.
+    stored = TrackCarry(carry, state=TrackCarry.from_stored(0, carry.samples, None).state)
+    again = TrackCarry.from_stored(carry.start_ms, carry.samples, stored.stored_state())
+    assert again.audio.all_anchors() == carry.all_anchors()
 
 
-def test_carry_never_exceeds_the_cap_and_cuts_at_the_quietest_point():
-    rng = np.random.default_rng(1)
-    audio = rng.normal(0, 0.3, 40 * SR).astype(np.float32)
-    audio[25 * SR : 25 * SR + SR // 5] *= 0.01  # one quiet moment
-    cap = 20 * SR
-    cut = choose_cut(audio, [(0, len(audio))], cap)
-    assert len(audio) - cut <= cap
-    assert 25 * SR <= cut <= 25 * SR + SR // 5
-
-
-def run_track(engine, audio, seconds: float, carry: bool) -> list:
-    return transcribe_track(engine, audio, seconds, carry)
+def test_a_window_is_decoded_only_once_audio_past_its_end_has_arrived():
+    assert not windows_ready(30 * SR, final=False)  # exactly one window: wait
+    assert windows_ready(30 * SR + 2 * 160, final=False)
+    assert windows_ready(3 * SR, final=True)  # the track ended: decode what is left
+    assert not windows_ready(100, final=True)  # less than one frame
 
 
 def test_cut_inside_words_every_word_once_in_order(whisper_engine, jfk_audio):
-    segments = run_track(whisper_engine, jfk_audio, 2.3, carry=True)
+    segments = transcribe_track(whisper_engine, jfk_audio, 2.3)
     assert words(" ".join(s.text for s in segments)) == REFERENCE
     starts = [s.start_ms for s in segments]
     assert starts == sorted(starts)
     assert all(0 <= s.start_ms <= s.end_ms <= 11_100 for s in segments)
     # Without the carry, the same cuts mangle words: the test can tell the difference.
-    naive = words(" ".join(s.text for s in run_track(whisper_engine, jfk_audio, 2.3, False)))
+    naive = words(" ".join(s.text for s in transcribe_track(whisper_engine, jfk_audio, 2.3, False)))
     assert naive != REFERENCE
 
 
 def test_gap_keeps_absolute_times(whisper_engine, jfk_audio):
     # Split at the pause after "...for you" (about 7.9 s) and place the rest 5 s later.
     split = int(7.9 * SR)
-    first = transcribe_step(whisper_engine, None, AudioPiece(0, jfk_audio[:split]), flush=True)
+    first = transcribe_step(whisper_engine, None, AudioPiece(0, jfk_audio[:split]), flush=False)
+    assert first.segments == [] and first.carry is not None  # less than a window: carried
     second = transcribe_step(
-        whisper_engine, None, AudioPiece(7900 + 5000, jfk_audio[split:]), flush=True
+        whisper_engine, first.carry, AudioPiece(7900 + 5000, jfk_audio[split:]), flush=True
     )
-    assert words(" ".join(s.text for s in first.segments + second.segments)) == REFERENCE
-    assert second.segments[0].start_ms >= 12_900
+    assert words(" ".join(s.text for s in second.segments)) == REFERENCE
+    late = [w for s in second.segments for w in s.words if w.text.lower().startswith("ask")]
+    assert late[0].start_ms < 7900 and late[1].start_ms >= 12_900  # "ask not", "ask what"
     assert second.segments[-1].end_ms <= 12_900 + 3_200
