@@ -52,22 +52,6 @@ class SpokenMeeting:
         return np.concatenate([pad, self.tracks[track]]), lines
 
 
-def ensure_festival() -> None:
-    if shutil.which("text2wave") is None:
-        subprocess.run(
-            [
-                "apt-get",
-                "install",
-                "-y",
-                "-qq",
-                "festival",
-                "festvox-us-slt-hts",
-                "festvox-kallpc16k",
-            ],
-            check=True,
-        )
-
-
 def speak(text: str, voice: str, cache_dir: Path) -> np.ndarray:
     """The line voiced, trimmed to its first and last sound, 16 kHz float32 (cached)."""
     from faster_whisper.audio import decode_audio
@@ -75,7 +59,6 @@ def speak(text: str, voice: str, cache_dir: Path) -> np.ndarray:
     key = hashlib.sha256(f"{voice}\n{text}".encode()).hexdigest()[:20]
     wav = cache_dir / f"{key}.wav"
     if not wav.exists():
-        ensure_festival()
         cache_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory() as tmp:
             raw = Path(tmp) / "x.wav"

@@ -68,11 +68,11 @@ def has_speech(speech: Sequence[tuple[int, int]], lo: int, hi: int) -> bool:
 
 
 def windows_ready(samples: int, final: bool) -> bool:
-    """Whether a buffer of this many samples holds a window to decode now. A window is only
-    decoded once audio past its end has arrived (so it is the same window the whole track
-    would decode, and a carry always remains); at the end of a track, whatever is left."""
+    """Whether a buffer of this many samples holds a window to decode now: a whole window
+    (the same window the whole track would decode), or at the end of a track whatever is
+    left."""
     frames = samples // HOP
-    return frames > 0 and (final or frames > WINDOW_FRAMES)
+    return frames > 0 and (final or frames >= WINDOW_FRAMES)
 
 
 def decode_windows(
@@ -102,7 +102,7 @@ def decode_windows(
     out: list[DecodedSegment] = []
     while seek < content_frames:
         remaining = content_frames - seek
-        if remaining <= WINDOW_FRAMES and not final:
+        if remaining < WINDOW_FRAMES and not final:
             break  # the rest waits for the next chunk, as part of a whole window
         segment_size = min(WINDOW_FRAMES, remaining)
         if not has_speech(speech, seek * HOP, (seek + segment_size) * HOP):
@@ -170,7 +170,11 @@ def decode_windows(
             or temperature > options.prompt_reset_on_temperature
         ):
             prompt_reset_since = len(all_tokens)
-    consumed = len(audio) if final else min(seek, content_frames) * HOP
+    # Short of the end, at least the last frame stays carried: the next chunk's job then
+    # always has the prompt and the last speech time to go on with (a window that ended
+    # exactly at the end of the audio would otherwise leave an empty carry, and they would
+    # be lost). The next window then starts 10 ms early, which changes nothing measurable.
+    consumed = len(audio) if final else min(seek, content_frames - 1) * HOP
     consumed_s = consumed / SAMPLE_RATE
     prompt = tuple(all_tokens[prompt_reset_since:][-PROMPT_TOKENS:])
     return DecodeResult(out, consumed, DecoderState(prompt, last_speech - consumed_s))

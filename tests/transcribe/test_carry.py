@@ -51,9 +51,9 @@ def test_a_carry_across_a_gap_keeps_its_anchors():
     assert again.audio.all_anchors() == carry.all_anchors()
 
 
-def test_a_window_is_decoded_only_once_audio_past_its_end_has_arrived():
-    assert not windows_ready(30 * SR, final=False)  # exactly one window: wait
-    assert windows_ready(30 * SR + 2 * 160, final=False)
+def test_a_window_is_decoded_once_all_of_it_has_arrived():
+    assert not windows_ready(30 * SR - 160, final=False)  # a frame short of a window
+    assert windows_ready(30 * SR, final=False)  # one whole window
     assert windows_ready(3 * SR, final=True)  # the track ended: decode what is left
     assert not windows_ready(100, final=True)  # less than one frame
 
