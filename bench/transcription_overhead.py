@@ -247,7 +247,7 @@ def main() -> None:
             verdicts.append(verdict)
             print(
                 f"goal at {recording} {s['segment_s']:g} s (<= +1 WER point, CPU <= whole "
-                f"{'' if recording == 'per-speaker' else '+10 % '}"
+                f"{'' if recording == 'per-speaker' else '+10 %'}, "
                 f">= 95% lines within 0.5 s): {'met' if verdict['meets_goal'] else 'NOT met'} "
                 f"({points:+.1f} points, CPU {cpu_ratio:.2f}x, "
                 f"{100 * s['lines_within_0_5_s']:.0f}% placed)"  # type: ignore[operator]
