@@ -108,7 +108,9 @@ def build_app(config: ServerConfig, keys: ApiKeys | None = None) -> web.Applicat
     app[DB_KEY] = db
     app[POOL_KEY] = pool
     app.add_routes(tus.routes())
-    meetings = MeetingsApi(db, admission, workers=config.workers)
+    meetings = MeetingsApi(
+        db, admission, workers=config.workers, max_missing_chunks=config.max_missing_chunks
+    )
     app.add_routes(meetings.routes())
     app.add_routes(EventsApi(db, meetings.progress).routes())
     app.add_routes(WebhooksApi(db).routes())

@@ -28,6 +28,7 @@ class ServerConfig:
     max_attempts: int = 3
     sweep_interval_s: float = 2.0
     missing_grace_s: float = 300.0
+    max_missing_chunks: int = 1000
     max_backlog_s: float = 4 * 3600.0  # seconds of audio waiting; past it new meetings: 503
     abandon_after_s: float = 6 * 3600.0
     webhook_retry_base_s: float = 5.0
@@ -94,6 +95,12 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         help="after finalize, how long a missing chunk is waited for before it becomes a gap",
     )
     parser.add_argument(
+        "--max-missing-chunks",
+        type=int,
+        default=int(_env("MAX_MISSING_CHUNKS", str(d.max_missing_chunks))),
+        help="how many chunks that have not arrived yet a finalize may name (all tracks)",
+    )
+    parser.add_argument(
         "--max-backlog-seconds",
         type=float,
         default=float(_env("MAX_BACKLOG_SECONDS", str(d.max_backlog_s))),
@@ -150,6 +157,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         lease_s=args.lease_seconds,
         max_attempts=args.max_attempts,
         missing_grace_s=args.missing_grace_seconds,
+        max_missing_chunks=args.max_missing_chunks,
         max_backlog_s=args.max_backlog_seconds,
         abandon_after_s=args.abandon_after_seconds,
         sweep_interval_s=args.sweep_interval_seconds,

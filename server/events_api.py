@@ -17,6 +17,7 @@ from sqlalchemy import select
 
 from server.auth import OWNER
 from server.errors import ApiError, Errors
+from server.params import MAX_DB_INT, ascii_int
 from storage.database import Database
 from storage.models import Event, Meeting
 
@@ -41,9 +42,12 @@ class EventsApi:
     async def stream(self, request: web.Request) -> web.StreamResponse:
         meeting_id = request.match_info["meeting_id"]
         raw_last = request.headers.get("Last-Event-ID", request.query.get("last_event_id", "0"))
-        if not raw_last.strip().isdigit():
-            raise ApiError(Errors.INVALID_FIELD, "Last-Event-ID must be an event id")
-        last_id = int(raw_last)
+        last_id = ascii_int(raw_last)
+        if last_id is None:
+            raise ApiError(
+                Errors.INVALID_FIELD,
+                f"Last-Event-ID must be an event id (an integer up to {MAX_DB_INT})",
+            )
         until_complete = request.query.get("until") == "complete"
         async with self.db.read() as session:
             meeting = await session.get(Meeting, meeting_id)

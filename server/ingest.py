@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from codec.errors import InvalidOpusError
 from codec.validate import validate_ogg_opus
 from server.errors import ApiError, Errors
+from server.params import ascii_int
 from server.tus.hooks import ExistingUpload
 from storage.blob_store import BlobStore
 from storage.database import Database
@@ -52,11 +53,13 @@ class ChunkKey:
 
 def _int_field(meta: dict[str, str | None], key: str, maximum: int) -> int:
     raw = meta.get(key)
-    if raw is None or not raw.isdigit() or len(raw) > 12:
-        raise ApiError(Errors.CHUNK_METADATA, f"{key} must be a non-negative integer, got {raw!r}")
-    value = int(raw)
-    if value > maximum:
-        raise ApiError(Errors.CHUNK_METADATA, f"{key} must be at most {maximum}")
+    value = ascii_int(raw, maximum)
+    if value is None:
+        raise ApiError(
+            Errors.CHUNK_METADATA,
+            f"{key} must be a non-negative integer of ASCII digits, at most {maximum};"
+            f" got {(raw or '')[:20]!r}",
+        )
     return value
 
 

@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from server.admission import Admission
 from server.auth import OWNER
 from server.errors import ApiError, Errors
+from server.params import ascii_int
 from storage.backlog import PENDING, queue_position, recent_rtf
 from storage.database import Database
 from storage.job_queue import requeue_failed
@@ -41,6 +42,8 @@ async def read_json_object(request: web.Request) -> dict[str, Any]:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(Errors.INVALID_JSON, str(exc)[:200]) from None
+    except RecursionError:  # the parser recurses once per nesting level
+        raise ApiError(Errors.INVALID_JSON, "the JSON is nested too deeply") from None
     if not isinstance(body, dict):
         raise ApiError(Errors.INVALID_JSON, f"got a JSON {type(body).__name__}")
     return body
@@ -72,8 +75,14 @@ def _tracks(body: dict[str, Any]) -> list[str]:
 
 class MeetingsApi:
     def __init__(
-        self, db: Database, admission: Admission, workers: int, upload_prefix: str = "/files/"
+        self,
+        db: Database,
+        admission: Admission,
+        workers: int,
+        upload_prefix: str = "/files/",
+        max_missing_chunks: int = 1000,
     ) -> None:
+        self.max_missing_chunks = max_missing_chunks
         self.db = db
         self.admission = admission
         self.workers = workers
@@ -260,12 +269,25 @@ class MeetingsApi:
                 Errors.INVALID_FIELD,
                 f"chunks exist past the given last_seq: {beyond[:10]}",
             )
+        # A finalize may come before the last chunks (a client that finalizes, then drains
+        # its spool), but it can only name chunks a client could still send: waiting for
+        # 10**30 of them would make every readiness check (and the sweep after a restart)
+        # count to 10**30.
+        arrived = len(chunks)  # all at or below last_seq, as just checked
+        missing = sum(last + 1 for last in last_seq.values()) - arrived
+        if missing > self.max_missing_chunks:
+            raise ApiError(
+                Errors.INVALID_FIELD,
+                f"last_seq names {missing} chunks that have not arrived; at most "
+                f"{self.max_missing_chunks} may still be missing at finalize "
+                "(--max-missing-chunks)",
+            )
 
     async def retry(self, request: web.Request) -> web.Response:
         meeting_id = request.match_info["meeting_id"]
         track = request.match_info["track"]
-        seq_raw = request.match_info["seq"]
-        if not seq_raw.isdigit():
+        seq = ascii_int(request.match_info["seq"])
+        if seq is None:
             raise ApiError(Errors.INVALID_FIELD, "seq must be a non-negative integer")
         async with self.db.write() as session:
             await self._meeting(session, meeting_id, request[OWNER])
@@ -274,12 +296,12 @@ class MeetingsApi:
                     select(Chunk).where(
                         Chunk.meeting_id == meeting_id,
                         Chunk.track == track,
-                        Chunk.seq == int(seq_raw),
+                        Chunk.seq == seq,
                     )
                 )
             ).scalar_one_or_none()
             if chunk is None:
-                raise ApiError(Errors.CHUNK_NOT_FOUND, f"{track}/{seq_raw}")
+                raise ApiError(Errors.CHUNK_NOT_FOUND, f"{track}/{seq}")
             if chunk.state != ChunkState.FAILED.value:
                 raise ApiError(Errors.NOT_RETRYABLE, f"chunk is {chunk.state}")
             await requeue_failed(session, chunk)

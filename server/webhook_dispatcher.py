@@ -22,6 +22,7 @@ from email.utils import parsedate_to_datetime
 
 import aiohttp
 
+from server.params import ascii_int
 from storage.database import Database
 from storage.outbox import DueDelivery, claim_due, fan_out, record_outcome
 
@@ -58,8 +59,9 @@ def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
 def retry_after_s(value: str | None) -> float | None:
     if not value:
         return None
-    if value.strip().isdigit():
-        return float(value)
+    seconds = ascii_int(value, maximum=10**9)
+    if seconds is not None:
+        return float(seconds)
     try:
         return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
     except (TypeError, ValueError):

@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 from server.auth import OWNER
 from server.errors import ApiError, Errors
 from server.meetings_api import read_json_object
+from server.params import ascii_int
 from storage.database import Database
 from storage.models import Delivery, Event, Webhook
 from storage.outbox import replay
@@ -161,9 +162,10 @@ class WebhooksApi:
     async def replay_one(self, request: web.Request) -> web.Response:
         hook = await self._hook(request)
         raw = request.match_info["delivery_id"]
-        if not raw.isdigit():
-            raise ApiError(Errors.INVALID_FIELD, "delivery id must be an integer")
-        count = await replay(self.db, hook.id, int(raw))
+        delivery_id = ascii_int(raw)
+        if delivery_id is None:
+            raise ApiError(Errors.INVALID_FIELD, "delivery id must be a non-negative integer")
+        count = await replay(self.db, hook.id, delivery_id)
         if count == 0:
             raise ApiError(Errors.NOT_RETRYABLE, "only a dead delivery can be replayed")
         return web.json_response({"replayed": count}, status=202)

@@ -30,22 +30,43 @@ class Readiness:
     pending: list[dict[str, object]]  # chunks still uploading or being transcribed
 
 
+# How many missing seqs past a track's arrived chunks are looked at. Finalize refuses more
+# (--max-missing-chunks); this bounds the work for rows written before it did.
+MISSING_LOOKED_AT = 10_000
+
+
 def readiness(meeting: Meeting, chunks: list[Chunk]) -> Readiness:
-    by_key = {(c.track, c.seq): c for c in chunks}
-    missing: list[dict[str, object]] = []
+    """What finalization waits for. O(chunks + missing), whatever last_seq says."""
+    gaps = {(track, seq) for track, seq in meeting.gaps or []}
+    last_seq = meeting.last_seq or {}
+    present: dict[str, set[int]] = {}
     pending: list[dict[str, object]] = []
-    gaps = meeting.gaps or []
-    for track, last in sorted((meeting.last_seq or {}).items()):
-        for seq in range(last + 1):
-            chunk = by_key.get((track, seq))
-            if chunk is None:
-                missing.append({"track": track, "seq": seq, "gap": [track, seq] in gaps})
-            elif ChunkState(chunk.state) not in CHUNK_DONE_STATES:
-                pending.append({"track": track, "seq": seq, "state": chunk.state})
-            elif chunk.state == ChunkState.TRANSCRIBED.value and not chunk.carry_done:
-                pending.append({"track": track, "seq": seq, "state": "flushing carry"})
+    for chunk in sorted(chunks, key=lambda c: (c.track, c.seq)):
+        present.setdefault(chunk.track, set()).add(chunk.seq)
+        if chunk.track not in last_seq or chunk.seq > last_seq[chunk.track]:
+            continue
+        if ChunkState(chunk.state) not in CHUNK_DONE_STATES:
+            pending.append({"track": chunk.track, "seq": chunk.seq, "state": chunk.state})
+        elif chunk.state == ChunkState.TRANSCRIBED.value and not chunk.carry_done:
+            pending.append({"track": chunk.track, "seq": chunk.seq, "state": "flushing carry"})
+    missing: list[dict[str, object]] = []
+    unbounded = False
+    for track, last in sorted(last_seq.items()):
+        seqs = present.get(track, set())
+        looked_at = min(last, len(seqs) + MISSING_LOOKED_AT)
+        unbounded |= looked_at < last
+        missing += [
+            {"track": track, "seq": seq, "gap": (track, seq) in gaps}
+            for seq in range(looked_at + 1)
+            if seq not in seqs
+        ]
     waited_on = [m for m in missing if not m["gap"]]
-    ready = meeting.state == MeetingState.FINALIZING.value and not waited_on and not pending
+    ready = (
+        meeting.state == MeetingState.FINALIZING.value
+        and not waited_on
+        and not pending
+        and not unbounded
+    )
     return Readiness(ready, missing, pending)
 
 

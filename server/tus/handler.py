@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from email.utils import formatdate
 
@@ -76,6 +77,7 @@ class UploadSlot:
     last_byte_at: float = 0.0
     acquired_at: float = 0.0  # wall clock: compared with a takeover stamped by another node
     takeover: asyncio.Event = field(default_factory=asyncio.Event)
+    users: int = 0  # requests holding or waiting for the lock; the slot goes when none do
 
 
 class UploadMoved(ApiError):
@@ -137,11 +139,15 @@ class TusHandler:
             base = request.path.rsplit("/", 1)[0] + "/"
         return f"{request.scheme}://{request.host}{base}{upload_id}"
 
-    async def _load(self, upload_id: str, owner: str) -> Upload:
+    @staticmethod
+    def _check_id(upload_id: str) -> None:
         try:
             check_upload_id(upload_id)
         except BadBlobId:
             raise ApiError(Errors.NOT_FOUND, "malformed upload id") from None
+
+    async def _load(self, upload_id: str, owner: str) -> Upload:
+        self._check_id(upload_id)
         upload = await self.uploads.get(upload_id)
         if upload is None or upload.owner != owner:
             raise ApiError(Errors.NOT_FOUND, upload_id)
@@ -167,11 +173,25 @@ class TusHandler:
             return {}
         return {"Upload-Expires": _http_date(upload.expires_at)}
 
-    def _slot(self, upload_id: str) -> UploadSlot:
+    @asynccontextmanager
+    async def _locked(self, upload_id: str) -> AsyncIterator[UploadSlot]:
+        """Hold the upload's lock (this node's, then the one across nodes). The slot lives
+        only while a request holds or waits for it, so a long-running server does not keep
+        one per upload it ever saw (nor per made-up id)."""
         slot = self._slots.get(upload_id)
         if slot is None:
             slot = self._slots[upload_id] = UploadSlot()
-        return slot
+        slot.users += 1
+        try:
+            await self._acquire(upload_id, slot)
+            try:
+                yield slot
+            finally:
+                await self._release(upload_id, slot)
+        finally:
+            slot.users -= 1
+            if slot.users == 0 and self._slots.get(upload_id) is slot:
+                del self._slots[upload_id]
 
     async def _acquire(self, upload_id: str, slot: UploadSlot) -> None:
         """This node's lock, then the lock that holds across nodes."""
@@ -288,12 +308,8 @@ class TusHandler:
             return await self._answer_existing(request, existing)
         status_headers: dict[str, str] = {}
         if has_body:
-            slot = self._slot(upload.id)
-            await self._acquire(upload.id, slot)
-            try:
+            async with self._locked(upload.id) as slot:
                 upload = await self._write_body(request, upload, checksum, slot)
-            finally:
-                await self._release(upload.id, slot)
             status_headers["Upload-Offset"] = str(upload.offset)
         elif length == 0:
             await self._complete_now(upload)
@@ -468,9 +484,8 @@ class TusHandler:
             raise ApiError(Errors.INVALID_OFFSET, "Upload-Offset is missing")
         checksum = parse_checksum(request.headers.get("Upload-Checksum"))
         new_length = parse_non_negative(request.headers.get("Upload-Length"), Errors.INVALID_LENGTH)
-        slot = self._slot(upload_id)
-        await self._acquire(upload_id, slot)
-        try:
+        self._check_id(upload_id)  # a made-up 8,000-character id takes no lock slot
+        async with self._locked(upload_id) as slot:
             upload = await self._load(upload_id, request[OWNER])  # fresh, under the lock
             if upload.concat == "final":
                 raise ApiError(Errors.MODIFY_FINAL)
@@ -483,8 +498,6 @@ class TusHandler:
             if new_length is not None:
                 await self._declare_length(upload, new_length)
             upload = await self._write_body(request, upload, checksum, slot)
-        finally:
-            await self._release(upload_id, slot)
         return web.Response(
             status=204,
             headers=self._headers(
@@ -683,13 +696,8 @@ class TusHandler:
         self._check_version(request)
         upload_id = request.match_info["upload_id"]
         upload = await self._load(upload_id, request[OWNER])
-        slot = self._slot(upload_id)
-        await self._acquire(upload_id, slot)
-        try:
+        async with self._locked(upload_id):
             await self.hooks.on_terminate(upload)
             await self.uploads.terminate(upload_id)
             await self.blobs.delete(upload_id)
-        finally:
-            await self._release(upload_id, slot)
-        self._slots.pop(upload_id, None)
         return web.Response(status=204, headers=self._headers())

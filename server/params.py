@@ -1,0 +1,20 @@
+"""Integers from headers, paths and tus metadata, parsed one way everywhere."""
+
+from __future__ import annotations
+
+# The largest id or seq a client may name: the database's 32-bit INTEGER columns (event
+# ids, chunk seqs) on PostgreSQL. A larger value can name nothing that exists.
+MAX_DB_INT = 2**31 - 1
+
+
+def ascii_int(raw: str | None, maximum: int = MAX_DB_INT) -> int | None:
+    """`raw` as a non-negative integer in ASCII digits, at most `maximum`; None when it is
+    not one. str.isdigit() alone is not enough: it accepts "²", which int() refuses (a 500),
+    and "٣", which int() reads as 3."""
+    if raw is None:
+        return None
+    raw = raw.strip()
+    if not raw or len(raw) > 19 or not (raw.isascii() and raw.isdigit()):
+        return None
+    value = int(raw)
+    return value if value <= maximum else None

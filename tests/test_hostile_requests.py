@@ -1,0 +1,94 @@
+"""Requests an attacker would send: each gets a clear 4xx JSON error, quickly, and the
+server stays up for everyone else (issue 20's findings, each a regression test)."""
+
+from __future__ import annotations
+
+import time
+
+import requests
+
+from tests.conftest import TUS, create_meeting, metadata, tus_create
+
+
+def _error(response: requests.Response, status: int, code: str) -> str:
+    assert response.status_code == status, response.text
+    assert response.headers["Content-Type"].startswith("application/json")
+    body = response.json()["error"]
+    assert body["code"] == code
+    return body["message"]
+
+
+def test_an_absurd_last_seq_is_refused_at_once(protocol_server):
+    base = protocol_server.url
+    meeting_id = create_meeting(base, tracks=["mic"])["id"]
+    for absurd in (10**30, 1_000_000, 1000):
+        started = time.monotonic()
+        r = requests.post(
+            f"{base}/meetings/{meeting_id}/finalize", json={"last_seq": {"mic": absurd}}, timeout=10
+        )
+        message = _error(r, 400, "ERR_INVALID_FIELD")
+        assert "--max-missing-chunks" in message
+        assert time.monotonic() - started < 1.0
+    assert requests.get(f"{base}/healthz", timeout=2).status_code == 200
+    # A finalize before the last chunks arrive, within the limit, is still fine.
+    r = requests.post(
+        f"{base}/meetings/{meeting_id}/finalize", json={"last_seq": {"mic": 999}}, timeout=10
+    )
+    assert r.status_code == 200, r.text
+    view = r.json()
+    assert view["state"] == "finalizing" and len(view["missing"]) == 1000
+
+
+def test_integers_in_other_scripts_are_refused_not_a_500(protocol_server):
+    base = protocol_server.url
+    meeting_id = create_meeting(base, tracks=["mic"])["id"]
+    for digit in ("²", "٣", "１"):  # superscript two, Arabic-Indic three, fullwidth one
+        meta = metadata(meeting_id=meeting_id, track="mic", seq=digit, start_ms=0)
+        _error(tus_create(base, 10, meta), 400, "ERR_CHUNK_METADATA")
+        r = requests.post(f"{base}/meetings/{meeting_id}/chunks/mic/{digit}/retry", timeout=10)
+        _error(r, 400, "ERR_INVALID_FIELD")
+        r = requests.get(
+            f"{base}/meetings/{meeting_id}/events",
+            headers={"Last-Event-ID": digit.encode().decode("latin-1")},
+            params={"last_event_id": digit},
+            timeout=10,
+        )
+        _error(r, 400, "ERR_INVALID_FIELD")
+    for huge in (str(2**63), str(2**31), "9" * 40):
+        r = requests.get(
+            f"{base}/meetings/{meeting_id}/events", headers={"Last-Event-ID": huge}, timeout=10
+        )
+        _error(r, 400, "ERR_INVALID_FIELD")
+
+
+def test_deeply_nested_json_is_refused(protocol_server):
+    base = protocol_server.url
+    deep = "[" * 50_000 + "]" * 50_000
+    r = requests.post(
+        f"{base}/meetings", data=deep, headers={"Content-Type": "application/json"}, timeout=10
+    )
+    _error(r, 400, "ERR_INVALID_JSON")
+    deep_object = '{"title": ' + "[" * 50_000 + "]" * 50_000 + "}"
+    r = requests.post(
+        f"{base}/meetings",
+        data=deep_object,
+        headers={"Content-Type": "application/json"},
+        timeout=10,
+    )
+    _error(r, 400, "ERR_INVALID_JSON")
+
+
+def test_patch_to_made_up_ids_is_404(protocol_server):
+    base = protocol_server.url
+    for upload_id in ("x" * 8000, "a" * 64, "not-a-real-upload-id"):
+        r = requests.patch(
+            f"{base}/files/{upload_id}",
+            data=b"abc",
+            headers={
+                **TUS,
+                "Upload-Offset": "0",
+                "Content-Type": "application/offset+octet-stream",
+            },
+            timeout=10,
+        )
+        _error(r, 404, "ERR_UPLOAD_NOT_FOUND")
