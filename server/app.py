@@ -12,6 +12,7 @@ from server.config import ServerConfig
 from server.cors import cors_middleware
 from server.errors import error_middleware
 from server.events_api import EventsApi
+from server.host_check import allowed_names, host_check_middleware
 from server.ingest import ChunkIngest
 from server.meetings_api import MeetingsApi
 from server.metrics import Metrics
@@ -96,12 +97,20 @@ def build_app(config: ServerConfig, keys: ApiKeys | None = None) -> web.Applicat
         missing_grace_s=config.missing_grace_s,
         abandon_after_s=config.abandon_after_s,
     )
+    keys = keys or ApiKeys()
+    # Without keys, the Host header must name this server (DNS rebinding: host_check).
+    host_check = (
+        []
+        if keys.enabled
+        else [host_check_middleware(allowed_names(config.host, config.public_url))]
+    )
     app = web.Application(
         middlewares=[
-            cors_middleware,
+            cors_middleware(config.cors_origins),
             metrics.middleware(),
             error_middleware,
-            auth_middleware(keys or ApiKeys()),
+            *host_check,
+            auth_middleware(keys),
         ],
         client_max_size=1024**2,
     )

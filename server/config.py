@@ -35,6 +35,10 @@ class ServerConfig:
     webhook_retry_max_s: float = 3600.0
     webhook_horizon_s: float = 3 * 24 * 3600.0
     api_keys_file: str | None = None
+    # Browser origins allowed to call the API (CORS); none by default.
+    cors_origins: tuple[str, ...] = ()
+    # The URL clients use for this server, when it is not the bound address.
+    public_url: str | None = None
     api_keys: str | None = None  # comma-separated; usually from ROLLSCRIBE_API_KEYS
 
 
@@ -134,6 +138,18 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         help="how long a delivery is retried before it goes to the dead letters",
     )
     parser.add_argument(
+        "--cors-origins",
+        default=_env("CORS_ORIGINS", ""),
+        help="comma-separated browser origins allowed to call the API, e.g. "
+        "https://app.example.com (default: none; '*' allows any origin)",
+    )
+    parser.add_argument(
+        "--public-url",
+        default=os.environ.get("ROLLSCRIBE_PUBLIC_URL"),
+        help="the URL clients reach this server at, when not the bound address (its host "
+        "name is accepted in the Host header)",
+    )
+    parser.add_argument(
         "--api-keys-file",
         default=os.environ.get("ROLLSCRIBE_API_KEYS_FILE"),
         help="one bearer token per line; also ROLLSCRIBE_API_KEYS=key1,key2",
@@ -165,5 +181,9 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         webhook_retry_max_s=args.webhook_retry_max_seconds,
         webhook_horizon_s=args.webhook_horizon_seconds,
         api_keys_file=args.api_keys_file,
+        cors_origins=tuple(
+            o.strip().rstrip("/") for o in args.cors_origins.split(",") if o.strip()
+        ),
+        public_url=args.public_url,
         api_keys=os.environ.get("ROLLSCRIBE_API_KEYS"),
     )

@@ -1,8 +1,10 @@
-"""CORS for browser tus clients (tus-js-client, Uppy)."""
+"""CORS for browser clients (tus-js-client, Uppy, pages on other origins): only for the
+origins an operator names with --cors-origins. Without it, no origin is approved, so a web
+page the user happens to visit cannot read this server's answers."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 
 from aiohttp import web
 
@@ -18,25 +20,32 @@ EXPOSE_HEADERS = (
 )
 ALLOW_METHODS = "POST, HEAD, PATCH, OPTIONS, GET, DELETE"
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-@web.middleware
-async def cors_middleware(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    origin = request.headers.get("Origin")
-    if (
-        origin
-        and request.method == "OPTIONS"
-        and "Access-Control-Request-Method" in request.headers
-    ):
-        response: web.StreamResponse = web.Response(status=204)
-        response.headers["Access-Control-Allow-Methods"] = ALLOW_METHODS
-        response.headers["Access-Control-Allow-Headers"] = ALLOW_HEADERS
-        response.headers["Access-Control-Max-Age"] = "86400"
-    else:
-        response = await handler(request)
-    if origin and not response.prepared:
-        response.headers["Access-Control-Allow-Origin"] = origin
-        response.headers["Access-Control-Expose-Headers"] = EXPOSE_HEADERS
-        response.headers["Vary"] = "Origin"
-    return response
+
+def cors_middleware(origins: Iterable[str]) -> Callable[..., Awaitable[web.StreamResponse]]:
+    allowed = frozenset(origins)
+
+    def approved(origin: str | None) -> bool:
+        return origin is not None and ("*" in allowed or origin.rstrip("/") in allowed)
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        origin = request.headers.get("Origin")
+        if not approved(origin):
+            return await handler(request)
+        if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+            response: web.StreamResponse = web.Response(status=204)
+            response.headers["Access-Control-Allow-Methods"] = ALLOW_METHODS
+            response.headers["Access-Control-Allow-Headers"] = ALLOW_HEADERS
+            response.headers["Access-Control-Max-Age"] = "86400"
+        else:
+            response = await handler(request)
+        if not response.prepared:
+            assert origin is not None
+            response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers["Access-Control-Expose-Headers"] = EXPOSE_HEADERS
+            response.headers["Vary"] = "Origin"
+        return response
+
+    return middleware

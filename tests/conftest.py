@@ -44,6 +44,8 @@ def protocol_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server
             "4",
             "--max-upload-bytes",
             str(64 * 1024 * 1024),
+            "--cors-origins",
+            "http://app.example",
         ],
     ).start()
     yield server

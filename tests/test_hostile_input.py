@@ -20,7 +20,7 @@ def _open_patch(url: str, offset: int, declared: int, first: bytes) -> socket.so
     sock = socket.create_connection((host, int(port)))
     sock.sendall(
         (
-            f"PATCH /files/{url.rsplit('/', 1)[1]} HTTP/1.1\r\nHost: x\r\n"
+            f"PATCH /files/{url.rsplit('/', 1)[1]} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
             f"Tus-Resumable: 1.0.0\r\nUpload-Offset: {offset}\r\n"
             "Content-Type: application/offset+octet-stream\r\n"
             f"Content-Length: {declared}\r\n\r\n"

@@ -92,3 +92,33 @@ def test_patch_to_made_up_ids_is_404(protocol_server):
             timeout=10,
         )
         _error(r, 404, "ERR_UPLOAD_NOT_FOUND")
+
+
+def test_only_named_origins_get_cors(protocol_server):
+    base = protocol_server.url  # started with --cors-origins http://app.example
+    preflight = {
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "tus-resumable,upload-length",
+    }
+    for path in ("/files/", "/meetings", "/webhooks"):
+        r = requests.options(
+            base + path, headers={"Origin": "http://evil.example", **preflight}, timeout=10
+        )
+        assert "Access-Control-Allow-Origin" not in r.headers
+        r = requests.options(
+            base + path, headers={"Origin": "http://app.example", **preflight}, timeout=10
+        )
+        assert r.headers["Access-Control-Allow-Origin"] == "http://app.example"
+    for path in ("/metrics", "/meetings/x/transcript"):
+        r = requests.get(base + path, headers={"Origin": "http://evil.example"}, timeout=10)
+        assert "Access-Control-Allow-Origin" not in r.headers
+
+
+def test_a_keyless_server_answers_only_to_its_own_names(protocol_server):
+    port = protocol_server.url.rsplit(":", 1)[1]
+    url = protocol_server.url + "/metrics"
+    for host in ("evil.example", f"evil.example:{port}", "127.0.0.1.evil.example", "10.0.0.1"):
+        r = requests.get(url, headers={"Host": host}, timeout=10)
+        _error(r, 403, "ERR_HOST_NOT_ALLOWED")
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", "127.0.0.2", f"[::1]:{port}"):
+        assert requests.get(url, headers={"Host": host}, timeout=10).status_code == 200

@@ -37,7 +37,7 @@ def test_server_killed_mid_patch_loses_no_acknowledged_byte(tmp_path):
         sock = socket.create_connection((host, int(port)))
         sock.sendall(
             (
-                f"PATCH {path} HTTP/1.1\r\nHost: x\r\nTus-Resumable: 1.0.0\r\n"
+                f"PATCH {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nTus-Resumable: 1.0.0\r\n"
                 "Upload-Offset: 0\r\nContent-Type: application/offset+octet-stream\r\n"
                 f"Content-Length: {len(data)}\r\n\r\n"
             ).encode()

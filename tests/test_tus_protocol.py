@@ -268,7 +268,7 @@ def test_stalled_patch_times_out_and_keeps_bytes(protocol_server):
     with socket.create_connection((host, int(port))) as sock:
         sock.sendall(
             (
-                f"PATCH /files/{url.rsplit('/', 1)[1]} HTTP/1.1\r\nHost: x\r\n"
+                f"PATCH /files/{url.rsplit('/', 1)[1]} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                 "Tus-Resumable: 1.0.0\r\nUpload-Offset: 0\r\n"
                 "Content-Type: application/offset+octet-stream\r\nContent-Length: 100\r\n\r\n"
             ).encode()
@@ -336,7 +336,7 @@ def test_two_concurrent_patches_one_gets_423(protocol_server):
     with socket.create_connection((host, int(port))) as sock:
         sock.sendall(
             (
-                f"PATCH /files/{url.rsplit('/', 1)[1]} HTTP/1.1\r\nHost: x\r\n"
+                f"PATCH /files/{url.rsplit('/', 1)[1]} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                 "Tus-Resumable: 1.0.0\r\nUpload-Offset: 0\r\n"
                 "Content-Type: application/offset+octet-stream\r\nContent-Length: 1000\r\n\r\n"
             ).encode()
