@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from server.webhook_targets import parse_networks
 from storage.blob_store import add_blob_store_arguments
 
 
@@ -34,6 +35,8 @@ class ServerConfig:
     webhook_retry_base_s: float = 5.0
     webhook_retry_max_s: float = 3600.0
     webhook_horizon_s: float = 3 * 24 * 3600.0
+    # Networks webhooks may reach besides the public internet (CIDR strings).
+    webhook_allow_networks: tuple[str, ...] = ()
     api_keys_file: str | None = None
     # Browser origins allowed to call the API (CORS); none by default.
     cors_origins: tuple[str, ...] = ()
@@ -138,6 +141,12 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         help="how long a delivery is retried before it goes to the dead letters",
     )
     parser.add_argument(
+        "--webhook-allow-networks",
+        default=_env("WEBHOOK_ALLOW_NETWORKS", ""),
+        help="comma-separated CIDRs webhooks may be delivered to besides public addresses "
+        "(default: none; loopback, private, link-local and metadata addresses are refused)",
+    )
+    parser.add_argument(
         "--cors-origins",
         default=_env("CORS_ORIGINS", ""),
         help="comma-separated browser origins allowed to call the API, e.g. "
@@ -154,6 +163,13 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         default=os.environ.get("ROLLSCRIBE_API_KEYS_FILE"),
         help="one bearer token per line; also ROLLSCRIBE_API_KEYS=key1,key2",
     )
+
+
+def _networks(spec: str) -> tuple[str, ...]:
+    try:
+        return tuple(str(n) for n in parse_networks(spec))
+    except ValueError as exc:
+        raise SystemExit(f"rollscribe: --webhook-allow-networks: {exc}") from None
 
 
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
@@ -180,6 +196,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         webhook_retry_base_s=args.webhook_retry_base_seconds,
         webhook_retry_max_s=args.webhook_retry_max_seconds,
         webhook_horizon_s=args.webhook_horizon_seconds,
+        webhook_allow_networks=_networks(args.webhook_allow_networks),
         api_keys_file=args.api_keys_file,
         cors_origins=tuple(
             o.strip().rstrip("/") for o in args.cors_origins.split(",") if o.strip()

@@ -129,6 +129,9 @@ class Errors:
         503,
         "the transcription backlog is over its limit; new meetings are refused for now",
     )
+    WEBHOOK_TARGET_REFUSED = _e(
+        "ERR_WEBHOOK_TARGET_REFUSED", 400, "webhooks may not be delivered to that address"
+    )
     HOST_NOT_ALLOWED = _e("ERR_HOST_NOT_ALLOWED", 403, "the Host header does not name this server")
     METHOD_NOT_ALLOWED = _e("ERR_METHOD_NOT_ALLOWED", 405, "method not allowed")
     ROUTE_NOT_FOUND = _e("ERR_NOT_FOUND", 404, "not found")

@@ -21,8 +21,10 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
 import aiohttp
+from yarl import URL
 
 from server.params import ascii_int
+from server.webhook_targets import GuardedResolver, TargetPolicy, TargetRefused, literal_host
 from storage.database import Database
 from storage.outbox import DueDelivery, claim_due, fan_out, record_outcome
 
@@ -80,9 +82,10 @@ def body_of(due: DueDelivery) -> bytes:
 
 
 class WebhookDispatcher:
-    def __init__(self, db: Database, policy: DeliveryPolicy) -> None:
+    def __init__(self, db: Database, policy: DeliveryPolicy, targets: TargetPolicy) -> None:
         self.db = db
         self.policy = policy
+        self.targets = targets
         self._task: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
 
@@ -100,11 +103,19 @@ class WebhookDispatcher:
         status: int | None = None
         wait: float | None = None
         try:
-            async with self._session.post(due.url, data=body, headers=headers) as response:
+            # aiohttp resolves names through the GuardedResolver, but connects to an IP
+            # address in the URL without asking any resolver: that one is checked here.
+            literal = literal_host(URL(due.url).host)
+            refusal = self.targets.refusal(literal) if literal else None
+            if refusal is not None:
+                raise TargetRefused(refusal)
+            async with self._session.post(
+                due.url, data=body, headers=headers, allow_redirects=False
+            ) as response:
                 status = response.status
                 wait = retry_after_s(response.headers.get("Retry-After"))
                 error = None if status < 300 else f"HTTP {status}"
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except (aiohttp.ClientError, TimeoutError, TargetRefused) as exc:
             error = f"{type(exc).__name__}: {exc}"[:500]
         delivered = status is not None and 200 <= status < 300
         permanent = status is not None and 400 <= status < 500 and status not in RETRYABLE_4XX
@@ -129,7 +140,9 @@ class WebhookDispatcher:
 
     async def _loop(self) -> None:
         timeout = aiohttp.ClientTimeout(total=self.policy.timeout_s)
-        async with aiohttp.ClientSession(timeout=timeout) as session:
+        # Every connection's addresses are checked as they are resolved (DNS rebinding).
+        connector = aiohttp.TCPConnector(resolver=GuardedResolver(self.targets))
+        async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
             self._session = session
             while True:
                 try:

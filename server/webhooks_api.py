@@ -16,6 +16,7 @@ from server.auth import OWNER
 from server.errors import ApiError, Errors
 from server.meetings_api import read_json_object
 from server.params import ascii_int
+from server.webhook_targets import TargetPolicy
 from storage.database import Database
 from storage.models import Delivery, Event, Webhook
 from storage.outbox import replay
@@ -41,8 +42,9 @@ def _view(hook: Webhook) -> dict[str, Any]:
 
 
 class WebhooksApi:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, targets: TargetPolicy) -> None:
         self.db = db
+        self.targets = targets
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -84,6 +86,16 @@ class WebhooksApi:
             raise ApiError(
                 Errors.INVALID_FIELD, f"events must be a non-empty list of {sorted(EVENT_TYPES)}"
             )
+        # Last: resolving the host is the slow part.
+        try:
+            host = parsed.hostname
+        except ValueError:  # a malformed IPv6 literal
+            host = None
+        if not host:
+            raise ApiError(Errors.INVALID_FIELD, "url must name a host")
+        refusal = await self.targets.check_host(host)
+        if refusal is not None:
+            raise ApiError(Errors.WEBHOOK_TARGET_REFUSED, refusal)
         async with self.db.write() as session:
             # Only events from now on: a new subscriber is not flooded with history.
             cursor = (await session.execute(select(func.max(Event.id)))).scalar_one() or 0

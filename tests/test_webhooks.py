@@ -10,6 +10,7 @@ import hmac
 import json
 import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 import requests
@@ -26,9 +27,11 @@ SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode
 class Receiver:
     """An aiohttp server on loopback whose answer the test chooses; records every request."""
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self.host = host
         self.port = free_port()
         self.mode = 200
+        self.redirect_to: str | None = None
         self.requests: list[tuple[int, dict[str, str], bytes]] = []  # (answer, headers, body)
         self.loop = asyncio.new_event_loop()
         threading.Thread(target=self.loop.run_forever, daemon=True).start()
@@ -36,12 +39,14 @@ class Receiver:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hook"
+        return f"http://{self.host}:{self.port}/hook"
 
     async def _handle(self, request: web.Request) -> web.Response:
         body = await request.read()
         answer = self.mode
         self.requests.append((answer, dict(request.headers), body))
+        if self.redirect_to:
+            return web.Response(status=302, headers={"Location": self.redirect_to})
         return web.Response(status=answer)
 
     def _run(self, coro):  # type: ignore[no-untyped-def]
@@ -53,7 +58,7 @@ class Receiver:
             app.router.add_post("/hook", self._handle)
             self.runner = web.AppRunner(app)
             await self.runner.setup()
-            await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+            await web.TCPSite(self.runner, self.host, self.port).start()
 
         self._run(go())
 
@@ -72,7 +77,25 @@ def verify(headers: dict[str, str], body: bytes) -> bool:
     return any(sig == f"v1,{expected}" for sig in headers["webhook-signature"].split(" "))
 
 
-FAST_RETRY = ["--webhook-retry-base-seconds", "0.2", "--webhook-retry-max-seconds", "1"]
+FAST_RETRY = [
+    "--webhook-retry-base-seconds",
+    "0.2",
+    "--webhook-retry-max-seconds",
+    "1",
+    # Receivers here are on loopback, which webhooks may not reach unless allowed.
+    "--webhook-allow-networks",
+    "127.0.0.1/32",
+]
+
+
+@pytest.fixture(scope="module")
+def allowing_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """No workers; webhooks may reach 127.0.0.1 (and nothing else that is not public)."""
+    server = ServerProcess(
+        tmp_path_factory.mktemp("webhooks") / "data", workers=0, extra=FAST_RETRY
+    ).start()
+    yield server
+    server.stop()
 
 
 def _subscribe(base: str, url: str, events: list[str]) -> str:
@@ -205,8 +228,8 @@ def test_permanent_4xx_goes_to_dead_letter_and_replay_delivers_it(tmp_path):
         receiver.stop()
 
 
-def test_webhook_bad_input(protocol_server):
-    base = protocol_server.url
+def test_webhook_bad_input(allowing_server):
+    base = allowing_server.url
     good = {"url": "http://127.0.0.1:9/x", "secret": SECRET, "events": ["meeting.completed"]}
     for change in (
         {"url": "ftp://x"},
