@@ -48,3 +48,23 @@ class OpusPacketEncoder:
         encoder = getattr(self, "_encoder", None)
         if encoder is not None:
             opus.opus_encoder_destroy(encoder)
+
+
+# Our own typed pointer: pyogg declares the packet as a zero-length array type, which no
+# buffer of real length passes.
+_get_nb_samples = opus.libopus["opus_packet_get_nb_samples"]
+_get_nb_samples.restype = ctypes.c_int
+_get_nb_samples.argtypes = [ctypes.c_char_p, ctypes.c_int32, ctypes.c_int32]
+
+
+def packet_samples(packet: bytes) -> int:
+    """Samples (48 kHz) an Opus packet holds, from its TOC byte, by libopus itself
+    (opus_packet_get_nb_samples); InvalidOpusError for a packet libopus cannot read."""
+    from codec.errors import InvalidOpusError
+
+    if not packet:
+        return 0  # an empty packet: a lost frame, nothing to count
+    samples = _get_nb_samples(packet, len(packet), SAMPLE_RATE)
+    if samples < 0:
+        raise InvalidOpusError(f"an audio packet is not Opus (libopus error {samples})")
+    return int(samples)

@@ -65,7 +65,7 @@ def build_app(config: ServerConfig, keys: ApiKeys | None = None) -> web.Applicat
     database_url = config.database_url or sqlite_url(config.data_dir)
     db = Database(database_url)
     blobs = blob_store_for(config.data_dir, config.blob_url, config.s3_endpoint_url)
-    ingest = ChunkIngest(db, blobs)
+    ingest = ChunkIngest(db, blobs, max_chunk_s=config.max_chunk_s)
     locks = upload_locks_for(db)
     pool = WorkerPool(config.workers, worker_args(config, database_url))
     metrics = Metrics(db, lambda: config.workers)

@@ -30,6 +30,9 @@ class ServerConfig:
     sweep_interval_s: float = 2.0
     missing_grace_s: float = 300.0
     max_missing_chunks: int = 1000
+    # A chunk longer than this is rejected: rolling segments are seconds to minutes long,
+    # and a worker holds a chunk's decoded audio in memory.
+    max_chunk_s: float = 600.0
     max_backlog_s: float = 4 * 3600.0  # seconds of audio waiting; past it new meetings: 503
     abandon_after_s: float = 6 * 3600.0
     webhook_retry_base_s: float = 5.0
@@ -100,6 +103,12 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=float(_env("MISSING_GRACE_SECONDS", str(d.missing_grace_s))),
         help="after finalize, how long a missing chunk is waited for before it becomes a gap",
+    )
+    parser.add_argument(
+        "--max-chunk-seconds",
+        type=float,
+        default=float(_env("MAX_CHUNK_SECONDS", str(d.max_chunk_s))),
+        help="longest chunk accepted; longer ones are rejected (default 600)",
     )
     parser.add_argument(
         "--max-missing-chunks",
@@ -190,6 +199,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         max_attempts=args.max_attempts,
         missing_grace_s=args.missing_grace_seconds,
         max_missing_chunks=args.max_missing_chunks,
+        max_chunk_s=args.max_chunk_seconds,
         max_backlog_s=args.max_backlog_seconds,
         abandon_after_s=args.abandon_after_seconds,
         sweep_interval_s=args.sweep_interval_seconds,

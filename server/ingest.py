@@ -90,9 +90,10 @@ def parse_chunk_key(meta: dict[str, str | None]) -> ChunkKey | None:
 class ChunkIngest:
     """The tus handler's hooks (server.tus.hooks.UploadHooks) for meeting chunks."""
 
-    def __init__(self, db: Database, blobs: BlobStore) -> None:
+    def __init__(self, db: Database, blobs: BlobStore, max_chunk_s: float = 600.0) -> None:
         self.db = db
         self.blobs = blobs
+        self.max_chunk_s = max_chunk_s
 
     async def on_create(self, session: AsyncSession, upload: Upload) -> None:
         if upload.concat == "partial":
@@ -189,9 +190,15 @@ class ChunkIngest:
         try:
             async with self.blobs.local_copy(upload_id) as path:
                 info = await asyncio.to_thread(validate_ogg_opus, path)
-            return Verdict(None, info.duration_s)
         except InvalidOpusError as exc:
             return Verdict(str(exc), None)
+        if info.duration_s > self.max_chunk_s:
+            return Verdict(
+                f"the chunk holds {info.duration_s:.1f} s of audio; at most "
+                f"{self.max_chunk_s:g} s are accepted (--max-chunk-seconds)",
+                None,
+            )
+        return Verdict(None, info.duration_s)
 
     async def on_complete(self, session: AsyncSession, upload: Upload, verdict: object) -> None:
         """uploading -> uploaded -> queued / waiting / rejected, in the offset's transaction."""
