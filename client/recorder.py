@@ -195,6 +195,12 @@ class Recorder:
     # ---- uploading --------------------------------------------------------------------
 
     def upload_loop(self, recording: threading.Thread) -> None:
+        # A crash between marking a segment uploaded and deleting its file (below) leaves
+        # the file behind; the server holds all of it, so it goes now.
+        with self.lock:
+            done = [s.path for s in self.state.segments if s.uploaded]
+        for path in done:
+            Path(path).unlink(missing_ok=True)
         while True:
             with self.lock:
                 todo = [s for s in self.state.segments if not s.uploaded]
