@@ -122,3 +122,23 @@ def test_a_keyless_server_answers_only_to_its_own_names(protocol_server):
         _error(r, 403, "ERR_HOST_NOT_ALLOWED")
     for host in (f"127.0.0.1:{port}", f"localhost:{port}", "127.0.0.2", f"[::1]:{port}"):
         assert requests.get(url, headers={"Host": host}, timeout=10).status_code == 200
+
+
+def test_a_final_upload_names_each_partial_once(protocol_server):
+    base = protocol_server.url
+    r = tus_create(base, 6, **{"Upload-Concat": "partial"})
+    part = r.headers["Location"]
+    requests.patch(
+        part,
+        data=b"hello ",
+        headers={**TUS, "Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"},
+        timeout=10,
+    )
+    relative = "/files/" + part.rsplit("/", 1)[1]
+    for named in ([relative] * 100, [part, relative]):
+        r = requests.post(
+            base + "/files/",
+            headers={**TUS, "Upload-Concat": "final;" + " ".join(named)},
+            timeout=10,
+        )
+        assert "repeated" in _error(r, 400, "ERR_INVALID_CONCAT")
