@@ -135,6 +135,8 @@ class Errors:
     HOST_NOT_ALLOWED = _e("ERR_HOST_NOT_ALLOWED", 403, "the Host header does not name this server")
     METHOD_NOT_ALLOWED = _e("ERR_METHOD_NOT_ALLOWED", 405, "method not allowed")
     ROUTE_NOT_FOUND = _e("ERR_NOT_FOUND", 404, "not found")
+    BODY_TOO_LARGE = _e("ERR_BODY_TOO_LARGE", 413, "the request body is too large")
+    BAD_REQUEST = _e("ERR_BAD_REQUEST", 400, "the request is malformed")
     INTERNAL = _e("ERR_INTERNAL", 500, "internal server error")
 
 
@@ -169,8 +171,17 @@ async def error_middleware(
         return error_response(
             Errors.ROUTE_NOT_FOUND, f"no route {request.path}", {"Tus-Resumable": TUS_VERSION}
         )
-    except web.HTTPException:
-        raise
+    except web.HTTPRequestEntityTooLarge as exc:  # aiohttp's client_max_size, as JSON
+        return error_response(Errors.BODY_TOO_LARGE, exc.text or Errors.BODY_TOO_LARGE.message)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        kind = (
+            Errors.BAD_REQUEST
+            if exc.status == 400
+            else ErrorKind(f"ERR_HTTP_{exc.status}", exc.status, exc.reason)
+        )
+        return error_response(kind, exc.text or exc.reason)
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error_response(Errors.INTERNAL, Errors.INTERNAL.message)

@@ -142,3 +142,13 @@ def test_a_final_upload_names_each_partial_once(protocol_server):
             timeout=10,
         )
         assert "repeated" in _error(r, 400, "ERR_INVALID_CONCAT")
+
+
+def test_a_body_over_the_limit_is_a_json_413(protocol_server):
+    r = requests.post(
+        protocol_server.url + "/meetings",
+        data=b'{"title": "' + b"x" * (2 * 1024 * 1024) + b'"}',
+        headers={"Content-Type": "application/json"},
+        timeout=10,
+    )
+    _error(r, 413, "ERR_BODY_TOO_LARGE")
