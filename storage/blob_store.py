@@ -100,6 +100,10 @@ class BlobStore(Protocol):
 
     async def read_carry(self, name: str) -> np.ndarray: ...
 
+    async def delete_carry(self, name: str) -> None:
+        """Once the job that consumed it has committed; a missing carry is no error."""
+        ...
+
 
 def blob_store_for(
     data_dir: Path, blob_url: str | None = None, s3_endpoint_url: str | None = None

@@ -175,3 +175,6 @@ class LocalBlobStore:
     async def read_carry(self, name: str) -> np.ndarray:
         path = self.carries / Path(name).name
         return await asyncio.to_thread(np.fromfile, path, dtype=np.float32)
+
+    async def delete_carry(self, name: str) -> None:
+        await asyncio.to_thread((self.carries / Path(name).name).unlink, missing_ok=True)

@@ -414,6 +414,9 @@ class S3BlobStore:
         await self.put(self._carry_key(name), body)
         return name
 
+    async def delete_carry(self, name: str) -> None:
+        await self.delete_keys([self._carry_key(name)])
+
     async def read_carry(self, name: str) -> np.ndarray:
         body = b"".join([data async for data in self._read(self._carry_key(name))])
         return np.frombuffer(body, dtype=np.float32)

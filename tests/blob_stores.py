@@ -155,3 +155,12 @@ def received_bytes(data_dir: Path, url: str) -> bytes | None:
     key = _upload_key(data_dir, url.rsplit("/", 1)[1]) + ".part.0"
     body = s3_client().get_object(Bucket=BUCKET, Key=key, Range=f"bytes=0-{offset - 1}")
     return bytes(body["Body"].read())
+
+
+def carries(data_dir: Path) -> list[str]:
+    """The carry objects the store holds."""
+    if not ON_S3:
+        folder = data_dir / "carry"
+        return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+    listing = s3_client().list_objects_v2(Bucket=BUCKET, Prefix=f"{prefix_for(data_dir)}/carry/")
+    return sorted(o["Key"].rsplit("/", 1)[1] for o in listing.get("Contents", []))

@@ -12,6 +12,7 @@ import pytest
 import requests
 
 from codec.segmenter import OggOpusFileWriter, iter_pcm
+from tests.blob_stores import carries
 from tests.conftest import REFERENCE, create_meeting, words
 from tests.server_process import JFK, ServerProcess
 from tests.test_end_to_end import upload_segment, wait_state
@@ -124,5 +125,7 @@ def test_worker_killed_mid_job_with_a_carry(tmp_path):
         ]
         starts = [s["start"] for s in segments]
         assert starts == sorted(starts) and len(set(starts)) == len(starts)
+        # Every carry was consumed, by the next chunk or the tail, and then deleted.
+        assert carries(server.data_dir) == []
     finally:
         server.stop()

@@ -117,6 +117,10 @@ class Worker:
         ):
             log.warning("lease on chunk %s was lost; result discarded", job.chunk_id)
             return True
+        if job.carry_in is not None:
+            # Consumed and committed: no job reads it again (a job that failed before its
+            # commit left it in place for the next attempt).
+            await self.blobs.delete_carry(job.carry_in.path)
         await assemble_if_ready(self.db, job.meeting_id)
         return True
 
