@@ -30,14 +30,14 @@ class Admission:
         keep uploading (nothing accepted is ever dropped)."""
         async with self.db.read() as session:
             backlog = await backlog_snapshot(session, time.time())
-        over = backlog.pending_audio_s - self.max_backlog_s
+        over = backlog.workable_audio_s - self.max_backlog_s
         if over <= 0:
             return
         drain_s = over * mean_rtf(backlog) / max(1, self.workers())
         retry = int(min(MAX_RETRY_S, max(MIN_RETRY_S, drain_s)))
         raise ApiError(
             Errors.BACKLOG_FULL,
-            f"{backlog.pending_audio_s:.0f} s of audio waiting, limit {self.max_backlog_s:.0f} s",
+            f"{backlog.workable_audio_s:.0f} s of audio waiting, limit {self.max_backlog_s:.0f} s",
             {"Retry-After": str(retry)},
         )
 
@@ -61,8 +61,8 @@ class Admission:
                 backlog = await backlog_snapshot(session, time.time())
             checks["backlog"] = (
                 "ok"
-                if backlog.pending_audio_s <= self.max_backlog_s
-                else f"over limit ({backlog.pending_audio_s:.0f} s > {self.max_backlog_s:.0f} s)"
+                if backlog.workable_audio_s <= self.max_backlog_s
+                else f"over limit ({backlog.workable_audio_s:.0f} s > {self.max_backlog_s:.0f} s)"
             )
         ready = all(v == "ok" for v in checks.values())
         return web.json_response({"ready": ready, "checks": checks}, status=200 if ready else 503)

@@ -33,6 +33,9 @@ class Backlog:
     queued_jobs: int = 0  # queued or waiting for their predecessor
     queued_audio_s: float = 0.0
     pending_audio_s: float = 0.0  # queued, waiting, uploaded or being transcribed
+    # Pending audio less the chunks behind a hole in their track (a seq that never arrived):
+    # those may never become work, and must not let one meeting fill the backlog for all.
+    workable_audio_s: float = 0.0
     oldest_queued_age_s: float = 0.0
     transcribing: int = 0
     chunks_by_state: dict[str, int] = field(default_factory=dict)
@@ -40,6 +43,11 @@ class Backlog:
     rtf: list[float] = field(default_factory=list)  # transcription time / audio time
     chunk_lag_s: list[float] = field(default_factory=list)  # upload complete -> transcribed
     meeting_end_s: list[float] = field(default_factory=list)  # finalize -> complete
+
+
+def _first_hole(present: set[int]) -> int:
+    """The lowest seq of a track that has not arrived."""
+    return next(s for s in range(len(present) + 1) if s not in present)
 
 
 async def backlog_snapshot(session: AsyncSession, now: float) -> Backlog:
@@ -53,7 +61,13 @@ async def backlog_snapshot(session: AsyncSession, now: float) -> Backlog:
     rows = (
         await session.execute(
             select(
-                Chunk.state, Chunk.duration_s, Chunk.queued_at, Chunk.meeting_id, Chunk.uploaded_at
+                Chunk.state,
+                Chunk.duration_s,
+                Chunk.queued_at,
+                Chunk.meeting_id,
+                Chunk.uploaded_at,
+                Chunk.track,
+                Chunk.seq,
             )
             .join(Meeting, Meeting.id == Chunk.meeting_id)
             .where(Meeting.state.in_(ACTIVE_MEETINGS))
@@ -61,13 +75,19 @@ async def backlog_snapshot(session: AsyncSession, now: float) -> Backlog:
     ).all()
     newest: dict[str, float] = {}
     pending: dict[str, float] = {}
-    for state, duration, queued_at, meeting_id, uploaded_at in rows:
+    seqs: dict[tuple[str, str], set[int]] = {}
+    for _state, _duration, _queued_at, meeting_id, _uploaded_at, track, seq in rows:
+        seqs.setdefault((meeting_id, track), set()).add(seq)
+    hole = {key: _first_hole(present) for key, present in seqs.items()}
+    for state, duration, queued_at, meeting_id, uploaded_at, track, seq in rows:
         if uploaded_at is not None:
             newest[meeting_id] = max(newest.get(meeting_id, 0.0), uploaded_at)
         pending.setdefault(meeting_id, 0.0)
         if state in PENDING:
             b.pending_audio_s += duration or 0.0
             pending[meeting_id] += duration or 0.0
+            if state != ChunkState.WAITING.value or seq <= hole[meeting_id, track]:
+                b.workable_audio_s += duration or 0.0
         if state in queued:
             b.queued_jobs += 1
             b.queued_audio_s += duration or 0.0

@@ -8,6 +8,7 @@ import requests
 from codec.ogg_mux import OggOpusMuxer
 from codec.opus_packets import SILENCE_FRAME
 from tests.conftest import create_meeting, metadata, tus_create, tus_patch
+from tests.server_process import ServerProcess
 
 FRAME = 960  # 20 ms at 48 kHz
 
@@ -54,3 +55,22 @@ def test_a_chunk_longer_than_max_chunk_seconds(protocol_server):
     assert "2400.0 s" in chunk["error"] and "--max-chunk-seconds" in chunk["error"]
     # Not counted as backlog: new meetings are still welcome.
     assert create_meeting(base, tracks=["mic"])["id"]
+
+
+def test_a_chunk_waiting_for_a_predecessor_does_not_fill_the_backlog(tmp_path):
+    server = ServerProcess(
+        tmp_path / "data", workers=0, extra=["--max-backlog-seconds", "30"]
+    ).start()
+    try:
+        base = server.url
+        meeting_id = create_meeting(base, tracks=["mic"])["id"]
+        for seq in (1, 2):  # seq 0 never comes: 40 s of audio that no worker can take
+            assert _send(base, meeting_id, seq, _ogg(1000))["state"] == "waiting"
+        assert requests.post(base + "/meetings", json={}, timeout=10).status_code == 201
+        assert requests.get(base + "/readyz", timeout=10).status_code == 200
+        # Once seq 0 is there, the 60 s are work: new meetings wait.
+        assert _send(base, meeting_id, 0, _ogg(1000))["state"] == "queued"
+        r = requests.post(base + "/meetings", json={}, timeout=10)
+        assert r.status_code == 503 and r.json()["error"]["code"] == "ERR_BACKLOG_FULL"
+    finally:
+        server.stop()
