@@ -24,6 +24,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 
@@ -41,6 +42,7 @@ from transcribe.engine import EngineSettings, WhisperEngine
 from transcribe.track_step import CommittedSegment, track_steps
 
 OFFSETS = (0.0, 0.16, 0.32, 0.48, 0.64, 0.8)
+T = TypeVar("T")
 CACHE = RESULTS.parent / "work" / "festival"
 
 
@@ -106,7 +108,7 @@ def line_lags(lines: list[Line], committed: list[tuple[int, CommittedSegment]]) 
     return lags
 
 
-def cpu(fn: Callable[[], object]) -> tuple[object, float]:
+def cpu(fn: Callable[[], T]) -> tuple[T, float]:
     start = time.process_time()
     out = fn()
     return out, time.process_time() - start
@@ -138,12 +140,8 @@ def run_recording(
             decoded, cpu_s = cpu(lambda a=audio: engine.transcribe(a))
             whole.runs.append(
                 score(
-                    " ".join(s.text for s in decoded),  # type: ignore[attr-defined]
-                    [
-                        TimedWord(w.text, w.start_s, s.start_s)
-                        for s in decoded  # type: ignore[attr-defined]
-                        for w in s.words
-                    ],
+                    " ".join(s.text for s in decoded),
+                    [TimedWord(w.text, w.start_s, s.start_s) for s in decoded for w in s.words],
                     lines,
                     cpu_s,
                     audio_s,
@@ -151,7 +149,7 @@ def run_recording(
             )
             for size in sizes:
                 steps, cpu_s = cpu(lambda a=audio, s=size: list(track_steps(engine, a, s)))
-                committed = [(at, seg) for at, segs in steps for seg in segs]  # type: ignore[attr-defined]
+                committed = [(at, seg) for at, segs in steps for seg in segs]
                 segments = [seg for _, seg in committed]
                 run = score(
                     " ".join(seg.text for seg in segments),
