@@ -74,12 +74,13 @@ def auth_middleware(keys: ApiKeys) -> Callable[..., Awaitable[web.StreamResponse
         if not keys.enabled:
             request[OWNER] = ""
             return await handler(request)
-        if request.method == "OPTIONS" or request.path in OPEN_PATHS:
-            request[OWNER] = ""
-            return await handler(request)
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
         owner = keys.owner_of(token.strip()) if scheme.lower() == "bearer" else None
+        if request.method == "OPTIONS" or request.path in OPEN_PATHS:
+            # Open to all, but a key still says whose meetings /metrics may name.
+            request[OWNER] = owner or ""
+            return await handler(request)
         if owner is None:
             raise ApiError(
                 Errors.UNAUTHORIZED,

@@ -14,6 +14,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 
+from server.auth import OWNER
 from storage.backlog import Backlog, backlog_snapshot
 from storage.database import Database
 from storage.outbox import OutboxStats, outbox_stats
@@ -35,6 +36,8 @@ class BacklogCollector:
         self.snapshot = Backlog()
         self.outbox = OutboxStats({}, 0.0)
         self.workers = workers
+        # Whose meetings the per-meeting series show: meeting ids are private to their key.
+        self.viewer = ""
 
     def collect(self) -> Iterator[Metric]:
         b = self.snapshot
@@ -62,6 +65,8 @@ class BacklogCollector:
             labels=["meeting"],
         )
         for meeting_id, m in sorted(b.meetings.items()):
+            if m.owner != self.viewer:
+                continue
             lag.add_metric([meeting_id], m.pending_audio_s)
             if m.since_newest_chunk_s is not None:
                 since.add_metric([meeting_id], m.since_newest_chunk_s)
@@ -124,12 +129,17 @@ class Metrics:
             registry=self.registry,
         )
 
-    async def handle(self, _request: web.Request) -> web.Response:
+    async def handle(self, request: web.Request) -> web.Response:
         now = time.time()
         async with self.db.read() as session:
-            self.backlog.snapshot = await backlog_snapshot(session, now)
-        self.backlog.outbox = await outbox_stats(self.db, now)
-        body = generate_latest(self.registry)  # no await between snapshot and render
+            snapshot = await backlog_snapshot(session, now)
+        outbox = await outbox_stats(self.db, now)
+        # No await from here to the render: concurrent scrapes cannot mix their views.
+        self.backlog.snapshot, self.backlog.outbox = snapshot, outbox
+        # With API keys, a scrape without a key sees no meeting ids, one with a key only its
+        # own meetings'; the totals are everyone's. Without keys every meeting is "".
+        self.backlog.viewer = request[OWNER]
+        body = generate_latest(self.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     def middleware(self) -> Callable[..., Awaitable[web.StreamResponse]]:

@@ -26,6 +26,7 @@ DEFAULT_RTF = 0.15  # before any job finished: tiny.en int8 on 2 threads is abou
 class MeetingLag:
     pending_audio_s: float  # uploaded but not yet transcribed
     since_newest_chunk_s: float | None  # time since the newest chunk landed
+    owner: str = ""  # the API key (fingerprint) the meeting belongs to
 
 
 @dataclass
@@ -94,14 +95,14 @@ async def backlog_snapshot(session: AsyncSession, now: float) -> Backlog:
             if queued_at is not None:
                 b.oldest_queued_age_s = max(b.oldest_queued_age_s, now - queued_at)
     active = (
-        (await session.execute(select(Meeting.id).where(Meeting.state.in_(ACTIVE_MEETINGS))))
-        .scalars()
-        .all()
-    )
-    for meeting_id in active:
+        await session.execute(
+            select(Meeting.id, Meeting.owner).where(Meeting.state.in_(ACTIVE_MEETINGS))
+        )
+    ).all()
+    for meeting_id, owner in active:
         landed = newest.get(meeting_id)
         b.meetings[meeting_id] = MeetingLag(
-            pending.get(meeting_id, 0.0), None if landed is None else now - landed
+            pending.get(meeting_id, 0.0), None if landed is None else now - landed, owner
         )
     for elapsed, duration, uploaded_at, transcribed_at in (
         await session.execute(

@@ -158,3 +158,18 @@ def test_short_keys_are_refused(tmp_path):
         env={"PATH": "/usr/bin:/bin", "ROLLSCRIBE_API_KEYS": "short"},
     )
     assert result.returncode != 0 and "at least 16 characters" in result.stderr
+
+
+def test_metrics_name_only_the_callers_own_meetings(keyed_server):
+    base = keyed_server.url
+    r = requests.post(base + "/meetings", json={"title": "a"}, headers=auth(KEY_A), timeout=10)
+    meeting_a = r.json()["id"]
+    r = requests.post(base + "/meetings", json={"title": "b"}, headers=auth(KEY_B), timeout=10)
+    meeting_b = r.json()["id"]
+    anonymous = requests.get(base + "/metrics", timeout=10).text
+    as_a = requests.get(base + "/metrics", headers=auth(KEY_A), timeout=10).text
+    as_b = requests.get(base + "/metrics", headers=auth(KEY_B), timeout=10).text
+    assert "rollscribe_queue_jobs" in anonymous  # the totals are everyone's
+    assert meeting_a not in anonymous and meeting_b not in anonymous
+    assert meeting_a in as_a and meeting_b not in as_a
+    assert meeting_b in as_b and meeting_a not in as_b
