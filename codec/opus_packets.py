@@ -8,6 +8,8 @@ import ctypes
 import numpy as np
 from pyogg import opus
 
+from codec.errors import InvalidOpusError
+
 SAMPLE_RATE = 48000
 FRAME_SAMPLES = 960  # 20 ms at 48 kHz
 MAX_PACKET = 4000
@@ -60,8 +62,6 @@ _get_nb_samples.argtypes = [ctypes.c_char_p, ctypes.c_int32, ctypes.c_int32]
 def packet_samples(packet: bytes) -> int:
     """Samples (48 kHz) an Opus packet holds, from its TOC byte, by libopus itself
     (opus_packet_get_nb_samples); InvalidOpusError for a packet libopus cannot read."""
-    from codec.errors import InvalidOpusError
-
     if not packet:
         return 0  # an empty packet: a lost frame, nothing to count
     samples = _get_nb_samples(packet, len(packet), SAMPLE_RATE)

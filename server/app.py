@@ -19,7 +19,7 @@ from server.metrics import Metrics
 from server.recovery import RecoverySweeper
 from server.tus.handler import TusHandler, TusSettings
 from server.webhook_dispatcher import DeliveryPolicy, WebhookDispatcher
-from server.webhook_targets import TargetPolicy, parse_networks
+from server.webhook_targets import TargetPolicy
 from server.webhooks_api import WebhooksApi
 from storage.blob_store import blob_store_for
 from storage.database import Database, sqlite_url
@@ -123,7 +123,7 @@ def build_app(config: ServerConfig, keys: ApiKeys | None = None) -> web.Applicat
     )
     app.add_routes(meetings.routes())
     app.add_routes(EventsApi(db, meetings.progress).routes())
-    targets = TargetPolicy(parse_networks(config.webhook_allow_networks))
+    targets = TargetPolicy(config.webhook_allow_networks)
     app.add_routes(WebhooksApi(db, targets).routes())
     dispatcher = WebhookDispatcher(
         db,

@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from server.webhook_targets import parse_networks
+from server.webhook_targets import IpNetwork, parse_networks
 from storage.blob_store import add_blob_store_arguments
 
 
@@ -38,8 +38,8 @@ class ServerConfig:
     webhook_retry_base_s: float = 5.0
     webhook_retry_max_s: float = 3600.0
     webhook_horizon_s: float = 3 * 24 * 3600.0
-    # Networks webhooks may reach besides the public internet (CIDR strings).
-    webhook_allow_networks: tuple[str, ...] = ()
+    # Networks webhooks may reach besides the public internet.
+    webhook_allow_networks: tuple[IpNetwork, ...] = ()
     api_keys_file: str | None = None
     # Browser origins allowed to call the API (CORS); none by default.
     cors_origins: tuple[str, ...] = ()
@@ -174,9 +174,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _networks(spec: str) -> tuple[str, ...]:
+def _networks(spec: str) -> tuple[IpNetwork, ...]:
     try:
-        return tuple(str(n) for n in parse_networks(spec))
+        return parse_networks(spec)
     except ValueError as exc:
         raise SystemExit(f"rollscribe: --webhook-allow-networks: {exc}") from None
 

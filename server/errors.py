@@ -140,6 +140,9 @@ class Errors:
     INTERNAL = _e("ERR_INTERNAL", 500, "internal server error")
 
 
+FRAMEWORK_ERRORS = {400: Errors.BAD_REQUEST, 413: Errors.BODY_TOO_LARGE}
+
+
 def error_response(
     kind: ErrorKind, message: str, headers: dict[str, str] | None = None
 ) -> web.Response:
@@ -171,17 +174,13 @@ async def error_middleware(
         return error_response(
             Errors.ROUTE_NOT_FOUND, f"no route {request.path}", {"Tus-Resumable": TUS_VERSION}
         )
-    except web.HTTPRequestEntityTooLarge as exc:  # aiohttp's client_max_size, as JSON
-        return error_response(Errors.BODY_TOO_LARGE, exc.text or Errors.BODY_TOO_LARGE.message)
-    except web.HTTPException as exc:
+    except web.HTTPException as exc:  # aiohttp's own (client_max_size: 413), as JSON too
         if exc.status < 400:
             raise
-        kind = (
-            Errors.BAD_REQUEST
-            if exc.status == 400
-            else ErrorKind(f"ERR_HTTP_{exc.status}", exc.status, exc.reason)
+        kind = FRAMEWORK_ERRORS.get(exc.status) or ErrorKind(
+            f"ERR_HTTP_{exc.status}", exc.status, exc.reason
         )
-        return error_response(kind, exc.text or exc.reason)
+        return error_response(kind, exc.text or kind.message)
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error_response(Errors.INTERNAL, Errors.INTERNAL.message)

@@ -67,12 +67,9 @@ class TargetPolicy:
     async def check_host(self, host: str) -> str | None:
         """At registration: the refusal for a URL's host (an address, or a name and every
         address it resolves to), or None. Names are resolved with the system resolver."""
-        host = host.strip("[]")
-        try:
-            ipaddress.ip_address(host.split("%", 1)[0])
-            return self.refusal(host)
-        except ValueError:
-            pass
+        literal = literal_host(host)
+        if literal is not None:
+            return self.refusal(literal)
         try:
             infos = await ThreadedResolver().resolve(host, 0, socket.AF_UNSPEC)
         except OSError as exc:

@@ -68,6 +68,7 @@ def test_the_resolver_refuses_at_connect_time():
 
 def test_registration_refuses_every_spelling_of_inside(protocol_server):
     base = protocol_server.url  # default: nothing but public addresses
+    # Refused from the address alone, before any lookup or connection: nothing is sent.
     urls = [
         "http://127.0.0.1:9/x",
         "http://localhost:9/x",

@@ -6,7 +6,7 @@ import numpy as np
 
 from tests.conftest import REFERENCE, words
 from transcribe.carry import SAMPLE_RATE, AudioPiece, build_window
-from transcribe.long_form import windows_ready
+from transcribe.long_form import DecoderState, windows_ready
 from transcribe.track_step import TrackCarry, transcribe_step, transcribe_track
 
 SR = SAMPLE_RATE
@@ -46,9 +46,10 @@ def test_a_carry_across_a_gap_keeps_its_anchors():
     assert nxt.to_abs_ms(SR // 2 + SR) == 10_000  # after 0.5 s of chunk 0 and 1 s of zeros
     assert nxt.to_abs_ms(len(nxt.audio) - SR) == 11_000
     # Stored and read back (JSON), the carry is the same.
-    stored = TrackCarry(carry, state=TrackCarry.from_stored(0, carry.samples, None).state)
+    stored = TrackCarry(carry, DecoderState((50257, 400), -0.5))
     again = TrackCarry.from_stored(carry.start_ms, carry.samples, stored.stored_state())
     assert again.audio.all_anchors() == carry.all_anchors()
+    assert again.state == stored.state
 
 
 def test_a_window_is_decoded_once_all_of_it_has_arrived():
