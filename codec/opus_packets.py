@@ -59,6 +59,49 @@ _get_nb_samples.restype = ctypes.c_int
 _get_nb_samples.argtypes = [ctypes.c_char_p, ctypes.c_int32, ctypes.c_int32]
 
 
+# opus_packet_parse walks a packet's frame layout (code 0-3 framing, frame lengths, padding)
+# as the decoder would, without decoding: bytes that are not Opus (ciphertext, noise) almost
+# never lay out as valid frames, and it costs a microsecond where decoding costs a thousand.
+_parse = opus.libopus["opus_packet_parse"]
+_parse.restype = ctypes.c_int
+_parse.argtypes = [
+    ctypes.c_char_p,
+    ctypes.c_int32,
+    ctypes.c_void_p,  # out_toc (NULL: not wanted)
+    ctypes.c_void_p,  # frames[48] (NULL: not wanted)
+    ctypes.c_void_p,  # size[48], required
+    ctypes.c_void_p,  # payload_offset (NULL)
+]
+_Sizes = ctypes.c_int16 * 48  # a packet holds at most 48 frames
+
+# Discord's end-to-end encryption (DAVE) ends every encrypted frame with a trailer: the
+# supplemental data's size (one byte, trailer included) and the magic marker 0xFAFA.
+DAVE_MARKER = b"\xfa\xfa"
+DAVE_MIN_SUPPLEMENTAL = 11  # 8-byte truncated tag, 1-byte nonce, size byte, marker
+
+
+def has_dave_trailer(packet: bytes) -> bool:
+    """Whether a packet ends like a DAVE-encrypted frame (one real Opus packet in 65,536
+    does by chance, so judge a stream by how many of its packets do)."""
+    if len(packet) < DAVE_MIN_SUPPLEMENTAL or not packet.endswith(DAVE_MARKER):
+        return False
+    return DAVE_MIN_SUPPLEMENTAL <= packet[-3] <= len(packet)
+
+
+def packet_layout_error(packet: bytes) -> str | None:
+    """Why libopus cannot lay this packet out as Opus frames, or None when it can."""
+    if not packet:
+        return None  # an empty packet: a lost frame (RFC 7845 allows it)
+    sizes = _Sizes()  # per call: validation runs in several threads at once
+    frames = _parse(packet, len(packet), None, None, sizes, None)
+    if frames < 0:
+        return f"libopus error {frames}: {_ERRORS.get(frames, 'unknown')}"
+    return None
+
+
+_ERRORS = {-1: "bad argument", -4: "invalid packet"}
+
+
 def packet_samples(packet: bytes) -> int:
     """Samples (48 kHz) an Opus packet holds, from its TOC byte, by libopus itself
     (opus_packet_get_nb_samples); InvalidOpusError for a packet libopus cannot read."""

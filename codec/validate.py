@@ -8,7 +8,12 @@ from dataclasses import dataclass
 
 from codec.errors import InvalidOpusError
 from codec.ogg_pages import OggPage, OggPageReader
-from codec.opus_packets import packet_samples
+from codec.opus_packets import (
+    SILENCE_FRAME,
+    has_dave_trailer,
+    packet_layout_error,
+    packet_samples,
+)
 
 OPUS_RATE = 48000
 
@@ -38,26 +43,49 @@ def _parse_head(body: bytes) -> tuple[int, int, int]:
     return channels, pre_skip, rate
 
 
-def packets_starting(page: OggPage) -> list[bytes]:
-    """The packets that start on this page, as far as they lie on it (from the lacing
-    values: a packet ends at the first segment shorter than 255 bytes)."""
-    lacing = page.header[27 : 27 + page.header[26]]
-    packets: list[bytes] = []
-    position = 0
-    start: int | None = None if page.continued else 0
-    for size in lacing:
-        if start is None:  # still inside a packet begun on an earlier page
-            if size < 255:
-                start = position + size
+# RFC 7845 §6: demuxers may treat larger audio packets as invalid (120 ms of the largest
+# frames); it also bounds what a packet spread over endless pages can make us hold.
+MAX_AUDIO_PACKET = 61_440
+
+
+class PacketAssembler:
+    """Joins the packets of a stream from its pages' lacing values (a packet ends at the
+    first segment shorter than 255 bytes, possibly pages later). Header packets are only
+    counted, not held: OpusTags may be large and nothing here reads it."""
+
+    def __init__(self) -> None:
+        self.index = 0  # packets completed so far: 0 is OpusHead, 1 is OpusTags, then audio
+        self._partial = bytearray()
+
+    def complete(self, page: OggPage) -> list[tuple[int, bytes]]:
+        """The audio packets that end on this page, numbered from the first audio packet."""
+        if not page.continued and self._partial:
+            raise InvalidOpusError(
+                f"page {page.sequence} starts a new packet while packet {self.index} is unfinished"
+            )
+        lacing = page.header[27 : 27 + page.header[26]]
+        done: list[tuple[int, bytes]] = []
+        position = 0
+        for size in lacing:
+            if self.index >= 2:
+                self._partial += page.body[position : position + size]
+                if len(self._partial) > MAX_AUDIO_PACKET:
+                    raise InvalidOpusError(
+                        f"audio packet {self.index - 2} is larger than {MAX_AUDIO_PACKET} "
+                        "bytes, more than any Opus packet"
+                    )
             position += size
-            continue
-        position += size
-        if size < 255:
-            packets.append(page.body[start:position])
-            start = position
-    if start is not None and start < position:
-        packets.append(page.body[start:position])  # continues on the next page
-    return packets
+            if size < 255:
+                if self.index >= 2:
+                    done.append((self.index - 2, bytes(self._partial)))
+                self._partial.clear()
+                self.index += 1
+        return done
+
+
+# A stream is taken for ciphertext when this share of its audio packets (those longer than
+# a 3-byte silence frame) carry a DAVE trailer; real Opus does so once in ~300,000 packets.
+DAVE_SHARE = 0.1
 
 
 # Granule positions may run ahead of the packets by the encoder's end trimming, never more.
@@ -77,8 +105,9 @@ def validate_ogg_opus(path: str | os.PathLike[str]) -> OpusStreamInfo:
     head: tuple[int, int, int] | None = None
     last_granule = -1
     eos = False
-    index = 0  # packets started so far: 0 is OpusHead, 1 is OpusTags, then audio
+    assembler = PacketAssembler()
     samples = 0  # what the audio packets hold, by their TOC bytes
+    substantive = encrypted = 0
     for page in reader:
         if eos:
             raise InvalidOpusError("data after the end-of-stream page (chained streams)")
@@ -95,10 +124,20 @@ def validate_ogg_opus(path: str | os.PathLike[str]) -> OpusStreamInfo:
             if page.granule < last_granule:
                 raise InvalidOpusError(f"granule position goes backwards on page {pages}")
             last_granule = page.granule
-        for packet in packets_starting(page):
-            if index >= 2:
-                samples += packet_samples(packet)
-            index += 1
+        for number, packet in assembler.complete(page):
+            if len(packet) > len(SILENCE_FRAME):
+                substantive += 1
+            if has_dave_trailer(packet):
+                # Judged for the whole stream below, with the reason that fits.
+                encrypted += 1
+                continue
+            problem = packet_layout_error(packet)
+            if problem is not None:
+                raise InvalidOpusError(
+                    f"audio packet {number} is not an Opus packet ({problem}): "
+                    "the stream holds bytes that are not Opus audio (encrypted or corrupt)"
+                )
+            samples += packet_samples(packet)
         pages += 1
         packets += page.packets
         eos = page.eos
@@ -110,6 +149,12 @@ def validate_ogg_opus(path: str | os.PathLike[str]) -> OpusStreamInfo:
         raise InvalidOpusError("no Ogg page found")
     if not eos:
         raise InvalidOpusError("truncated: the stream does not end with an end-of-stream page")
+    if encrypted and encrypted >= DAVE_SHARE * substantive:
+        raise InvalidOpusError(
+            f"{encrypted} of {substantive} audio packets end with Discord's end-to-end "
+            "encryption (DAVE) trailer: the audio is still encrypted; decrypt the frames "
+            "before muxing them"
+        )
     channels, pre_skip, rate = head
     duration = max(0, last_granule - pre_skip) / OPUS_RATE
     # The duration comes from the last granule position, which the sender writes: a few
