@@ -14,6 +14,7 @@ from server.errors import error_middleware
 from server.events_api import EventsApi
 from server.host_check import allowed_names, host_check_middleware
 from server.ingest import ChunkIngest
+from server.json_body import BODY_TIMEOUT_S
 from server.meetings_api import MeetingsApi
 from server.metrics import Metrics
 from server.recovery import RecoverySweeper
@@ -84,6 +85,7 @@ def build_app(config: ServerConfig, keys: ApiKeys | None = None) -> web.Applicat
             max_size=config.max_upload_bytes,
             expiry_s=config.upload_expiry_s,
             read_timeout_s=config.read_timeout_s,
+            min_body_rate=config.min_body_rate,
         ),
         locks,
         on_bytes=metrics.bytes_received.inc,
@@ -116,6 +118,7 @@ def build_app(config: ServerConfig, keys: ApiKeys | None = None) -> web.Applicat
         client_max_size=1024**2,
     )
     app[DB_KEY] = db
+    app[BODY_TIMEOUT_S] = config.read_timeout_s
     app[POOL_KEY] = pool
     app.add_routes(tus.routes())
     meetings = MeetingsApi(

@@ -18,6 +18,7 @@ async def _serve(args: argparse.Namespace) -> None:
     from server.app import build_app
     from server.auth import is_loopback, load_api_keys
     from server.config import config_from_args
+    from server.http_protocol import AppRunner
 
     config = config_from_args(args)
     try:
@@ -41,7 +42,7 @@ async def _serve(args: argparse.Namespace) -> None:
         sys.exit(_database_error(config.database_url or "", exc))
     except BlobStoreError as exc:
         sys.exit(f"rollscribe: {exc}")
-    runner = web.AppRunner(app, access_log=None)
+    runner = AppRunner(app, header_timeout_s=config.header_timeout_s)
     try:
         await runner.setup()
     except (SchemaMismatch, BlobStoreError) as exc:

@@ -25,6 +25,10 @@ class ServerConfig:
     max_upload_bytes: int = 8 * 1024**3
     upload_expiry_s: float = 24 * 3600.0
     read_timeout_s: float = 30.0
+    # A connection must send a whole request head within this of opening (or of its last
+    # response); also how long an idle keep-alive connection stays open.
+    header_timeout_s: float = 30.0
+    min_body_rate: float = 500.0  # bytes/s over 10 s, for upload bodies; 0: none
     lease_s: float = 60.0
     max_attempts: int = 3
     sweep_interval_s: float = 2.0
@@ -91,6 +95,20 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         "--read-timeout-seconds",
         type=float,
         default=float(_env("READ_TIMEOUT_SECONDS", str(d.read_timeout_s))),
+    )
+    parser.add_argument(
+        "--header-timeout-seconds",
+        type=float,
+        default=float(_env("HEADER_TIMEOUT_SECONDS", str(d.header_timeout_s))),
+        help="a connection that has not sent a whole request head this long after opening "
+        "(or after its last response) is closed",
+    )
+    parser.add_argument(
+        "--min-body-rate",
+        type=float,
+        default=float(_env("MIN_BODY_RATE", str(d.min_body_rate))),
+        help="bytes/s an upload body must average over each 10 s, or it is ended with 408 "
+        "(what arrived is kept); 0: no minimum",
     )
     parser.add_argument(
         "--lease-seconds", type=float, default=float(_env("LEASE_SECONDS", str(d.lease_s)))
@@ -195,6 +213,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         max_upload_bytes=args.max_upload_bytes,
         upload_expiry_s=args.upload_expiry_seconds,
         read_timeout_s=args.read_timeout_seconds,
+        header_timeout_s=args.header_timeout_seconds,
+        min_body_rate=args.min_body_rate,
         lease_s=args.lease_seconds,
         max_attempts=args.max_attempts,
         missing_grace_s=args.missing_grace_seconds,

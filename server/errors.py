@@ -95,6 +95,9 @@ class Errors:
         "ERR_UPLOAD_BYTES_LOST", 500, "acknowledged bytes of this upload are missing from storage"
     )
     READ_TIMEOUT = _e("ERR_READ_TIMEOUT", 408, "the request body stalled; what arrived was kept")
+    BODY_TOO_SLOW = _e(
+        "ERR_BODY_TOO_SLOW", 408, "the request body arrived too slowly; what arrived was kept"
+    )
     UPLOAD_ACCEPTED = _e(
         "ERR_UPLOAD_ACCEPTED", 403, "a complete chunk upload is part of a meeting; not deleted"
     )
@@ -163,7 +166,10 @@ async def error_middleware(
         headers = {"Tus-Resumable": TUS_VERSION, **exc.headers}
         if exc.kind.status == 412:
             headers["Tus-Version"] = TUS_VERSION
-        return error_response(exc.kind, exc.message, headers)
+        response = error_response(exc.kind, exc.message, headers)
+        if exc.kind.status == 408:
+            response.force_close()  # the rest of the body is not read: no keep-alive
+        return response
     except web.HTTPMethodNotAllowed:
         return error_response(
             Errors.METHOD_NOT_ALLOWED,

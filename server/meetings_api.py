@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import secrets
 import time
 from typing import Any
@@ -14,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from server.admission import Admission
 from server.auth import OWNER
 from server.errors import ApiError, Errors
+from server.json_body import read_json_object
 from server.params import ascii_int
 from storage.backlog import PENDING, queue_position, recent_rtf
 from storage.database import Database
@@ -32,21 +32,6 @@ from transcribe.transcript_formats import FORMATS, TranscriptLine, render
 MAX_TRACKS = 64
 MAX_TITLE = 500
 MAX_EXTERNAL_ID = 200
-
-
-async def read_json_object(request: web.Request) -> dict[str, Any]:
-    raw = await request.read()
-    if not raw.strip():
-        return {}
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ApiError(Errors.INVALID_JSON, str(exc)[:200]) from None
-    except RecursionError:  # the parser recurses once per nesting level
-        raise ApiError(Errors.INVALID_JSON, "the JSON is nested too deeply") from None
-    if not isinstance(body, dict):
-        raise ApiError(Errors.INVALID_JSON, f"got a JSON {type(body).__name__}")
-    return body
 
 
 def _optional_str(body: dict[str, Any], key: str, limit: int) -> str | None:

@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 
 from server.auth import OWNER
 from server.errors import ApiError, Errors
-from server.meetings_api import read_json_object
+from server.json_body import read_json_object
 from server.params import ascii_int
 from server.webhook_targets import TargetPolicy
 from storage.database import Database

@@ -6,7 +6,7 @@ next chunk's job continues faster-whisper's long-form loop exactly where this on
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -144,6 +144,26 @@ def transcribe_step(
     if not flush and result.consumed < len(window.audio):
         next_carry = TrackCarry(window.tail(result.consumed), result.state)
     return StepResult(segments, next_carry)
+
+
+def transcribe_blocks(
+    engine: WhisperEngine, carry: TrackCarry | None, blocks: Iterable[AudioPiece], flush: bool
+) -> StepResult:
+    """One chunk given as consecutive blocks: each block is a step with the carry, as if it
+    were a chunk of its own, so the audio held at once is two blocks and the carry, however
+    long the chunk. No blocks at all (a track's tail job): the carry alone is flushed."""
+    segments: list[CommittedSegment] = []
+    pending = iter(blocks)
+    block = next(pending, None)
+    if block is None:
+        block = AudioPiece(round(carry.audio.end_ms) if carry else 0, np.zeros(0, np.float32))
+    while block is not None:
+        following = next(pending, None)  # read ahead: the last block is the one to flush
+        result = transcribe_step(engine, carry, block, flush=flush and following is None)
+        segments += result.segments
+        carry = result.carry
+        block = following
+    return StepResult(segments, carry)
 
 
 def track_steps(

@@ -15,11 +15,10 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
-import numpy as np
-
-from codec.decode import decode_to_16k_mono
+from codec.decode import decode_blocks
 from storage.blob_store import BlobStore, BlobStoreError, blob_store_for
 from storage.database import Database
 from storage.job_queue import (
@@ -34,9 +33,9 @@ from storage.job_queue import (
 )
 from storage.schema import SchemaMismatch, ensure_schema
 from transcribe.assembly import assemble_if_ready
-from transcribe.carry import AudioPiece
+from transcribe.carry import SAMPLE_RATE, AudioPiece
 from transcribe.engine import EngineSettings, WhisperEngine
-from transcribe.track_step import TrackCarry, transcribe_step
+from transcribe.track_step import TrackCarry, transcribe_blocks
 from transcribe.worker_config import WorkerSettings, add_worker_arguments, settings_from_args
 
 log = logging.getLogger("rollscribe.worker")
@@ -48,6 +47,14 @@ class JobOutcome:
     carry: Carry | None
 
 
+def chunk_blocks(path: str | os.PathLike[str], start_ms: int) -> Iterator[AudioPiece]:
+    """A chunk's audio block by block, each with its meeting time."""
+    position = 0
+    for samples in decode_blocks(path):
+        yield AudioPiece(start_ms + round(position * 1000 / SAMPLE_RATE), samples)
+        position += len(samples)
+
+
 async def run_job(engine: WhisperEngine, blobs: BlobStore, job: Job) -> JobOutcome:
     """Fetch the audio and carry, transcribe in a thread, store the carry for the next job."""
     carry = None
@@ -56,11 +63,11 @@ async def run_job(engine: WhisperEngine, blobs: BlobStore, job: Job) -> JobOutco
         carry = TrackCarry.from_stored(job.carry_in.start_ms, samples, job.carry_in.state)
     if job.kind == "tail":
         assert carry is not None
-        own = AudioPiece(round(carry.audio.end_ms), np.zeros(0, dtype=np.float32))
+        result = await asyncio.to_thread(transcribe_blocks, engine, carry, [], job.flush)
     else:
         async with blobs.local_copy(job.upload_id) as path:
-            own = AudioPiece(job.start_ms, await asyncio.to_thread(decode_to_16k_mono, path))
-    result = await asyncio.to_thread(transcribe_step, engine, carry, own, flush=job.flush)
+            blocks = chunk_blocks(path, job.start_ms)
+            result = await asyncio.to_thread(transcribe_blocks, engine, carry, blocks, job.flush)
     carry_out = None
     if result.carry is not None and len(result.carry.audio.samples) > 0:
         audio = result.carry.audio

@@ -20,6 +20,7 @@ from aiohttp import web
 from sqlalchemy.exc import IntegrityError
 
 from server.auth import OWNER
+from server.body_rate import MinimumRate
 from server.errors import TUS_VERSION, ApiError, Errors
 from server.tus.headers import (
     CHECKSUM_ALGORITHMS,
@@ -61,6 +62,8 @@ class TusSettings:
     metadata_max_bytes: int = 4096
     expiry_s: float = 24 * 3600.0
     read_timeout_s: float = 30.0
+    # A body slower than this on average over 10 s is ended (what arrived is kept).
+    min_body_rate: float = 500.0
     # fsync + commit the offset at least this often during a long PATCH without checksum
     checkpoint_bytes: int = 8 * 1024 * 1024
     # A PATCH that received nothing for this long is stalled: it commits what arrived (so
@@ -596,8 +599,13 @@ class TusHandler:
 
         try:
             idle_since = time.monotonic()
+            rate = MinimumRate(self.settings.min_body_rate, started_at=idle_since)
             while True:
                 data = await self._next_block(request, slot)
+                if rate.too_slow(len(data or b""), time.monotonic()):
+                    await flush_pending()
+                    stalled = ApiError(Errors.BODY_TOO_SLOW, rate.describe())
+                    break
                 if data is None:
                     await flush_pending()
                     if await self._taken_over(upload.id, slot):
