@@ -99,6 +99,7 @@ def build_app(config: ServerConfig, keys: ApiKeys | None = None) -> web.Applicat
         interval_s=config.sweep_interval_s,
         missing_grace_s=config.missing_grace_s,
         abandon_after_s=config.abandon_after_s,
+        upload_expiry_s=config.upload_expiry_s,
     )
     keys = keys or ApiKeys()
     # Without keys, the Host header must name this server (DNS rebinding: host_check).

@@ -10,7 +10,7 @@ import asyncio
 import logging
 import time
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import select
 
 from server.ingest import ChunkIngest
 from storage.blob_store import BlobStore
@@ -18,6 +18,7 @@ from storage.database import Database
 from storage.job_queue import RetryPolicy, promote_stuck_waiting, reap_expired_leases
 from storage.models import Chunk, Meeting, Upload
 from storage.state_machine import ChunkState, MeetingState, StaleState, transition_meeting
+from storage.upload_store import UploadStore
 from transcribe.assembly import assemble_if_ready, give_up_missing
 
 log = logging.getLogger("rollscribe.recovery")
@@ -34,6 +35,7 @@ class RecoverySweeper:
         interval_s: float,
         missing_grace_s: float,
         abandon_after_s: float,
+        upload_expiry_s: float,
     ) -> None:
         self.db = db
         self.ingest = ingest
@@ -42,6 +44,8 @@ class RecoverySweeper:
         self.interval_s = interval_s
         self.missing_grace_s = missing_grace_s
         self.abandon_after_s = abandon_after_s
+        self.upload_expiry_s = upload_expiry_s
+        self.uploads = UploadStore(db)
         self._task: asyncio.Task[None] | None = None
 
     async def sweep(self) -> None:
@@ -88,30 +92,15 @@ class RecoverySweeper:
         await self.abandon_silent_meetings()
 
     async def expire_uploads(self) -> int:
-        """Incomplete uploads past Upload-Expires: bytes deleted, space reclaimed, the chunk
-        key freed for a new upload. Complete uploads never expire."""
+        """Uploads past Upload-Expires that no meeting keeps (unfinished ones, and complete
+        ones that became no accepted chunk: rejected, plain files, concatenation parts):
+        bytes deleted, space reclaimed, an unfinished chunk's key freed for a new upload."""
         now = time.time()
-        async with self.db.read() as session:
-            expired = (
-                (
-                    await session.execute(
-                        select(Upload).where(
-                            Upload.expires_at < now,
-                            Upload.terminated_at.is_(None),
-                            or_(Upload.length.is_(None), Upload.offset < Upload.length),
-                        )
-                    )
-                )
-                .scalars()
-                .all()
-            )
+        expired = await self.uploads.expired(now, self.upload_expiry_s)
         reclaimed = 0
         for upload in expired:
             await self.ingest.on_expire(upload)
-            async with self.db.write() as session:
-                await session.execute(
-                    update(Upload).where(Upload.id == upload.id).values(terminated_at=now)
-                )
+            await self.uploads.mark_terminated(upload.id, now)
             reclaimed += await self.blobs.delete(upload.id)
         if expired:
             log.info("expired %d uploads, reclaimed %d bytes", len(expired), reclaimed)

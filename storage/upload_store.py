@@ -6,11 +6,12 @@ import secrets
 import time
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.database import Database
-from storage.models import Upload
+from storage.models import Chunk, Upload
+from storage.state_machine import ChunkState
 
 
 def new_upload_id() -> str:
@@ -18,9 +19,49 @@ def new_upload_id() -> str:
     return secrets.token_urlsafe(16)
 
 
+# A chunk in one of these states is part of its meeting: its upload is kept with it. Every
+# other complete upload (rejected or cancelled chunk, plain file, concatenation part or
+# final that became no chunk) expires like an unfinished one.
+_KEPT_WITH_MEETING = [
+    s.value
+    for s in (
+        ChunkState.UPLOADED,
+        ChunkState.WAITING,
+        ChunkState.QUEUED,
+        ChunkState.TRANSCRIBING,
+        ChunkState.TRANSCRIBED,
+        ChunkState.FAILED,
+    )
+]
+
+
 class UploadStore:
     def __init__(self, db: Database) -> None:
         self.db = db
+
+    async def expired(self, now: float, expiry_s: float) -> list[Upload]:
+        """Uploads past their expiry that no meeting keeps. Rows written before finals had
+        an expiry count from their creation."""
+        kept = (
+            select(Chunk.id)
+            .where(Chunk.upload_id == Upload.id, Chunk.state.in_(_KEPT_WITH_MEETING))
+            .exists()
+        )
+        async with self.db.read() as session:
+            rows = await session.execute(
+                select(Upload).where(
+                    Upload.terminated_at.is_(None),
+                    func.coalesce(Upload.expires_at, Upload.created_at + expiry_s) < now,
+                    ~kept,
+                )
+            )
+            return list(rows.scalars().all())
+
+    async def mark_terminated(self, upload_id: str, now: float) -> None:
+        async with self.db.write() as session:
+            await session.execute(
+                update(Upload).where(Upload.id == upload_id).values(terminated_at=now)
+            )
 
     async def get(self, upload_id: str) -> Upload | None:
         async with self.db.read() as session:

@@ -404,7 +404,8 @@ class TusHandler:
             meta=meta,
             concat="final",
             concat_parts=part_ids,
-            expires_at=None,
+            # Kept while a meeting keeps it as a chunk; otherwise it expires as any upload.
+            expires_at=time.time() + self.settings.expiry_s,
             owner=owner,
         )
         await self.blobs.create(upload.id, None)
