@@ -22,7 +22,7 @@ class ChunkState(StrEnum):
     CREATED = "created"  # upload created, no byte yet
     UPLOADING = "uploading"  # some bytes stored
     UPLOADED = "uploaded"  # every byte stored, not yet validated
-    REJECTED = "rejected"  # not valid Ogg Opus; bytes kept
+    REJECTED = "rejected"  # not valid Ogg Opus; bytes kept until the upload expires
     WAITING = "waiting"  # valid, waits for the previous seq of its track
     QUEUED = "queued"  # claimable by a worker (at or after next_attempt_at)
     TRANSCRIBING = "transcribing"  # leased by a worker
