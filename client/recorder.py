@@ -1,27 +1,49 @@
 """`rollscribe record`: the desktop recorder.
 
-Encodes each input to Ogg Opus in rolling segments while it plays, spools closed segments
-in a bounded folder, uploads each with tuspy as soon as it closes (resuming after network
-loss with backoff), deletes a segment only once the server has every byte, finalizes at the
-end and can wait for the transcript. Run again with the same --spool after a crash: the
-same meeting resumes and only what is missing is encoded and uploaded.
+Records the microphone (`--mic`) and what the computer plays (`--system`, an output's
+loopback) live, or replays files (`--track NAME=FILE`). Each track is encoded to Ogg Opus
+in rolling segments as it is captured (never a WAV of the meeting), closed segments wait
+in a bounded spool folder and are uploaded with tuspy as soon as they close (resuming after
+network loss with backoff); a segment is deleted only once the server has every byte. At
+the end (input over, Ctrl-C or SIGTERM) the open segments are closed, the meeting is
+finalized with each track's last seq, and with `--wait` the transcript is printed.
+
+Crash-safe: the spool's state is written atomically after every change. Run again with the
+same `--spool` after a crash: closed segments are uploaded into the same meeting, and
+recording continues it (seq and meeting time carry on; the outage is a gap), or with
+`--finalize-only` the meeting is finalized. The segment open at the crash is lost (at most
+`--segment-seconds` of audio per track).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
+import signal
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
+import numpy as np
 import requests
 from tusclient import client as tus_client
 from tusclient.exceptions import TusCommunicationError, TusUploadFailed
 
+from client.audio_devices import (
+    CAPTURE_RATE,
+    DeviceCapture,
+    DeviceError,
+    DeviceLost,
+    find_loopback,
+    find_microphone,
+    list_devices,
+)
 from client.spool import SegmentState, Spool, SpoolState, TrackState
-from codec.segmenter import ENCODE_RATE, OggOpusFileWriter, iter_pcm
+from client.status_line import StatusLine, clock
+from client.track_recorder import TrackRecorder
+from codec.segmenter import ENCODE_RATE, iter_pcm
 
 TUS_CHUNK = 4 * 1024 * 1024
 NETWORK_ERRORS = (
@@ -30,27 +52,8 @@ NETWORK_ERRORS = (
     TusCommunicationError,
     TusUploadFailed,
 )
-
-
-class Progress:
-    """One status line on a terminal; silent otherwise."""
-
-    def __init__(self) -> None:
-        self.enabled = sys.stderr.isatty()
-        self.recorded = self.uploaded = 0
-        self.note = ""
-
-    def show(self) -> None:
-        if self.enabled:
-            sys.stderr.write(
-                f"\rrecorded {self.recorded} segments, uploaded {self.uploaded} {self.note:40}"
-            )
-            sys.stderr.flush()
-
-    def say(self, message: str) -> None:
-        # Problems are always reported, terminal or not.
-        sys.stderr.write(("\n" if self.enabled else "") + message + "\n")
-        sys.stderr.flush()
+LAG_POLL_S = 5.0
+T = TypeVar("T")
 
 
 class Recorder:
@@ -63,21 +66,51 @@ class Recorder:
             self.headers["Authorization"] = f"Bearer {args.api_key}"
             self.session.headers.update(self.headers)
         self.server = args.server.rstrip("/")
-        self.progress = Progress()
+        self.status = StatusLine()
         self.lock = threading.Lock()
+        self.wake = threading.Event()  # a segment closed: upload it
+        self.stop = threading.Event()  # Ctrl-C / SIGTERM: close the segments and finish
+        self.recorders: dict[str, TrackRecorder] = {}
         self.state = self._load_or_start()
-        self.wake = threading.Event()
+
+    # ---- the spool and the meeting ------------------------------------------------------
+
+    def _requested_tracks(self) -> dict[str, TrackState]:
+        tracks = {
+            name: TrackState(file=str(Path(f).resolve()))
+            for name, f in (t.split("=", 1) for t in self.args.track)
+        }
+        if self.args.mic is not None:
+            tracks["mic"] = TrackState(device=find_microphone(self.args.mic or None).id)
+        if self.args.system is not None:
+            tracks["system"] = TrackState(device=find_loopback(self.args.system or None).id)
+        return tracks
 
     def _load_or_start(self) -> SpoolState:
         state = self.spool.load()
-        tracks = dict(t.split("=", 1) for t in self.args.track)
+        requested = self._requested_tracks()
         if state is None:
+            if not requested:
+                raise SystemExit("rollscribe record: nothing to record (--mic, --system, --track)")
             state = SpoolState(server=self.server, segment_seconds=self.args.segment_seconds)
-            state.tracks = {name: TrackState(str(Path(f).resolve())) for name, f in tracks.items()}
-        elif set(tracks) and set(tracks) != set(state.tracks):
+            state.tracks = requested
+        elif requested and set(requested) != set(state.tracks):
             raise SystemExit(
-                f"the spool records tracks {sorted(state.tracks)}, not {sorted(tracks)}"
+                f"rollscribe record: the spool records tracks {sorted(state.tracks)}, "
+                f"not {sorted(requested)}"
             )
+        for track in state.tracks.values():
+            if track.device is not None:
+                track.finished = False  # a device is recorded again by every run
+        for part in sorted(self.spool.folder.glob("*.part")):
+            # The segment open when the last run died: its Ogg stream has no end.
+            self.status.say(
+                f"the segment being recorded when the last run stopped is lost "
+                f"({part.stat().st_size} bytes, at most {state.segment_seconds:g} s): {part.name}"
+            )
+            part.unlink()
+        if state.title is None:
+            state.title = self.args.title
         if state.meeting_id is None:
             state.meeting_id = self._with_backoff(lambda: self._create_meeting(state))
         self.spool.save(state)
@@ -85,24 +118,24 @@ class Recorder:
         return state
 
     def _create_meeting(self, state: SpoolState) -> str:
-        r = self.session.post(
-            f"{self.server}/meetings",
-            timeout=30,
-            json={"external_id": state.external_id, "tracks": sorted(state.tracks)},
-        )
+        body: dict[str, object] = {"external_id": state.external_id, "tracks": sorted(state.tracks)}
+        if state.title:
+            body["title"] = state.title
+        r = self.session.post(f"{self.server}/meetings", timeout=30, json=body)
         r.raise_for_status()
-        return r.json()["id"]
+        return str(r.json()["id"])
 
-    def _with_backoff(self, action):  # type: ignore[no-untyped-def]
+    def _with_backoff(self, action: Callable[[], T], patient: bool = True) -> T:
         delay = 0.5
         while True:
             try:
                 return action()
             except NETWORK_ERRORS as exc:
-                self.progress.note = f"server unreachable, retrying in {delay:.0f}s"
-                self.progress.show()
-                if not self.progress.enabled:
-                    self.progress.say(f"server unreachable ({type(exc).__name__}); retrying")
+                if not patient and self.stop.is_set():
+                    raise
+                self.status.status.note = f"server unreachable, retrying in {delay:.0f} s"
+                if not self.status.enabled:
+                    self.status.say(f"server unreachable ({type(exc).__name__}); retrying")
                 time.sleep(delay)
                 delay = min(10.0, delay * 2)
 
@@ -112,85 +145,121 @@ class Recorder:
 
     # ---- recording --------------------------------------------------------------------
 
-    def record(self) -> None:
-        seg_samples = int(self.state.segment_seconds * ENCODE_RATE)
-        sources = {
-            name: self._pcm_after(track)
-            for name, track in self.state.tracks.items()
-            if not track.finished
-        }
-        writers: dict[str, tuple[OggOpusFileWriter, int]] = {}
-        started = time.monotonic()
-        played = 0.0
-        while sources:
-            for name in list(sources):
-                track = self.state.tracks[name]
-                block = next(sources[name], None)
-                if block is None:
-                    if name in writers:
-                        self._close(name, *writers.pop(name))
-                    track.finished = True
-                    self.save()
-                    del sources[name]
-                    continue
-                while len(block):
-                    if name not in writers:
-                        self._wait_for_space()
-                        path = self.spool.segment_path(name, track.next_seq)
-                        writers[name] = (
-                            OggOpusFileWriter(path.with_suffix(".part")),
-                            track.samples_done,
-                        )
-                    writer, first = writers[name]
-                    take = min(len(block), seg_samples - writer.samples_written)
-                    writer.write(block[:take])
-                    block = block[take:]
-                    if writer.samples_written >= seg_samples:
-                        self._close(name, *writers.pop(name))
-            played += 1.0
-            if self.args.speed:
-                time.sleep(max(0.0, started + played / self.args.speed - time.monotonic()))
-
-    def _pcm_after(self, track: TrackState):  # type: ignore[no-untyped-def]
-        skip = track.samples_done
-        for block in iter_pcm(track.file, ENCODE_RATE, block_seconds=1.0):
-            if skip >= len(block):
-                skip -= len(block)
-                continue
-            yield block[skip:]
-            skip = 0
-
-    def _close(self, name: str, writer: OggOpusFileWriter, first_sample: int) -> None:
-        writer.close()
+    def _segment_closed(self, name: str, seq: int, start_ms: int, path: Path, frames: int) -> None:
         track = self.state.tracks[name]
-        final = self.spool.segment_path(name, track.next_seq)
-        os.replace(writer.path, final)
         with self.lock:
             self.state.segments.append(
-                SegmentState(
-                    track=name,
-                    seq=track.next_seq,
-                    start_ms=round(first_sample * 1000 / ENCODE_RATE),
-                    path=str(final),
-                )
+                SegmentState(track=name, seq=seq, start_ms=start_ms, path=str(path))
             )
-            track.next_seq += 1
-            track.samples_done = first_sample + writer.samples_written
+            track.next_seq = seq + 1
+            track.samples_done += frames
             self.spool.save(self.state)
-        self.progress.recorded += 1
-        self.progress.show()
+        self.status.status.spooled += 1
         self.wake.set()
 
-    def _wait_for_space(self) -> None:
-        warned = False
-        while self.spool.full():
-            if not warned:
-                self.progress.say(
-                    f"spool full ({self.spool.used_bytes()} bytes): recording waits"
-                    " for uploads; no audio is dropped"
+    def _recorder(self, name: str) -> TrackRecorder:
+        recorder = TrackRecorder(
+            name,
+            self.state.tracks[name],
+            self.spool,
+            self.state.segment_seconds,
+            self._segment_closed,
+        )
+        self.recorders[name] = recorder
+        return recorder
+
+    def record(self) -> None:
+        """Record every unfinished track until its input ends or `stop` is set."""
+        threads = [
+            threading.Thread(target=self._record_track, args=(name,), name=f"record-{name}")
+            for name, track in self.state.tracks.items()
+            if not track.finished
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    def _record_track(self, name: str) -> None:
+        track = self.state.tracks[name]
+        recorder = self._recorder(name)
+        try:
+            if track.device is not None:
+                self._capture(recorder, track.device)
+            else:
+                self._replay(recorder, track)
+        except DeviceLost as exc:
+            at = clock(recorder.position / CAPTURE_RATE)
+            self.status.say(
+                f"{name}: {exc} at {at} into its recording; what was recorded is kept and "
+                "uploaded, the other tracks go on"
+            )
+        finally:
+            recorder.close_segment()
+            track.finished = True
+            self.save()
+            recorder.level = -120.0
+
+    def _capture(self, recorder: TrackRecorder, device_id: str) -> None:
+        device = next((d for d in list_devices() if d.id == device_id), None)
+        if device is None:
+            raise DeviceLost(f"device {device_id!r} is not there")
+        with DeviceCapture(device) as capture:
+            block = capture.read()
+            # Meeting time from the wall clock once, at this run's first block (so an outage
+            # between runs is a gap); from counted frames after that.
+            first_frame = time.time() - len(block) / CAPTURE_RATE - capture.latency_s
+            recorder.begin((first_frame - self.state.started_at) * 1000)
+            self.status.say(f"{recorder.name}: recording {device.name!r}")
+            while True:
+                self._keep(recorder, block, live=True)
+                if self.stop.is_set():
+                    return
+                block = capture.read()
+
+    def _replay(self, recorder: TrackRecorder, track: TrackState) -> None:
+        assert track.file is not None
+        recorder.begin(0.0, position=track.samples_done)
+        started = time.monotonic()
+        played = 0.0
+        for block in _pcm_after(track.file, track.samples_done):
+            self._keep(recorder, block, live=False)
+            played += len(block) / ENCODE_RATE
+            if self.args.speed:
+                time.sleep(max(0.0, started + played / self.args.speed - time.monotonic()))
+            if self.stop.is_set():
+                return
+
+    def _keep(self, recorder: TrackRecorder, block: np.ndarray, live: bool) -> None:
+        """Encode a block, unless the spool is full: then a live input's audio is dropped
+        (said, counted, and a gap on the server); a file waits."""
+        if recorder.open_frames == 0 and self.spool.full():
+            if live:
+                if recorder.dropped_frames == 0:
+                    self.status.say(
+                        f"spool full ({self.spool.used_bytes()} bytes >= --spool-max-bytes): "
+                        f"{recorder.name} audio is not recorded until uploads free space"
+                    )
+                recorder.skip(len(block))
+                self.status.status.note = (
+                    f"spool full: {recorder.dropped_frames / CAPTURE_RATE:.0f} s of "
+                    f"{recorder.name} not recorded"
                 )
-                warned = True
-            time.sleep(0.5)
+                return
+            self.status.say(
+                f"spool full ({self.spool.used_bytes()} bytes): recording waits for uploads; "
+                "no audio is dropped"
+            )
+            while self.spool.full() and not self.stop.is_set():
+                time.sleep(0.5)
+        if recorder.dropped_frames and live and recorder.open_frames == 0:
+            self.status.say(
+                f"{recorder.name}: recording again; {recorder.dropped_frames / CAPTURE_RATE:.1f} s "
+                "were not recorded (a gap in the transcript)"
+            )
+            recorder.dropped_frames = 0
+            self.status.status.note = ""
+        recorder.write(block)
 
     # ---- uploading --------------------------------------------------------------------
 
@@ -248,8 +317,29 @@ class Recorder:
             segment.uploaded = True
             self.spool.save(self.state)
         Path(segment.path).unlink(missing_ok=True)
-        self.progress.uploaded += 1
-        self.progress.show()
+        self.status.status.uploaded += 1
+
+    # ---- the status line ----------------------------------------------------------------
+
+    def _show_status(self, running: threading.Event) -> None:
+        started = time.monotonic()
+        polled = 0.0
+        while running.is_set():
+            status = self.status.status
+            status.elapsed_s = time.monotonic() - started
+            status.levels = {name: r.level for name, r in self.recorders.items()}
+            if time.monotonic() - polled > LAG_POLL_S:
+                polled = time.monotonic()
+                status.lag_s = self._lag_s()
+            self.status.show()
+            time.sleep(0.25)
+
+    def _lag_s(self) -> float | None:
+        try:
+            r = self.session.get(f"{self.server}/meetings/{self.state.meeting_id}", timeout=2)
+            return float(r.json()["progress"]["lag_audio_s"]) if r.ok else None
+        except (*NETWORK_ERRORS, ValueError, KeyError, TypeError):
+            return None
 
     # ---- the end ------------------------------------------------------------------------
 
@@ -275,8 +365,8 @@ class Recorder:
             return r.json()
 
         while (current := self._with_backoff(view))["state"] not in ("complete", "failed"):
-            self.progress.note = f"meeting {current['state']}"
-            self.progress.show()
+            self.status.status.note = f"meeting {current['state']}"
+            self.status.show()
             time.sleep(0.5)
 
         def transcript() -> str:
@@ -292,45 +382,111 @@ class Recorder:
         if self.args.output:
             Path(self.args.output).write_text(text)
         else:
-            sys.stdout.write(text)
-            sys.stdout.flush()
+            print(text, end="", flush=True)
+
+    def _stop_on_signals(self) -> None:
+        def handle(signum: int, _frame: object) -> None:
+            if self.stop.is_set():  # a second Ctrl-C: leave now; the spool keeps the rest
+                raise KeyboardInterrupt
+            self.status.say(
+                f"{signal.Signals(signum).name}: closing the open segments and finalizing "
+                "(again to leave at once; run with the same --spool to finish later)"
+            )
+            self.stop.set()
+
+        signal.signal(signal.SIGINT, handle)
+        signal.signal(signal.SIGTERM, handle)
 
     def run(self) -> None:
-        recording = threading.Thread(target=self.record, name="record")
+        if threading.current_thread() is threading.main_thread():
+            self._stop_on_signals()
+        running = threading.Event()
+        running.set()
+        shown = threading.Thread(target=self._show_status, args=(running,), daemon=True)
+        shown.start()
+        recording = threading.Thread(
+            target=(lambda: None) if self.args.finalize_only else self.record, name="record"
+        )
         recording.start()
-        self.upload_loop(recording)
-        recording.join()
-        if not self.state.finalized:
-            self.finalize()
-        if self.args.wait:
-            self.wait_and_write()
-        if self.progress.enabled:
-            sys.stderr.write("\n")
+        try:
+            self.upload_loop(recording)
+            recording.join()
+            if not self.state.finalized:
+                self.finalize()
+            if self.args.wait:
+                self.wait_and_write()
+        finally:
+            running.clear()
+            self.status.end()
+
+
+def _pcm_after(file: str, skip: int) -> Iterator[np.ndarray]:
+    for block in iter_pcm(file, ENCODE_RATE, block_seconds=0.1):
+        if skip >= len(block):
+            skip -= len(block)
+            continue
+        yield block[skip:]
+        skip = 0
 
 
 def add_record_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--server", required=True, help="e.g. http://127.0.0.1:8080")
+    parser.add_argument("--server", help="e.g. http://127.0.0.1:8080")
+    parser.add_argument(
+        "--mic",
+        nargs="?",
+        const="",
+        metavar="DEVICE",
+        help="record a microphone as track 'mic' (default input, or a name from --list-devices)",
+    )
+    parser.add_argument(
+        "--system",
+        nargs="?",
+        const="",
+        metavar="DEVICE",
+        help="record what the computer plays as track 'system' (the default output's "
+        "loopback, or an output or loopback from --list-devices)",
+    )
+    parser.add_argument(
+        "--list-devices", action="store_true", help="print the inputs and loopbacks and exit"
+    )
     parser.add_argument(
         "--track",
         action="append",
         default=[],
         metavar="NAME=FILE",
-        help="an input file per track (repeat for several tracks)",
+        help="replay a file as a track (repeat for several tracks)",
     )
-    parser.add_argument("--segment-seconds", type=float, default=30.0)
+    parser.add_argument("--title", help="the meeting's title")
+    parser.add_argument(
+        "--segment-seconds",
+        type=float,
+        default=30.0,
+        help="length of each uploaded segment; also the most a crash can lose per track",
+    )
     parser.add_argument("--spool", default="./rollscribe-spool")
-    parser.add_argument("--spool-max-bytes", type=int, default=512 * 1024 * 1024)
+    parser.add_argument(
+        "--spool-max-bytes",
+        type=int,
+        default=512 * 1024 * 1024,
+        help="cap on segments waiting for upload; at the cap live audio is not recorded "
+        "(said on screen; a gap in the transcript) and files wait",
+    )
+    parser.add_argument(
+        "--finalize-only",
+        action="store_true",
+        help="with an existing --spool: upload what it holds and finalize, record nothing",
+    )
     parser.add_argument(
         "--realtime",
         dest="speed",
         action="store_const",
         const=1.0,
-        help="play inputs at real-time pace (as if recording live)",
+        help="play files at real-time pace (as if recording live)",
     )
     parser.add_argument(
         "--speed",
         type=float,
-        help="play inputs at this multiple of real time (benchmarks: a 30 min meeting in 5)",
+        help="play files at this multiple of real time (benchmarks: a 30 min meeting in 5)",
     )
     parser.add_argument("--wait", action="store_true", help="wait for the final transcript")
     parser.add_argument("--format", choices=["txt", "srt", "vtt", "json"], default="txt")
@@ -338,13 +494,38 @@ def add_record_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--api-key", default=os.environ.get("ROLLSCRIBE_API_KEY"))
 
 
+def print_devices() -> None:
+    devices = list_devices()
+    print("inputs (--mic DEVICE):")
+    for d in devices:
+        if not d.loopback:
+            print(f"  {d.id}    {d.name}")
+    print("loopbacks of outputs (--system DEVICE):")
+    for d in devices:
+        if d.loopback:
+            print(f"  {d.id}    {d.name}")
+
+
 def run_from_args(args: argparse.Namespace) -> None:
-    if args.speed is not None and args.speed <= 0:
-        raise SystemExit(f"--speed must be positive, got {args.speed}")
-    for spec in args.track:
-        name, sep, path = spec.partition("=")
-        if not sep or not name or not Path(path).is_file():
-            raise SystemExit(f"--track must be NAME=FILE with an existing file, got {spec!r}")
-    if not args.track and not (Path(args.spool) / "state.json").exists():
-        raise SystemExit("give at least one --track NAME=FILE (or a --spool to resume)")
-    Recorder(args).run()
+    try:
+        if args.list_devices:
+            print_devices()
+            return
+        if not args.server:
+            raise SystemExit("rollscribe record: --server is required")
+        if args.speed is not None and args.speed <= 0:
+            raise SystemExit(f"--speed must be positive, got {args.speed}")
+        for spec in args.track:
+            name, sep, path = spec.partition("=")
+            if not sep or not name or not Path(path).is_file():
+                raise SystemExit(f"--track must be NAME=FILE with an existing file, got {spec!r}")
+            if name in ("mic", "system") and getattr(args, name) is not None:
+                raise SystemExit(f"track {name!r} is both --{name} and --track")
+        resuming = (Path(args.spool) / "state.json").exists()
+        if args.finalize_only and not resuming:
+            raise SystemExit(f"--finalize-only needs an existing spool; {args.spool} has none")
+        if not (args.track or args.mic is not None or args.system is not None or resuming):
+            raise SystemExit("give --mic, --system or --track NAME=FILE (or a --spool to resume)")
+        Recorder(args).run()
+    except DeviceError as exc:
+        raise SystemExit(f"rollscribe record: {exc}") from None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -12,10 +13,11 @@ from pathlib import Path
 
 @dataclass
 class TrackState:
-    file: str
+    file: str | None = None  # a replayed file
+    device: str | None = None  # a recorded device's id
     samples_done: int = 0  # 48 kHz samples already in closed segments
     next_seq: int = 0
-    finished: bool = False
+    finished: bool = False  # a file: all of it is in closed segments
 
 
 @dataclass
@@ -33,6 +35,10 @@ class SpoolState:
     server: str
     external_id: str = field(default_factory=lambda: f"rec-{uuid.uuid4()}")
     meeting_id: str | None = None
+    title: str | None = None
+    # Wall-clock time of the meeting's start: a run that resumes after a crash places its
+    # audio at (now - started_at), so the outage is a gap.
+    started_at: float = field(default_factory=time.time)
     segment_seconds: float = 30.0
     tracks: dict[str, TrackState] = field(default_factory=dict)
     segments: list[SegmentState] = field(default_factory=list)
