@@ -327,7 +327,10 @@ class Recorder:
         while running.is_set():
             status = self.status.status
             status.elapsed_s = time.monotonic() - started
-            status.levels = {name: r.level for name, r in self.recorders.items()}
+            status.levels = {
+                name: self.recorders[name].level if name in self.recorders else -120.0
+                for name in self.state.tracks
+            }
             if time.monotonic() - polled > LAG_POLL_S:
                 polled = time.monotonic()
                 status.lag_s = self._lag_s()

@@ -334,3 +334,82 @@ def test_device_trouble_is_one_clear_line(pulse: PulseDaemon, tmp_path: Path) ->
     )
     assert listed.returncode == 0
     assert "meeting_mic.monitor" in listed.stdout and "Monitor of MeetingOut" in listed.stdout
+
+
+def test_a_full_spool_drops_live_audio_and_says_so(
+    pulse: PulseDaemon, server: ServerProcess, jfk: Path, tmp_path: Path
+) -> None:
+    recorder = RecorderProcess(
+        pulse,
+        server,
+        tmp_path / "spool",
+        *_live("meeting_mic.monitor", "meeting_out"),
+        "--segment-seconds",
+        "2",
+        "--spool-max-bytes",
+        "12000",  # two or three segments of speech
+    )
+    recorder.wait_for(": recording ", count=2)
+    server.stop()  # nothing can leave the spool
+    player = pulse.play("meeting_mic", jfk)
+    recorder.wait_for("spool full")
+    time.sleep(3)
+    server.start()
+    recorder.wait_for("recording again")
+    player.wait(30)
+    time.sleep(1.0)
+    recorder.finish()
+    assert "not recorded until uploads free space" in recorder.stderr
+    view = requests.get(f"{server.url}/meetings/{recorder.meeting_id}", timeout=10).json()
+    mic = sorted((c for c in view["chunks"] if c["track"] == "mic"), key=lambda c: c["seq"])
+    assert [c["seq"] for c in mic] == list(range(len(mic)))
+    # The time that was not recorded is a gap between two chunks, not lost alignment.
+    ends = [c["start_ms"] + c["duration_s"] * 1000 for c in mic]
+    jumps = [b["start_ms"] - end for end, b in zip(ends, mic[1:], strict=False)]
+    assert max(jumps) > 2000, jumps
+
+
+def test_the_status_line_on_a_terminal(
+    pulse: PulseDaemon, server: ServerProcess, jfk: Path, tmp_path: Path
+) -> None:
+    import os
+    import pty
+
+    leader, follower = pty.openpty()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "server.cli",
+            "record",
+            "--server",
+            server.url,
+            "--spool",
+            str(tmp_path / "spool"),
+            *_live("meeting_mic.monitor", "meeting_out"),
+        ],
+        cwd=ROOT,
+        env=pulse.env,
+        stdout=subprocess.DEVNULL,
+        stderr=follower,
+    )
+    os.close(follower)
+    seen = b""
+    deadline = time.monotonic() + 30
+    while seen.count(b": recording ") < 2:
+        assert time.monotonic() < deadline, seen
+        seen += os.read(leader, 65536)
+    player = pulse.play("meeting_mic", jfk)
+    until = time.monotonic() + 6
+    while time.monotonic() < until:
+        seen += os.read(leader, 65536)
+    player.kill()
+    process.send_signal(signal.SIGINT)
+    assert process.wait(60) == 0
+    os.close(leader)
+    lines = [line.strip() for line in seen.decode(errors="replace").split("\r")]
+    status = [line for line in lines if line.startswith("00:00:")]
+    assert len(status) > 10  # refreshed several times a second
+    assert all("mic " in line and "system " in line and "spooled" in line for line in status)
+    assert any("mic #" in line for line in status), status  # the meter moved while jfk spoke
+    assert any("transcription lag 0 s" in line for line in status)
