@@ -38,7 +38,9 @@ class KeysCommandError(Exception):
 
 
 def add_keys_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
+    # On each subcommand (`rollscribe keys add --file F`), as operators type it.
+    file = argparse.ArgumentParser(add_help=False)
+    file.add_argument(
         "--file",
         "--api-keys-file",
         dest="keys_file",
@@ -46,13 +48,19 @@ def add_keys_arguments(parser: argparse.ArgumentParser) -> None:
         help="the keys file (default: ROLLSCRIBE_API_KEYS_FILE)",
     )
     sub = parser.add_subparsers(dest="keys_command", required=True)
-    add = sub.add_parser("add", help="make a key: prints its token once, stores its hash")
+    add = sub.add_parser(
+        "add", parents=[file], help="make a key: prints its token once, stores its hash"
+    )
     add.add_argument("--name", help="a label to list and revoke it by (default: key-<hex>)")
     add.add_argument("--max-open-meetings", type=int, help="this key's limit (0: unlimited)")
     add.add_argument("--max-upload-bytes-per-day", type=int, help="this key's limit, UTC day")
     add.add_argument("--max-webhooks", type=int, help="this key's limit (0: unlimited)")
-    sub.add_parser("list", help="name, fingerprint, created time and limits of each key")
-    revoke = sub.add_parser("revoke", help="remove a key: the server refuses it within ~1 s")
+    sub.add_parser(
+        "list", parents=[file], help="name, fingerprint, created time and limits of each key"
+    )
+    revoke = sub.add_parser(
+        "revoke", parents=[file], help="remove a key: the server refuses it within ~1 s"
+    )
     revoke.add_argument("key", metavar="NAME|FINGERPRINT_PREFIX")
 
 

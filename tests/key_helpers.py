@@ -23,7 +23,7 @@ def auth(key: str) -> dict[str, str]:
 
 def keys_command(keys_file: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "server.cli", "keys", "--file", str(keys_file), *args],
+        [sys.executable, "-m", "server.cli", "keys", *args, "--file", str(keys_file)],
         cwd=ROOT,
         capture_output=True,
         text=True,

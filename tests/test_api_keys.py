@@ -176,3 +176,18 @@ def test_a_malformed_file_stops_the_start(tmp_path):
     )  # fmt: skip
     assert result.returncode != 0
     assert "line 1: max_webhooks must be a non-negative integer" in result.stderr
+
+
+def test_a_server_started_without_keys_stays_without(tmp_path):
+    keys = tmp_path / "keys"
+    keys.write_text("# no keys yet\n")
+    server = ServerProcess(tmp_path / "data", extra=["--api-keys-file", str(keys)]).start()
+    try:
+        add_key(keys)
+        time.sleep(2.5)
+        # Turning keys on would hide every meeting made so far (they belong to no key).
+        assert requests.post(server.url + "/meetings", json={}, timeout=10).status_code == 201
+        log = (server.data_dir.parent / f"server-{server.port}.log").read_text()
+        assert "restart it to turn API keys on" in log
+    finally:
+        server.stop()
