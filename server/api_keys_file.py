@@ -69,25 +69,29 @@ def _strip_comment(line: str) -> str:
     return line.split("#", 1)[0].strip()
 
 
-def parse_line(text: str, line: int = 0) -> KeyEntry | None:
+def _plain_token_digest(token: str, where: str) -> str:
+    if len(token) < MIN_TOKEN_LENGTH:
+        raise KeysFileError(
+            f"{where}: API keys must be at least {MIN_TOKEN_LENGTH} characters long"
+        )
+    return token_digest(token)
+
+
+def parse_line(text: str, line: int) -> KeyEntry | None:
     """One line of the file; None for a blank or comment line."""
     words = _strip_comment(text).split()
     if not words:
         return None
-    where = f"line {line}" if line else "ROLLSCRIBE_API_KEYS"
+    where = f"line {line}"
     first, pairs = words[0], words[1:]
     if first.lower().startswith(HASH_PREFIX):
         digest = first[len(HASH_PREFIX) :].lower()
         if not HEX64.fullmatch(digest):
             raise KeysFileError(f"{where}: {HASH_PREFIX} must be followed by 64 hex digits")
-    elif "=" in first:
-        raise KeysFileError(f"{where}: a line starts with a key, not {first.split('=')[0]}=")
-    elif len(first) < MIN_TOKEN_LENGTH:
-        raise KeysFileError(
-            f"{where}: API keys must be at least {MIN_TOKEN_LENGTH} characters long"
-        )
+    elif first.partition("=")[0] in FIELDS:  # a token may hold "=" (base64), not start so
+        raise KeysFileError(f"{where}: a line starts with a key, not {first.partition('=')[0]}=")
     else:
-        digest = token_digest(first)
+        digest = _plain_token_digest(first, where)
     values: dict[str, str] = {}
     for pair in pairs:
         name, sep, value = pair.partition("=")
@@ -133,7 +137,7 @@ def parse_keys(text: str) -> list[KeyEntry]:
 def parse_env_keys(value: str | None) -> list[KeyEntry]:
     """ROLLSCRIBE_API_KEYS: comma-separated plain tokens."""
     tokens = [t.strip() for t in (value or "").split(",") if t.strip()]
-    return [e for t in tokens if (e := parse_line(t))]
+    return [KeyEntry(_plain_token_digest(t, "ROLLSCRIBE_API_KEYS")) for t in tokens]
 
 
 def read_keys_file(path: Path) -> tuple[str, list[KeyEntry]]:
