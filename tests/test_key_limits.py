@@ -122,6 +122,8 @@ def test_upload_bytes_per_key_per_day(server):
     bytes_refused(tus_patch(location, 0, b"z" * 500, **a, **{"Upload-Length": "500"}), left=400)
     head = requests.head(location, headers={**TUS, **a}, timeout=10)
     assert head.headers["Upload-Offset"] == "0" and head.headers["Upload-Defer-Length"] == "1"
+    declared = tus_patch(location, 0, b"", **a, **{"Upload-Length": "401"})
+    bytes_refused(declared, left=400)  # a length declared by PATCH counts as at creation
     assert tus_patch(location, 0, b"z" * 400, **a).status_code == 204
     bytes_refused(tus_patch(location, 400, b"z", **a), left=0)
 

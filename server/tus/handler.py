@@ -530,7 +530,8 @@ class TusHandler:
                 )
             # Before the length is declared or a byte is read: a refused PATCH changes nothing.
             left = await self._bytes_left(request)
-            self._check_quota(request, left, request.content_length or 0)
+            declared_rest = new_length - upload.offset if new_length is not None else 0
+            self._check_quota(request, left, max(request.content_length or 0, declared_rest))
             if new_length is not None:
                 await self._declare_length(upload, new_length)
             upload = await self._write_body(request, upload, checksum, slot, left)
@@ -604,7 +605,6 @@ class TusHandler:
                 Errors.BEYOND_LENGTH if upload.length is not None else Errors.MAX_SIZE_EXCEEDED,
                 f"{declared} bytes at offset {upload.offset}, room for {room}",
             )
-        self._check_quota(request, quota_left, declared or 0)
         try:
             writer = await self.blobs.open_writer(
                 upload.id, upload.offset, checksum.algorithm if checksum else None
@@ -648,8 +648,9 @@ class TusHandler:
                 body_bytes = sent + len(pending) + len(data)
                 if body_bytes > room:
                     raise ApiError(Errors.BEYOND_LENGTH, f"body longer than the {room} bytes left")
-                # A body of unknown length (chunked) past the key's daily bytes: refused, and
-                # what it sent since its last checkpoint is cut, as for any refused body.
+                # The caller checked a declared Content-Length; a body of unknown length
+                # (chunked) is refused where it passes the key's daily bytes, and what it sent
+                # since its last checkpoint is cut, as for any refused body.
                 self._check_quota(request, quota_left, body_bytes)
                 pending += data
                 if len(pending) < WRITE_BATCH:
