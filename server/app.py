@@ -15,6 +15,8 @@ from server.events_api import EventsApi
 from server.host_check import allowed_names, host_check_middleware
 from server.ingest import ChunkIngest
 from server.json_body import BODY_TIMEOUT_S
+from server.key_limits import UploadQuota
+from server.key_ring import KeyRing
 from server.meetings_api import MeetingsApi
 from server.metrics import Metrics
 from server.recovery import RecoverySweeper
@@ -61,7 +63,7 @@ async def healthz(_request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-def build_app(config: ServerConfig, keys: ApiKeys | None = None) -> web.Application:
+def build_app(config: ServerConfig, keys: KeyRing | ApiKeys | None = None) -> web.Application:
     config.data_dir.mkdir(parents=True, exist_ok=True)
     database_url = config.database_url or sqlite_url(config.data_dir)
     db = Database(database_url)
@@ -89,6 +91,7 @@ def build_app(config: ServerConfig, keys: ApiKeys | None = None) -> web.Applicat
         ),
         locks,
         on_bytes=metrics.bytes_received.inc,
+        quota=UploadQuota(db),
     )
     retry = RetryPolicy(max_attempts=config.max_attempts)
     sweeper = RecoverySweeper(
@@ -101,12 +104,14 @@ def build_app(config: ServerConfig, keys: ApiKeys | None = None) -> web.Applicat
         abandon_after_s=config.abandon_after_s,
         upload_expiry_s=config.upload_expiry_s,
     )
-    keys = keys or ApiKeys()
+    ring = (
+        keys
+        if isinstance(keys, KeyRing)
+        else KeyRing.fixed(keys or ApiKeys(), defaults=config.key_limits)
+    )
     # Without keys, the Host header must name this server (DNS rebinding: host_check).
     host_check = (
-        []
-        if keys.enabled
-        else [host_check_middleware(allowed_names(config.host, config.public_url))]
+        [] if ring.keyed else [host_check_middleware(allowed_names(config.host, config.public_url))]
     )
     app = web.Application(
         middlewares=[
@@ -114,7 +119,7 @@ def build_app(config: ServerConfig, keys: ApiKeys | None = None) -> web.Applicat
             metrics.middleware(),
             error_middleware,
             *host_check,
-            auth_middleware(keys),
+            auth_middleware(ring),
         ],
         client_max_size=1024**2,
     )
@@ -126,7 +131,7 @@ def build_app(config: ServerConfig, keys: ApiKeys | None = None) -> web.Applicat
         db, admission, workers=config.workers, max_missing_chunks=config.max_missing_chunks
     )
     app.add_routes(meetings.routes())
-    app.add_routes(EventsApi(db, meetings.progress).routes())
+    app.add_routes(EventsApi(db, meetings.progress, ring.owner_active).routes())
     targets = TargetPolicy(config.webhook_allow_networks)
     app.add_routes(WebhooksApi(db, targets).routes())
     dispatcher = WebhookDispatcher(
@@ -153,8 +158,10 @@ def build_app(config: ServerConfig, keys: ApiKeys | None = None) -> web.Applicat
         await sweeper.sweep()
         sweeper.start()
         dispatcher.start()
+        ring.start()
         await pool.start()
         yield
+        await ring.stop()
         await dispatcher.stop()
         await sweeper.stop()
         await pool.stop()

@@ -2,59 +2,92 @@
 
 A key is never stored: requests are matched on its SHA-256, and rows record a short
 fingerprint of it as their owner. Another key sees another's meeting as not found (404).
+Which keys are in force is `server.key_ring`'s job (the keys file is re-read on change).
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import ipaddress
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from server.api_keys_file import KeyEntry, parse_env_keys, parse_keys, token_digest
 from server.errors import ApiError, Errors
+from server.key_limits import LIMITS, KeyLimits
+
+if TYPE_CHECKING:
+    from server.key_ring import KeyRing
 
 OWNER = web.RequestKey("owner", str)
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
 def fingerprint(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()[:32]
+    return token_digest(key)[:32]
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    digest: str  # SHA-256 of the token
+    name: str | None
+    limits: KeyLimits  # the server defaults with this key's overrides
+
+    @property
+    def owner(self) -> str:
+        return self.digest[:32]
 
 
 @dataclass(frozen=True)
 class ApiKeys:
-    fingerprints: frozenset[str] = field(default_factory=frozenset)
+    keys: tuple[ApiKey, ...] = ()
 
     @property
     def enabled(self) -> bool:
-        return bool(self.fingerprints)
+        return bool(self.keys)
+
+    @property
+    def owners(self) -> frozenset[str]:
+        return frozenset(k.owner for k in self.keys)
+
+    def find(self, token: str) -> ApiKey | None:
+        # Every key is compared, each in constant time, and the loop never stops early: how
+        # long a refusal takes says nothing about how close a guess came. (What is compared
+        # is a hash of the guess, which leaks little anyway; this costs microseconds.)
+        candidate = token_digest(token)
+        found: ApiKey | None = None
+        for key in self.keys:
+            if hmac.compare_digest(candidate, key.digest):
+                found = key
+        return found
 
     def owner_of(self, token: str) -> str | None:
-        candidate = fingerprint(token)
-        for known in self.fingerprints:
-            if hmac.compare_digest(candidate, known):
-                return known
-        return None
+        key = self.find(token)
+        return key.owner if key else None
 
 
-def load_api_keys(keys_file: str | None, keys_env: str | None) -> ApiKeys:
-    """Keys from a file (one per line, '#' comments) and/or a comma-separated variable."""
-    keys: list[str] = []
-    if keys_file:
-        for line in Path(keys_file).read_text().splitlines():
-            line = line.split("#", 1)[0].strip()
-            if line:
-                keys.append(line)
-    if keys_env:
-        keys += [k.strip() for k in keys_env.split(",") if k.strip()]
-    short = [k for k in keys if len(k) < 16]
-    if short:
-        raise ValueError("API keys must be at least 16 characters long")
-    return ApiKeys(frozenset(fingerprint(k) for k in keys))
+def api_keys_from(entries: Iterable[KeyEntry], defaults: KeyLimits) -> ApiKeys:
+    """The file's keys and the environment's, each with its limits (the first line of a
+    key wins, so a key named in the file and the environment keeps the file's limits)."""
+    keys: dict[str, ApiKey] = {}
+    for entry in entries:
+        if entry.digest not in keys:
+            keys[entry.digest] = ApiKey(
+                entry.digest, entry.name, defaults.with_overrides(entry.limits)
+            )
+    return ApiKeys(tuple(keys.values()))
+
+
+def load_api_keys(
+    keys_file: str | None, keys_env: str | None, defaults: KeyLimits | None = None
+) -> ApiKeys:
+    """Keys from a file and/or ROLLSCRIBE_API_KEYS; KeysFileError (a ValueError) or OSError."""
+    entries = parse_keys(Path(keys_file).read_text()) if keys_file else []
+    return api_keys_from([*entries, *parse_env_keys(keys_env)], defaults or KeyLimits())
 
 
 def is_loopback(host: str) -> bool:
@@ -66,28 +99,32 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def auth_middleware(keys: ApiKeys) -> Callable[..., Awaitable[web.StreamResponse]]:
+def auth_middleware(ring: KeyRing) -> Callable[..., Awaitable[web.StreamResponse]]:
     @web.middleware
     async def middleware(
         request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
-        if not keys.enabled:
+        if not ring.keyed:
+            # Loopback without keys: one owner, "", under the server's default limits.
             request[OWNER] = ""
+            request[LIMITS] = ring.defaults
             return await handler(request)
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
-        owner = keys.owner_of(token.strip()) if scheme.lower() == "bearer" else None
+        # Read once: a reload between here and the handler does not mix two key sets.
+        key = ring.current.find(token.strip()) if scheme.lower() == "bearer" else None
+        request[LIMITS] = key.limits if key else ring.defaults
         if request.method == "OPTIONS" or request.path in OPEN_PATHS:
             # Open to all, but a key still says whose meetings /metrics may name.
-            request[OWNER] = owner or ""
+            request[OWNER] = key.owner if key else ""
             return await handler(request)
-        if owner is None:
+        if key is None:
             raise ApiError(
                 Errors.UNAUTHORIZED,
                 "missing or unknown bearer token",
                 {"WWW-Authenticate": 'Bearer realm="rollscribe"'},
             )
-        request[OWNER] = owner
+        request[OWNER] = key.owner
         return await handler(request)
 
     return middleware

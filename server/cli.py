@@ -1,4 +1,4 @@
-"""`rollscribe serve | worker | record | db upgrade | db status`."""
+"""`rollscribe serve | worker | record | keys add|list|revoke | db upgrade | db status`."""
 
 from __future__ import annotations
 
@@ -16,16 +16,17 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 async def _serve(args: argparse.Namespace) -> None:
     from server.app import build_app
-    from server.auth import is_loopback, load_api_keys
+    from server.auth import is_loopback
     from server.config import config_from_args
     from server.http_protocol import AppRunner
+    from server.key_ring import KeyRing
 
     config = config_from_args(args)
     try:
-        keys = load_api_keys(config.api_keys_file, config.api_keys)
+        keys = KeyRing(config.api_keys_file, config.api_keys, config.key_limits)
     except (OSError, ValueError) as exc:
         sys.exit(f"rollscribe: cannot load API keys: {exc}")
-    if not keys.enabled:
+    if not keys.keyed:
         if not is_loopback(config.host):
             sys.exit(
                 f"rollscribe: refusing to listen on {config.host} without API keys: anyone "
@@ -129,6 +130,11 @@ def main(argv: list[str] | None = None) -> None:
     record = sub.add_parser("record", help="record audio files as a meeting (desktop recorder)")
     add_record_arguments(record)
 
+    from server.keys_cli import add_keys_arguments
+
+    keys = sub.add_parser("keys", help="API keys: add (prints a token once), list, revoke")
+    add_keys_arguments(keys)
+
     db = sub.add_parser("db", help="database schema: upgrade (apply migrations) or status")
     db.add_argument("db_command", choices=["upgrade", "status"])
     db.add_argument("--database-url", default=os.environ.get("ROLLSCRIBE_DATABASE_URL"))
@@ -148,6 +154,10 @@ def main(argv: list[str] | None = None) -> None:
         record_from_args(args)
     elif args.command == "db":
         asyncio.run(_db(args.db_command, _database_url(args)))
+    elif args.command == "keys":
+        from server.keys_cli import run_from_args as keys_from_args
+
+        keys_from_args(args)
     elif args.command == "worker":
         from transcribe.worker import run_from_args
 

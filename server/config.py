@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from server.key_limits import KeyLimits
 from server.webhook_targets import IpNetwork, parse_networks
 from storage.blob_store import add_blob_store_arguments
 
@@ -50,6 +51,8 @@ class ServerConfig:
     # The URL clients use for this server, when it is not the bound address.
     public_url: str | None = None
     api_keys: str | None = None  # comma-separated; usually from ROLLSCRIBE_API_KEYS
+    # Each key's limits unless its line in the keys file says otherwise (0: unlimited).
+    key_limits: KeyLimits = KeyLimits()
 
 
 def _env(name: str, default: str) -> str:
@@ -188,8 +191,35 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--api-keys-file",
         default=os.environ.get("ROLLSCRIBE_API_KEYS_FILE"),
-        help="one bearer token per line; also ROLLSCRIBE_API_KEYS=key1,key2",
+        help="API keys, one per line: sha256:<hash> lines written by `rollscribe keys add`, "
+        "or plain tokens; re-read when it changes. Also ROLLSCRIBE_API_KEYS=key1,key2",
     )
+    limits = d.key_limits
+    parser.add_argument(
+        "--max-open-meetings-per-key",
+        type=_non_negative,
+        default=_env("MAX_OPEN_MEETINGS_PER_KEY", str(limits.max_open_meetings)),
+        help="meetings one key may have recording at once; past it 403 (0: unlimited)",
+    )
+    parser.add_argument(
+        "--max-upload-bytes-per-key-per-day",
+        type=_non_negative,
+        default=_env("MAX_UPLOAD_BYTES_PER_KEY_PER_DAY", str(limits.max_upload_bytes_per_day)),
+        help="upload bytes one key may send per UTC day; past it 429 (0: unlimited)",
+    )
+    parser.add_argument(
+        "--max-webhooks-per-key",
+        type=_non_negative,
+        default=_env("MAX_WEBHOOKS_PER_KEY", str(limits.max_webhooks)),
+        help="webhooks one key may register; past it 403 (0: unlimited)",
+    )
+
+
+def _non_negative(value: str) -> int:
+    value = value.strip()
+    if not (value.isascii() and value.isdigit()):  # "²" is a digit to str.isdigit alone
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value!r}")
+    return int(value)
 
 
 def _networks(spec: str) -> tuple[IpNetwork, ...]:
@@ -233,4 +263,9 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         ),
         public_url=args.public_url,
         api_keys=os.environ.get("ROLLSCRIBE_API_KEYS"),
+        key_limits=KeyLimits(
+            max_open_meetings=args.max_open_meetings_per_key,
+            max_upload_bytes_per_day=args.max_upload_bytes_per_key_per_day,
+            max_webhooks=args.max_webhooks_per_key,
+        ),
     )

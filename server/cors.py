@@ -16,7 +16,7 @@ ALLOW_HEADERS = (
 EXPOSE_HEADERS = (
     "Location, Upload-Offset, Upload-Length, Upload-Metadata, Upload-Defer-Length, "
     "Upload-Concat, Upload-Expires, Tus-Version, Tus-Resumable, Tus-Max-Size, "
-    "Tus-Extension, Tus-Checksum-Algorithm"
+    "Tus-Extension, Tus-Checksum-Algorithm, Retry-After"
 )
 ALLOW_METHODS = "POST, HEAD, PATCH, OPTIONS, GET, DELETE"
 

@@ -135,6 +135,14 @@ class Errors:
     WEBHOOK_TARGET_REFUSED = _e(
         "ERR_WEBHOOK_TARGET_REFUSED", 400, "webhooks may not be delivered to that address"
     )
+    # per-key limits (server flags, overridable per key in the keys file)
+    OPEN_MEETINGS_LIMIT = _e(
+        "ERR_OPEN_MEETINGS_LIMIT", 403, "this API key has as many recording meetings as it may"
+    )
+    WEBHOOKS_LIMIT = _e("ERR_WEBHOOKS_LIMIT", 403, "this API key has as many webhooks as it may")
+    UPLOAD_BYTES_LIMIT = _e(
+        "ERR_UPLOAD_BYTES_LIMIT", 429, "this API key sent as many upload bytes today as it may"
+    )
     HOST_NOT_ALLOWED = _e("ERR_HOST_NOT_ALLOWED", 403, "the Host header does not name this server")
     METHOD_NOT_ALLOWED = _e("ERR_METHOD_NOT_ALLOWED", 405, "method not allowed")
     ROUTE_NOT_FOUND = _e("ERR_NOT_FOUND", 404, "not found")

@@ -31,10 +31,15 @@ PROGRESS_EVERY_S = 2.0
 
 class EventsApi:
     def __init__(
-        self, db: Database, progress_of: Callable[[str, str], Awaitable[dict[str, Any]]]
+        self,
+        db: Database,
+        progress_of: Callable[[str, str], Awaitable[dict[str, Any]]],
+        owner_active: Callable[[str], bool] = lambda _owner: True,
     ) -> None:
         self.db = db
         self.progress_of = progress_of
+        # Asked every poll: a stream whose key was revoked ends within POLL_S of the reload.
+        self.owner_active = owner_active
 
     def routes(self) -> list[web.RouteDef]:
         return [web.get("/meetings/{meeting_id}/events", self.stream)]
@@ -65,7 +70,7 @@ class EventsApi:
         last_progress: dict[str, Any] | None = None
         progress_at = 0.0
         try:
-            while True:
+            while self.owner_active(request[OWNER]):
                 async with self.db.read() as session:
                     events = (
                         (

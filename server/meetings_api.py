@@ -14,6 +14,7 @@ from server.admission import Admission
 from server.auth import OWNER
 from server.errors import ApiError, Errors
 from server.json_body import read_json_object
+from server.key_limits import LIMITS, check_open_meetings
 from server.params import ascii_int
 from storage.backlog import PENDING, queue_position, recent_rtf
 from storage.database import Database
@@ -103,6 +104,8 @@ class MeetingsApi:
         meeting_id = "m_" + secrets.token_urlsafe(16)
         try:
             async with self.db.write() as session:
+                # In the inserting transaction: the count cannot go stale before the insert.
+                await check_open_meetings(session, owner, request[LIMITS])
                 session.add(
                     new_meeting(
                         meeting_id=meeting_id,

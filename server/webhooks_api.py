@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 from server.auth import OWNER
 from server.errors import ApiError, Errors
 from server.json_body import read_json_object
+from server.key_limits import LIMITS, check_webhooks
 from server.params import ascii_int
 from server.webhook_targets import TargetPolicy
 from storage.database import Database
@@ -97,6 +98,7 @@ class WebhooksApi:
         if refusal is not None:
             raise ApiError(Errors.WEBHOOK_TARGET_REFUSED, refusal)
         async with self.db.write() as session:
+            await check_webhooks(session, request[OWNER], request[LIMITS])
             # Only events from now on: a new subscriber is not flooded with history.
             cursor = (await session.execute(select(func.max(Event.id)))).scalar_one() or 0
             hook = Webhook(

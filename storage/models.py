@@ -174,3 +174,15 @@ class Delivery(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[float] = mapped_column(Double)
     delivered_at: Mapped[float | None] = mapped_column(Double)
+
+
+class KeyUploadBytes(Base):
+    """Upload bytes an API key (its owner fingerprint, "" without keys) had accepted on one UTC
+    day: the per-key daily quota reads it. Counted as bytes are committed, so bytes accepted
+    today count today, whenever their upload was created."""
+
+    __tablename__ = "key_upload_bytes"
+
+    owner: Mapped[str] = mapped_column(String(64), primary_key=True)
+    day: Mapped[str] = mapped_column(String(10), primary_key=True)  # "YYYY-MM-DD", UTC
+    bytes: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -295,7 +295,7 @@ def test_cors_preflight_and_exposed_headers(protocol_server):
     assert "Upload-Offset" in r.headers["Access-Control-Allow-Headers"]
     r = tus_create(protocol_server.url, 3, Origin="http://app.example")
     exposed = r.headers["Access-Control-Expose-Headers"]
-    for name in ("Location", "Upload-Offset", "Upload-Length", "Tus-Resumable"):
+    for name in ("Location", "Upload-Offset", "Upload-Length", "Tus-Resumable", "Retry-After"):
         assert name in exposed
 
 

@@ -22,6 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from server.auth import OWNER
 from server.body_rate import MinimumRate
 from server.errors import TUS_VERSION, ApiError, Errors
+from server.key_limits import LIMITS, UploadQuota
 from server.tus.headers import (
     CHECKSUM_ALGORITHMS,
     Checksum,
@@ -41,6 +42,7 @@ from storage.blob_store import (
     check_upload_id,
 )
 from storage.database import Database
+from storage.key_usage import add_upload_bytes
 from storage.models import Upload
 from storage.upload_locks import UploadLocks
 from storage.upload_store import UploadStore, make_upload, new_upload_id
@@ -105,8 +107,10 @@ class TusHandler:
         settings: TusSettings,
         locks: UploadLocks,
         on_bytes: Callable[[int], None] | None = None,
+        quota: UploadQuota | None = None,
     ) -> None:
         self.on_bytes = on_bytes
+        self.quota = quota
         self.locks = locks
         self.db = db
         self.blobs = blobs
@@ -152,6 +156,17 @@ class TusHandler:
             check_upload_id(upload_id)
         except BadBlobId:
             raise ApiError(Errors.NOT_FOUND, "malformed upload id") from None
+
+    async def _bytes_left(self, request: web.Request) -> int | None:
+        """Upload bytes the request's key may still send today; None: no limit."""
+        if self.quota is None:
+            return None
+        return await self.quota.bytes_left(request[OWNER], request[LIMITS])
+
+    def _check_quota(self, request: web.Request, left: int | None, wanted: int) -> None:
+        if left is not None and wanted > left:
+            assert self.quota is not None
+            raise self.quota.refuse(request[LIMITS], left, wanted)
 
     async def _load(self, upload_id: str, owner: str) -> Upload:
         self._check_id(upload_id)
@@ -300,6 +315,10 @@ class TusHandler:
 
         # Parsed before anything is created: a bad header must not leave an orphan upload.
         checksum = parse_checksum(request.headers.get("Upload-Checksum")) if has_body else None
+        # A declared length (or body) must fit in what the key may still send today, before
+        # the upload exists; a deferred one is checked as its bytes come.
+        left = await self._bytes_left(request)
+        self._check_quota(request, left, max(length or 0, request.content_length or 0))
         upload_id = new_upload_id()
         upload = make_upload(
             upload_id=upload_id,
@@ -316,7 +335,7 @@ class TusHandler:
         status_headers: dict[str, str] = {}
         if has_body:
             async with self._locked(upload.id) as slot:
-                upload = await self._write_body(request, upload, checksum, slot)
+                upload = await self._write_body(request, upload, checksum, slot, left)
             status_headers["Upload-Offset"] = str(upload.offset)
         elif length == 0:
             await self._complete_now(upload)
@@ -513,9 +532,13 @@ class TusHandler:
                     f"request says {offset}, upload is at {upload.offset}",
                     {"Upload-Offset": str(upload.offset)},
                 )
+            # Before the length is declared or a byte is read: a refused PATCH changes nothing.
+            left = await self._bytes_left(request)
+            declared_rest = new_length - upload.offset if new_length is not None else 0
+            self._check_quota(request, left, max(request.content_length or 0, declared_rest))
             if new_length is not None:
                 await self._declare_length(upload, new_length)
-            upload = await self._write_body(request, upload, checksum, slot)
+            upload = await self._write_body(request, upload, checksum, slot, left)
         return web.Response(
             status=204,
             headers=self._headers(
@@ -572,7 +595,12 @@ class TusHandler:
         return read.result()
 
     async def _write_body(
-        self, request: web.Request, upload: Upload, checksum: Checksum | None, slot: UploadSlot
+        self,
+        request: web.Request,
+        upload: Upload,
+        checksum: Checksum | None,
+        slot: UploadSlot,
+        quota_left: int | None = None,
     ) -> Upload:
         room = self._room(upload)
         declared = request.content_length
@@ -625,8 +653,14 @@ class TusHandler:
                 if not data:
                     await flush_pending()
                     break
-                if writer.start + writer.written + len(pending) + len(data) - upload.offset > room:
+                sent = writer.start + writer.written - upload.offset
+                body_bytes = sent + len(pending) + len(data)
+                if body_bytes > room:
                     raise ApiError(Errors.BEYOND_LENGTH, f"body longer than the {room} bytes left")
+                # The caller checked a declared Content-Length; a body of unknown length
+                # (chunked) is refused where it passes the key's daily bytes, and what it sent
+                # since its last checkpoint is cut, as for any refused body.
+                self._check_quota(request, quota_left, body_bytes)
                 pending += data
                 if len(pending) < WRITE_BATCH:
                     continue
@@ -698,6 +732,7 @@ class TusHandler:
             ):
                 raise UploadMoved(Errors.MISMATCHED_OFFSET, "the upload moved under this request")
             upload.offset = new_offset
+            await add_upload_bytes(session, upload.owner, new_offset - committed)
             if complete:
                 await self.hooks.on_complete(session, upload, verdict)
             elif committed == 0:

@@ -1,0 +1,75 @@
+"""Per-key limits: how many meetings a key may have recording, how many webhooks it may
+register, and how many upload bytes it may send per UTC day.
+
+Server-wide defaults come from `rollscribe serve` flags; a line of the keys file may
+override any of them for its key. 0 means unlimited. The counting is `storage.key_usage`'s.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, fields, replace
+
+from aiohttp import web
+
+from server.errors import ApiError, Errors
+from storage import key_usage
+from storage.database import Database
+
+
+@dataclass(frozen=True)
+class KeyLimits:
+    # A recorder holds one meeting per call it records: 200 is far past any honest use and
+    # still bounds how many rows one leaked key can open.
+    max_open_meetings: int = 200
+    # Opus speech is ~15 MB an hour a track: 100 GiB is thousands of track-hours a day.
+    max_upload_bytes_per_day: int = 100 * 1024**3
+    max_webhooks: int = 25
+
+    def with_overrides(self, overrides: dict[str, int]) -> KeyLimits:
+        return replace(self, **overrides)
+
+
+LIMIT_NAMES = tuple(f.name for f in fields(KeyLimits))
+LIMITS = web.RequestKey("limits", KeyLimits)
+
+
+async def check_open_meetings(session: key_usage.Session, owner: str, limits: KeyLimits) -> None:
+    """Refuse a new meeting past the key's limit (403); in the creating transaction."""
+    limit = limits.max_open_meetings
+    if limit and await key_usage.open_meetings(session, owner) >= limit:
+        raise ApiError(
+            Errors.OPEN_MEETINGS_LIMIT,
+            f"max_open_meetings is {limit}; finalize a recording meeting first",
+        )
+
+
+async def check_webhooks(session: key_usage.Session, owner: str, limits: KeyLimits) -> None:
+    limit = limits.max_webhooks
+    if limit and await key_usage.webhooks(session, owner) >= limit:
+        raise ApiError(Errors.WEBHOOKS_LIMIT, f"max_webhooks is {limit}; delete a webhook first")
+
+
+class UploadQuota:
+    """Upload bytes per key per UTC day (the count resets at 00:00 UTC)."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def bytes_left(self, owner: str, limits: KeyLimits) -> int | None:
+        """What the key may still send today; None when unlimited."""
+        limit = limits.max_upload_bytes_per_day
+        if not limit:
+            return None
+        return max(0, limit - await key_usage.upload_bytes_today(self.db, owner))
+
+    @staticmethod
+    def refuse(limits: KeyLimits, left: int, wanted: int) -> ApiError:
+        """429 with Retry-After: the quota frees up at the next UTC day."""
+        limit = limits.max_upload_bytes_per_day
+        return ApiError(
+            Errors.UPLOAD_BYTES_LIMIT,
+            f"max_upload_bytes_per_day is {limit}; {left} bytes left today (UTC), "
+            f"this request needs {wanted}",
+            {"Retry-After": str(key_usage.seconds_until_next_utc_day(time.time()))},
+        )

@@ -1,0 +1,86 @@
+"""What an API key holds and has sent, for its limits: open meetings, webhooks, and upload
+bytes accepted per UTC day. The server decides what a limit is; this module only counts.
+
+Counts that guard a creation take the caller's write session, so the count and the insert
+are one transaction: SQLite writers are serial (BEGIN IMMEDIATE), which makes the limit
+exact there; on PostgreSQL (READ COMMITTED) two racing creations may both pass, so a limit
+can be overshot by the number of concurrent requests, never more.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from storage.database import Database
+from storage.models import KeyUploadBytes, Meeting, Webhook
+from storage.state_machine import MeetingState
+
+# The session type, for callers outside `storage` (which do not import sqlalchemy).
+Session = AsyncSession
+
+
+def utc_day(now: float) -> str:
+    return datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%d")
+
+
+def seconds_until_next_utc_day(now: float) -> int:
+    today = datetime.fromtimestamp(now, UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    return max(1, math.ceil((today + timedelta(days=1)).timestamp() - now))
+
+
+async def open_meetings(session: AsyncSession, owner: str) -> int:
+    """Meetings still recording (not finalized). Finalizing, complete, failed and abandoned
+    ones take no more uploads from their recorder, so they do not hold a slot."""
+    return (
+        await session.execute(
+            select(func.count())
+            .select_from(Meeting)
+            .where(Meeting.owner == owner, Meeting.state == MeetingState.RECORDING.value)
+        )
+    ).scalar_one()
+
+
+async def webhooks(session: AsyncSession, owner: str) -> int:
+    return (
+        await session.execute(
+            select(func.count()).select_from(Webhook).where(Webhook.owner == owner)
+        )
+    ).scalar_one()
+
+
+async def upload_bytes_today(db: Database, owner: str, now: float | None = None) -> int:
+    day = utc_day(time.time() if now is None else now)
+    async with db.read() as session:
+        found = (
+            await session.execute(
+                select(KeyUploadBytes.bytes).where(
+                    KeyUploadBytes.owner == owner, KeyUploadBytes.day == day
+                )
+            )
+        ).scalar_one_or_none()
+    return found or 0
+
+
+async def add_upload_bytes(
+    session: AsyncSession, owner: str, count: int, now: float | None = None
+) -> None:
+    """Count accepted bytes, in the caller's transaction (the one that commits the offset)."""
+    if count <= 0:
+        return
+    day = utc_day(time.time() if now is None else now)
+    # One upsert: two PATCHes of one key on two nodes must not lose each other's count.
+    insert = sqlite_insert if session.get_bind().dialect.name == "sqlite" else pg_insert
+    statement = insert(KeyUploadBytes).values(owner=owner, day=day, bytes=count)
+    await session.execute(
+        statement.on_conflict_do_update(
+            index_elements=[KeyUploadBytes.owner, KeyUploadBytes.day],
+            set_={"bytes": KeyUploadBytes.bytes + count},
+        )
+    )
