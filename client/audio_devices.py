@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 CAPTURE_RATE = 48000
-PRESENCE_CHECK_S = 1.0
+PRESENCE_CHECK_S = 2.0
 
 
 class DeviceError(Exception):
@@ -82,11 +82,12 @@ def find_microphone(spec: str | None) -> AudioDevice:
 
 
 def find_loopback(spec: str | None) -> AudioDevice:
-    """`spec`: a loopback's id or name, or an output's (its loopback is taken); None: the
-    loopback of the default output."""
+    """`spec`: a loopback's id or name, an output's (its loopback is taken), or an input
+    that carries system audio; None: the loopback of the default output."""
     sc = _soundcard()
     loopbacks = [d for d in list_devices() if d.loopback]
     speakers = {str(s.id): str(s.name) for s in sc.all_speakers()}
+    explicit_default = spec is None
     if spec is None:
         spec = str(sc.default_speaker().id)
     found = _match(spec, loopbacks)
@@ -95,6 +96,9 @@ def find_loopback(spec: str | None) -> AudioDevice:
         # PulseAudio names an output's monitor "<sink>.monitor", "Monitor of <name>";
         # WASAPI gives a loopback the output's own id.
         found = _match(speaker_id + ".monitor", loopbacks) or _match(speaker_id, loopbacks)
+    if found is None and not explicit_default:
+        # macOS has no loopback of its own: a loopback driver (BlackHole) is an input.
+        found = _match(spec, [d for d in list_devices() if not d.loopback])
     if found is None:
         raise DeviceError(f"no output or loopback device matches {spec!r} (see --list-devices)")
     return found
@@ -122,7 +126,7 @@ class DeviceCapture:
         try:
             microphone = sc.get_microphone(self.device.id, include_loopback=True)
             self._recorder = microphone.recorder(
-                samplerate=CAPTURE_RATE, channels=1, blocksize=self.block_frames // 5
+                samplerate=CAPTURE_RATE, channels=1, blocksize=self.block_frames
             )
             self._recorder.__enter__()
         except (IndexError, RuntimeError) as exc:

@@ -149,7 +149,9 @@ class Recorder:
         track = self.state.tracks[name]
         with self.lock:
             self.state.segments.append(
-                SegmentState(track=name, seq=seq, start_ms=start_ms, path=str(path))
+                SegmentState(
+                    track=name, seq=seq, start_ms=start_ms, path=str(path), closed_at=time.time()
+                )
             )
             track.next_seq = seq + 1
             track.samples_done += frames
@@ -315,6 +317,7 @@ class Recorder:
         # Deleted only once the server holds every byte (the last PATCH said so).
         with self.lock:
             segment.uploaded = True
+            segment.uploaded_at = time.time()
             self.spool.save(self.state)
         Path(segment.path).unlink(missing_ok=True)
         self.status.status.uploaded += 1

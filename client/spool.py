@@ -28,6 +28,8 @@ class SegmentState:
     path: str
     upload_url: str | None = None
     uploaded: bool = False
+    closed_at: float | None = None  # wall clock, for the upload lag (benchmarks, support)
+    uploaded_at: float | None = None
 
 
 @dataclass

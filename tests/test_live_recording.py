@@ -17,10 +17,10 @@ import pytest
 import requests
 import soundfile
 
+from bench.pulse_daemon import PulseDaemon
 from bench.spoken_meeting import SR, speak
 from codec.decode import decode_to_16k_mono
 from tests.conftest import REFERENCE, TUS, words
-from tests.pulse_daemon import PulseDaemon
 from tests.server_process import JFK, ROOT, ServerProcess
 
 # Checked to come back word for word from tiny.en on festival's slt voice.
@@ -231,7 +231,8 @@ def test_a_killed_recorder_continues_the_same_meeting(
     for track, reference in (("mic", REFERENCE), ("system", words(VOICE_TEXT))):
         spoken = _spoken(transcript, track)
         assert len(spoken) >= len(reference) // 3
-        assert all(w in reference for w in spoken)
+        # Words cut by the crash may come back as other words; the rest are the reference's.
+        assert sum(w in reference for w in spoken) >= 0.8 * len(spoken), (track, spoken)
 
 
 def test_a_server_outage_of_10_seconds_loses_nothing(
@@ -280,8 +281,8 @@ def test_a_device_that_disappears_keeps_what_it_recorded(
         recorder.wait_for(": recording ", count=2)
         mic = pulse.play("meeting_mic", jfk)
         pulse.play("meeting_spare", voice)
-        time.sleep(4.5)
-        pulse.unload_sink("meeting_spare")  # unplugged
+        time.sleep(3.5)
+        pulse.unload_sink("meeting_spare")  # unplugged, mid-sentence
         recorder.wait_for("system: ", count=2)
         mic.wait(30)
         time.sleep(1.0)
@@ -296,8 +297,11 @@ def test_a_device_that_disappears_keeps_what_it_recorded(
         )
     assert "what was recorded is kept" in recorder.stderr
     assert _spoken(transcript, "mic") == REFERENCE
-    system = _spoken(transcript, "system")
-    assert system and system == words(VOICE_TEXT)[: len(system)]  # its start, up to the unplug
+    # Its start, up to the unplug (words cut by it may come back as other words).
+    system, reference = _spoken(transcript, "system"), words(VOICE_TEXT)
+    pairs = enumerate(zip(system, reference, strict=False))
+    same = next((i for i, (a, b) in pairs if a != b), min(len(system), len(reference)))
+    assert same >= 4 and len(system) - same <= 3, system
 
 
 def test_device_trouble_is_one_clear_line(pulse: PulseDaemon, tmp_path: Path) -> None:
