@@ -18,7 +18,8 @@ from aiohttp import web
 from server.errors import ApiError, Errors
 
 OWNER = web.RequestKey("owner", str)
-OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"})
+OPEN_PREFIXES = ("/docs/",)  # the docs page's assets
 
 
 def fingerprint(key: str) -> str:
@@ -77,7 +78,11 @@ def auth_middleware(keys: ApiKeys) -> Callable[..., Awaitable[web.StreamResponse
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
         owner = keys.owner_of(token.strip()) if scheme.lower() == "bearer" else None
-        if request.method == "OPTIONS" or request.path in OPEN_PATHS:
+        if (
+            request.method == "OPTIONS"
+            or request.path in OPEN_PATHS
+            or request.path.startswith(OPEN_PREFIXES)
+        ):
             # Open to all, but a key still says whose meetings /metrics may name.
             request[OWNER] = owner or ""
             return await handler(request)
