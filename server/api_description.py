@@ -179,6 +179,14 @@ OCTET_BODY: Json = {
 }
 
 
+# A creation-with-upload whose body fails after the upload was made: the refusal says
+# where the upload is (server/tus/handler.py, create).
+CREATED_ANYWAY: Json = {
+    "Location": _ref("headers", "Location-optional"),
+    "Upload-Offset": _ref("headers", "Upload-Offset-optional"),
+}
+
+
 def _creation(operation_id: str) -> Json:
     return _op(
         operation_id,
@@ -201,16 +209,25 @@ def _creation(operation_id: str) -> Json:
             ),
             "403": _tus_error(f"{HOST_REFUSED} Or ERR_MODIFY_FINAL: a final upload with a body."),
             "404": _tus_error("ERR_MEETING_NOT_FOUND: the chunk's meeting_id names no meeting."),
-            "408": _tus_error("ERR_READ_TIMEOUT: the creation body stalled."),
+            "408": _tus_error("ERR_READ_TIMEOUT: the creation body stalled.", **CREATED_ANYWAY),
             "409": _tus_error(
                 "ERR_CHUNK_LENGTH_CONFLICT, ERR_MEETING_CLOSED or ERR_SEQ_AFTER_FINALIZE."
             ),
             "412": _tus_error(
                 "ERR_UNSUPPORTED_VERSION", **{"Tus-Version": _ref("headers", "Tus-Version")}
             ),
-            "413": _tus_error("ERR_MAX_SIZE_EXCEEDED or ERR_BEYOND_LENGTH."),
+            "413": _tus_error(
+                "ERR_MAX_SIZE_EXCEEDED or ERR_BEYOND_LENGTH. Refused before anything is stored "
+                "when Upload-Length or Content-Length tells; a chunked body found too long "
+                "while read leaves the upload created, with Location and Upload-Offset.",
+                **CREATED_ANYWAY,
+            ),
             "415": _tus_error("ERR_INVALID_CONTENT_TYPE: a body that is not " + OCTET + "."),
-            "460": _tus_error("ERR_CHECKSUM_MISMATCH: the body was discarded."),
+            "460": _tus_error(
+                "ERR_CHECKSUM_MISMATCH: the body was discarded; the upload was created "
+                "(Location, Upload-Offset) and can be resumed.",
+                **CREATED_ANYWAY,
+            ),
         },
         tags=["tus"],
         tus=True,
@@ -1049,6 +1066,7 @@ def _h(description: str, schema: Json, required: bool = True) -> Json:
 
 _DIGITS_SCHEMA = {"type": "string", "pattern": "^[0-9]+$"}
 _OPTIONAL_HEADERS: Json = {
+    "Location": _h("The upload's URL.", {"type": "string", "format": "uri"}),
     "Upload-Offset": _h("The upload's offset in bytes.", _DIGITS_SCHEMA),
     "Upload-Expires": _h("When an unfinished upload expires (an HTTP date).", {"type": "string"}),
     "Upload-Length": _h("The upload's length in bytes.", _DIGITS_SCHEMA),
@@ -1067,7 +1085,6 @@ HEADERS: Json = {
     "Tus-Checksum-Algorithm": _h(
         "Upload-Checksum algorithms.", {"const": ",".join(CHECKSUM_ALGORITHMS)}
     ),
-    "Location": _h("The upload's URL.", {"type": "string", "format": "uri"}),
     "Cache-Control": _h("Never cached.", {"type": "string", "pattern": "no-(store|cache)"}),
     "WWW-Authenticate": _h("The bearer challenge.", {"type": "string", "pattern": "^Bearer "}),
     **_OPTIONAL_HEADERS,

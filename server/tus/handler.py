@@ -297,6 +297,13 @@ class TusHandler:
 
         # Parsed before anything is created: a bad header must not leave an orphan upload.
         checksum = parse_checksum(request.headers.get("Upload-Checksum")) if has_body else None
+        if has_body:  # nor a body that says up front it will not fit
+            self._check_declared(
+                request.content_length,
+                length if length is not None else self.settings.max_size,
+                length_known=length is not None,
+                offset=0,
+            )
         upload_id = new_upload_id()
         upload = make_upload(
             upload_id=upload_id,
@@ -312,8 +319,20 @@ class TusHandler:
             return await self._answer_existing(request, existing)
         status_headers: dict[str, str] = {}
         if has_body:
-            async with self._locked(upload.id) as slot:
-                upload = await self._write_body(request, upload, checksum, slot)
+            try:
+                async with self._locked(upload.id) as slot:
+                    upload = await self._write_body(request, upload, checksum, slot)
+            except ApiError as exc:
+                # The upload was created before its body failed (a checksum mismatch, a
+                # stall, a chunked body too long): the refusal says where it is and how much
+                # of it is stored, so the client can resume it rather than leave it orphaned.
+                exc.headers.update(
+                    {
+                        "Location": self._location(request, upload_id),
+                        "Upload-Offset": str(upload.offset),
+                    }
+                )
+                raise
             status_headers["Upload-Offset"] = str(upload.offset)
         elif length == 0:
             await self._complete_now(upload)
@@ -536,6 +555,17 @@ class TusHandler:
             raise ApiError(Errors.LENGTH_ALREADY_SET)
         upload.length = length
 
+    @staticmethod
+    def _check_declared(
+        declared: int | None, room: int, *, length_known: bool, offset: int
+    ) -> None:
+        """A body whose Content-Length says it will not fit is refused before it is read."""
+        if declared is not None and declared > room:
+            raise ApiError(
+                Errors.BEYOND_LENGTH if length_known else Errors.MAX_SIZE_EXCEEDED,
+                f"{declared} bytes at offset {offset}, room for {room}",
+            )
+
     def _room(self, upload: Upload) -> int:
         limit = upload.length if upload.length is not None else self.settings.max_size
         return limit - upload.offset
@@ -571,12 +601,12 @@ class TusHandler:
         self, request: web.Request, upload: Upload, checksum: Checksum | None, slot: UploadSlot
     ) -> Upload:
         room = self._room(upload)
-        declared = request.content_length
-        if declared is not None and declared > room:
-            raise ApiError(
-                Errors.BEYOND_LENGTH if upload.length is not None else Errors.MAX_SIZE_EXCEEDED,
-                f"{declared} bytes at offset {upload.offset}, room for {room}",
-            )
+        self._check_declared(
+            request.content_length,
+            room,
+            length_known=upload.length is not None,
+            offset=upload.offset,
+        )
         try:
             writer = await self.blobs.open_writer(
                 upload.id, upload.offset, checksum.algorithm if checksum else None
