@@ -68,3 +68,15 @@ def test_creation_body_refused_after_creation_says_where_the_upload_is(
     )
     assert patch.status_code == 204
     assert patch.headers["Upload-Offset"] == "10"
+
+
+def test_405_names_the_allowed_methods(server: ServerProcess) -> None:
+    """Bug: 405 answers had no Allow header (RFC 9110 requires it), for a method the router
+    does not route and for a POST on an upload without X-HTTP-Method-Override."""
+    r = requests.delete(server.url + "/meetings", timeout=10)
+    assert r.status_code == 405
+    assert r.json()["error"]["code"] == "ERR_METHOD_NOT_ALLOWED"
+    assert "POST" in {m.strip() for m in r.headers["Allow"].split(",")}
+    r = requests.post(server.url + "/files/nosuchupload", headers=TUS, timeout=10)
+    assert r.status_code == 405
+    assert {"PATCH", "DELETE", "HEAD"} <= {m.strip() for m in r.headers["Allow"].split(",")}

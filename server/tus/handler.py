@@ -51,6 +51,8 @@ EXTENSIONS = (
     "creation,creation-with-upload,creation-defer-length,termination,checksum,"
     "expiration,concatenation"
 )
+# What an upload's URL answers (405's Allow); POST only with X-HTTP-Method-Override.
+UPLOAD_METHODS = "OPTIONS, HEAD, GET, PATCH, DELETE, POST"
 READ_BLOCK = 256 * 1024
 WRITE_BATCH = 1024 * 1024
 
@@ -505,7 +507,11 @@ class TusHandler:
             return await self.delete(request)
         if method == "HEAD":
             return await self.head(request)
-        raise ApiError(Errors.METHOD_NOT_ALLOWED, "POST on an upload needs X-HTTP-Method-Override")
+        raise ApiError(
+            Errors.METHOD_NOT_ALLOWED,
+            "POST on an upload needs X-HTTP-Method-Override: PATCH, DELETE or HEAD",
+            {"Allow": UPLOAD_METHODS},
+        )
 
     async def patch(self, request: web.Request) -> web.Response:
         self._check_version(request)
