@@ -387,7 +387,12 @@ def _tus_paths() -> Json:
         "delete": _op(
             "tusTerminate",
             "Terminate an upload (tus termination)",
-            {"204": DELETE_OK, **UPLOAD_ERRORS, "403": DELETE_403},
+            {
+                "204": DELETE_OK,
+                **UPLOAD_ERRORS,
+                "403": DELETE_403,
+                "423": _tus_error("ERR_UPLOAD_LOCKED: a PATCH is writing this upload."),
+            },
             tags=["tus"],
             tus=True,
             parameters=[TUS_RESUMABLE_PARAM],
@@ -408,7 +413,10 @@ def _tus_paths() -> Json:
                 "403": _tus_error(
                     f"{HOST_REFUSED} Or ERR_MODIFY_FINAL, or ERR_UPLOAD_ACCEPTED (DELETE)."
                 ),
-                "405": _tus_error("ERR_METHOD_NOT_ALLOWED: no or another override."),
+                "405": _tus_error(
+                    "ERR_METHOD_NOT_ALLOWED: no or another override.",
+                    Allow=_ref("headers", "Allow"),
+                ),
             },
             tags=["tus"],
             tus=True,
@@ -1085,6 +1093,7 @@ HEADERS: Json = {
     "Tus-Checksum-Algorithm": _h(
         "Upload-Checksum algorithms.", {"const": ",".join(CHECKSUM_ALGORITHMS)}
     ),
+    "Allow": _h("The methods the URL answers.", {"type": "string", "minLength": 1}),
     "Cache-Control": _h("Never cached.", {"type": "string", "pattern": "no-(store|cache)"}),
     "WWW-Authenticate": _h("The bearer challenge.", {"type": "string", "pattern": "^Bearer "}),
     **_OPTIONAL_HEADERS,
@@ -1114,7 +1123,7 @@ Access-Control-Request-Method) with 204 and every answer carries Access-Control-
 
 Every GET route also answers HEAD (as GET, without a body); those are not listed one by one.
 An unknown path is 404 ERR_NOT_FOUND, a known path with another method 405
-ERR_METHOD_NOT_ALLOWED.
+ERR_METHOD_NOT_ALLOWED with `Allow`.
 """
 
 
@@ -1150,6 +1159,24 @@ def _document() -> Json:
     }
 
 
-def openapi_document() -> Json:
-    """A fresh copy: callers (tests, fuzzers) may change theirs."""
-    return copy.deepcopy(_document())
+WITHOUT_KEYS_NOTE = "\n**This server has no API keys**: no route takes one, and none answers 401.\n"
+
+
+def _without_keys(document: Json) -> Json:
+    """The description as a server without keys answers: no security, no 401."""
+    document = copy.deepcopy(document)
+    document["security"] = []
+    document["info"]["description"] += WITHOUT_KEYS_NOTE
+    for item in document["paths"].values():
+        for op in item.values():
+            if isinstance(op, dict) and "responses" in op:
+                op.pop("security", None)
+                op["responses"].pop("401", None)
+    return document
+
+
+def openapi_document(keys_enabled: bool = True) -> Json:
+    """The description as a server with API keys (or without) answers; a fresh copy:
+    callers (tests, fuzzers) may change theirs."""
+    document = _document()
+    return copy.deepcopy(document) if keys_enabled else _without_keys(document)

@@ -142,7 +142,7 @@ def build_app(config: ServerConfig, keys: ApiKeys | None = None) -> web.Applicat
             web.get("/metrics", metrics.handle),
         ]
     )
-    app.add_routes(DocsApi().routes())
+    app.add_routes(DocsApi(keys.enabled).routes())
 
     async def lifecycle(_app: web.Application):  # type: ignore[no-untyped-def]
         await ensure_schema(db)  # SchemaMismatch stops the start: `rollscribe db upgrade`

@@ -29,9 +29,10 @@ ASSETS: dict[str, tuple[Path, str]] = {
 
 
 class DocsApi:
-    def __init__(self) -> None:
-        # Rendered once: the description does not change while the server runs.
-        self.document = json.dumps(openapi_document(), indent=1).encode()
+    def __init__(self, keys_enabled: bool) -> None:
+        # Rendered once: the description does not change while the server runs. A server
+        # without keys says so: it asks for no key and answers no 401.
+        self.document = json.dumps(openapi_document(keys_enabled), indent=1).encode()
 
     def routes(self) -> list[web.RouteDef]:
         return [

@@ -23,9 +23,11 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     ignored_auth,
+    missing_required_header,
     response_headers_conformance,
     response_schema_conformance,
     status_code_conformance,
+    unsupported_method,
 )
 
 from server.api_description import openapi_document
@@ -40,6 +42,8 @@ SENDS_REQUESTS = ("createWebhook", "replayDeliveries", "replayDelivery")
 STREAMS = ("meetingEvents",)
 CHECKS = [
     not_a_server_error,
+    unsupported_method,  # 405, with Allow
+    missing_required_header,
     status_code_conformance,
     content_type_conformance,
     response_headers_conformance,
@@ -131,14 +135,30 @@ CONFIG = schemathesis.Config.from_dict(
             "no-shrink": True,
         },
         "phases": {"stateful": {"enabled": False}},
+        # Without Tus-Resumable: 412; without X-HTTP-Method-Override: 405.
+        "checks": {
+            "missing_required_header": {
+                "expected-statuses": ["400", "401", "403", "405", "412", "415"]
+            }
+        },
     }
 )
-made_up = schemathesis.openapi.from_dict(openapi_document(), config=CONFIG).exclude(
-    operation_id=list(SENDS_REQUESTS)
-)
-seeded = schemathesis.openapi.from_dict(
-    pinned_to_seeded(openapi_document()), config=CONFIG
-).exclude(operation_id=list(SENDS_REQUESTS))
+
+
+def fuzz_schemas(keys_enabled: bool) -> tuple[schemathesis.BaseSchema, schemathesis.BaseSchema]:
+    """On made-up ids, and on the seeded things; from the description as the server with
+    (or without) keys serves it."""
+    document = openapi_document(keys_enabled)
+    return tuple(  # type: ignore[return-value]
+        schemathesis.openapi.from_dict(doc, config=CONFIG).exclude(
+            operation_id=list(SENDS_REQUESTS)
+        )
+        for doc in (document, pinned_to_seeded(document))
+    )
+
+
+made_up_open, seeded_open = fuzz_schemas(keys_enabled=False)
+made_up_keyed, seeded_keyed = fuzz_schemas(keys_enabled=True)
 
 
 @dataclass
@@ -197,22 +217,22 @@ def call_and_check(case: Case, target: Target, extra_checks: list | None = None)
         )
 
 
-@made_up.parametrize()
+@made_up_open.parametrize()
 def test_fuzz_without_keys(case: Case, open_target: Target) -> None:
     call_and_check(case, open_target)
 
 
-@seeded.parametrize()
+@seeded_open.parametrize()
 def test_fuzz_without_keys_on_seeded_things(case: Case, open_target: Target) -> None:
     call_and_check(case, open_target)
 
 
-@made_up.parametrize()
+@made_up_keyed.parametrize()
 def test_fuzz_with_keys(case: Case, keyed_target: Target) -> None:
     # ignored_auth: the same request without the key (or with a wrong one) must be refused.
     call_and_check(case, keyed_target, [ignored_auth])
 
 
-@seeded.parametrize()
+@seeded_keyed.parametrize()
 def test_fuzz_with_keys_on_seeded_things(case: Case, keyed_target: Target) -> None:
     call_and_check(case, keyed_target, [ignored_auth])

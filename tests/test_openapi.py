@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 import requests
 from aiohttp import web
-from openapi_spec_validator import OpenAPIV31SpecValidator
+from openapi_spec_validator import OpenAPIV30SpecValidator, OpenAPIV31SpecValidator
 
 from server.api_description import openapi_document
 from server.app import build_app
@@ -21,6 +23,7 @@ from tests.server_process import ServerProcess
 
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 KEY = "openapi-key-0123456789"
+DOCS_SCRIPT = Path(__file__).resolve().parents[1] / "server" / "docs_page" / "rollscribe-docs.js"
 
 
 def _openapi_path(aiohttp_path: str) -> str:
@@ -63,11 +66,19 @@ def test_every_route_is_described_and_nothing_else(tmp_path: Path) -> None:
     assert ("HEAD", "/meetings/{meeting_id}") not in routes
 
 
-def test_description_is_valid_openapi_3_1() -> None:
-    document = openapi_document()
+@pytest.mark.parametrize("keys_enabled", [True, False])
+def test_description_is_valid_openapi_3_1(keys_enabled: bool) -> None:
+    document = openapi_document(keys_enabled)
     assert document["openapi"].startswith("3.1.")
     errors = [str(e.message) for e in OpenAPIV31SpecValidator(document).iter_errors()]
     assert errors == []
+    no_401 = all(
+        "401" not in op["responses"]
+        for item in document["paths"].values()
+        for method, op in item.items()
+        if method in HTTP_METHODS
+    )
+    assert no_401 != keys_enabled
 
 
 def test_every_operation_documents_its_errors_with_the_shared_body() -> None:
@@ -120,7 +131,9 @@ def test_openapi_json_is_served_as_json(protocol_server: ServerProcess) -> None:
     r = requests.get(protocol_server.url + "/openapi.json", timeout=10)
     assert r.status_code == 200
     assert r.headers["Content-Type"].split(";")[0] == "application/json"
-    assert r.json() == json.loads(json.dumps(openapi_document()))
+    # The protocol server has no keys: its description asks for none.
+    assert r.json() == json.loads(json.dumps(openapi_document(keys_enabled=False)))
+    assert r.json()["security"] == []
 
 
 def test_docs_page_and_its_assets_are_served_from_the_package(
@@ -172,6 +185,9 @@ def test_docs_need_no_key_where_other_routes_do(keyed_docs_server: ServerProcess
     for path in ("/openapi.json", "/docs", "/docs/swagger-ui.css", "/docs/rollscribe-docs.js"):
         assert requests.get(base + path, timeout=10).status_code == 200, path
     assert requests.get(base + "/docs/nope.css", timeout=10).status_code == 404
+    served = requests.get(base + "/openapi.json", timeout=10).json()
+    assert served == json.loads(json.dumps(openapi_document(keys_enabled=True)))
+    assert served["security"] == [{"bearerAuth": []}]
     r = requests.get(base + "/webhooks", timeout=10)
     assert r.status_code == 401
     assert requests.get(
@@ -186,3 +202,25 @@ def test_keys_still_build_the_same_routes(tmp_path: Path) -> None:
         ApiKeys(frozenset({fingerprint(KEY)})),
     )
     assert app_routes(keyed) == described_routes(openapi_document())
+
+
+@pytest.mark.node
+@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
+def test_docs_page_shows_a_valid_openapi_3_0_reading(tmp_path: Path) -> None:
+    """The page's Swagger UI (4.x) reads OpenAPI 3.0 only: what its script hands it, made
+    from the 3.1 document, must be valid 3.0, or the page shows an error instead of the API."""
+    source = tmp_path / "openapi.json"
+    source.write_text(json.dumps(openapi_document()))
+    script = (
+        f"const {{ pageSpec }} = require({json.dumps(str(DOCS_SCRIPT))});"
+        f"const fs = require('fs');"
+        f"process.stdout.write(JSON.stringify(pageSpec(JSON.parse("
+        f"fs.readFileSync({json.dumps(str(source))}, 'utf8')))));"
+    )
+    shown = json.loads(
+        subprocess.run(["node", "-e", script], check=True, capture_output=True, timeout=60).stdout
+    )
+    assert shown["openapi"] == "3.0.3"
+    assert shown["paths"].keys() == openapi_document()["paths"].keys()
+    errors = [str(e.message) for e in OpenAPIV30SpecValidator(shown).iter_errors()]
+    assert errors == []
