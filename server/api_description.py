@@ -14,7 +14,7 @@ from functools import cache
 from typing import Any
 
 from server.errors import TUS_VERSION, ErrorKind, Errors
-from server.params import MAX_DB_INT
+from server.params import MAX_DB_INT, MAX_TRACK_CHARS
 from server.tus.handler import EXTENSIONS, OCTET
 from server.tus.headers import CHECKSUM_ALGORITHMS
 from server.webhooks_api import EVENT_TYPES
@@ -831,6 +831,16 @@ NULLABLE_NUM = {"type": ["number", "null"]}
 NULLABLE_INT = {"type": ["integer", "null"]}
 NON_BLANK = "\\S"
 
+# server/params.py's is_track_name, as near as a pattern gets: printable is Python's
+# str.isprintable (no control, format or separator characters but the space).
+TRACK_NAME: Json = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": MAX_TRACK_CHARS,
+    "allOf": [{"pattern": NON_BLANK}, {"pattern": "^[^\\x00-\\x1f\\x7f-\\xa0]+$"}],
+    "description": "1 to 200 printable characters, not all blank.",
+}
+
 SCHEMAS: Json = {
     "Error": {
         "type": "object",
@@ -868,7 +878,7 @@ SCHEMAS: Json = {
                 "type": "array",
                 "maxItems": 64,
                 "uniqueItems": True,
-                "items": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": NON_BLANK},
+                "items": TRACK_NAME,
                 "description": "The tracks chunks may name; none: any track.",
             },
         },
