@@ -24,6 +24,7 @@ from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     ignored_auth,
     missing_required_header,
+    negative_data_rejection,
     response_headers_conformance,
     response_schema_conformance,
     status_code_conformance,
@@ -43,6 +44,7 @@ STREAMS = ("meetingEvents",)
 CHECKS = [
     not_a_server_error,
     unsupported_method,  # 405, with Allow
+    negative_data_rejection,
     missing_required_header,
     status_code_conformance,
     content_type_conformance,
@@ -112,6 +114,9 @@ def pinned_to_seeded(document: dict[str, Any]) -> dict[str, Any]:
         if streams or not any(p["name"] in SEEDED for p in parameters):
             del document["paths"][path]
             continue
+        # OPTIONS answers any id alike: the made-up run covers it, and here a made-up id
+        # (the "negative" of a pinned one) would look like invalid data accepted.
+        item.pop("options", None)
         for parameter in parameters:
             count = SEEDED.get(parameter["name"], 0)
             if count:
@@ -137,9 +142,26 @@ CONFIG = schemathesis.Config.from_dict(
         "phases": {"stateful": {"enabled": False}},
         # Without Tus-Resumable: 412; without X-HTTP-Method-Override: 405.
         "checks": {
+            # Refusals of invalid data: tus answers some with 410, 412, 413, 423 or 460.
+            "negative_data_rejection": {
+                "expected-statuses": [
+                    "400",
+                    "401",
+                    "403",
+                    "404",
+                    "405",
+                    "409",
+                    "410",
+                    "412",
+                    "413",
+                    "415",
+                    "423",
+                    "460",
+                ]
+            },
             "missing_required_header": {
                 "expected-statuses": ["400", "401", "403", "405", "412", "415"]
-            }
+            },
         },
     }
 )
