@@ -1,6 +1,11 @@
-"""Schemathesis fuzzes a live server, with API keys and without, from the served description:
-no answer is a 5xx, every answer is one the description declares (status, content type,
-headers, body), and a refused request (4xx) leaves everything stored as it was.
+"""Schemathesis fuzzes a live server, with API keys and without, from the description that
+server serves (tests/test_openapi.py checks the served one is this one): no answer is a
+5xx, every answer is one the description declares (status, content type, headers, body),
+405 names what is allowed, invalid data and missing required headers are refused, the key
+is enforced, and a refused request (4xx) leaves everything stored as it was.
+
+Two runs per server: on made-up ids (the description as is), and on things `seed` made
+(path parameters pinned to them), so the fuzzer also meets real meetings and uploads.
 
 Bounded for CI: deterministic generation (derandomized, a fixed seed), a few examples per
 operation, no shrinking. Requests go only to the server on 127.0.0.1. Nothing that makes the
