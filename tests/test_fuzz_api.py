@@ -57,7 +57,7 @@ CHECKS = [
     response_schema_conformance,
 ]
 # CI's bound; a deeper local hunt: ROLLSCRIBE_FUZZ_EXAMPLES=200 ROLLSCRIBE_FUZZ_SEED=7.
-MAX_EXAMPLES = int(os.environ.get("ROLLSCRIBE_FUZZ_EXAMPLES", "12"))
+MAX_EXAMPLES = int(os.environ.get("ROLLSCRIBE_FUZZ_EXAMPLES", "25"))
 SEED = int(os.environ.get("ROLLSCRIBE_FUZZ_SEED", "20"))
 
 
