@@ -10,6 +10,7 @@ from server.admission import Admission
 from server.auth import ApiKeys, auth_middleware
 from server.config import ServerConfig
 from server.cors import cors_middleware
+from server.docs_api import DocsApi
 from server.errors import error_middleware
 from server.events_api import EventsApi
 from server.host_check import allowed_names, host_check_middleware
@@ -150,6 +151,7 @@ def build_app(config: ServerConfig, keys: KeyRing | ApiKeys | None = None) -> we
             web.get("/metrics", metrics.handle),
         ]
     )
+    app.add_routes(DocsApi(ring.keyed).routes())
 
     async def lifecycle(_app: web.Application):  # type: ignore[no-untyped-def]
         await ensure_schema(db)  # SchemaMismatch stops the start: `rollscribe db upgrade`

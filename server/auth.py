@@ -24,7 +24,8 @@ if TYPE_CHECKING:
     from server.key_ring import KeyRing
 
 OWNER = web.RequestKey("owner", str)
-OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"})
+OPEN_PREFIXES = ("/docs/",)  # the docs page's assets
 
 
 def fingerprint(key: str) -> str:
@@ -114,7 +115,11 @@ def auth_middleware(ring: KeyRing) -> Callable[..., Awaitable[web.StreamResponse
         # Read once: a reload between here and the handler does not mix two key sets.
         key = ring.current.find(token.strip()) if scheme.lower() == "bearer" else None
         request[LIMITS] = key.limits if key else ring.defaults
-        if request.method == "OPTIONS" or request.path in OPEN_PATHS:
+        if (
+            request.method == "OPTIONS"
+            or request.path in OPEN_PATHS
+            or request.path.startswith(OPEN_PREFIXES)
+        ):
             # Open to all, but a key still says whose meetings /metrics may name.
             request[OWNER] = key.owner if key else ""
             return await handler(request)

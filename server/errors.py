@@ -178,11 +178,12 @@ async def error_middleware(
         if exc.kind.status == 408:
             response.force_close()  # the rest of the body is not read: no keep-alive
         return response
-    except web.HTTPMethodNotAllowed:
+    except web.HTTPMethodNotAllowed as exc:
         return error_response(
             Errors.METHOD_NOT_ALLOWED,
             f"{request.method} is not allowed on {request.path}",
-            {"Tus-Resumable": TUS_VERSION},
+            # RFC 9110: a 405 lists the methods the resource does allow.
+            {"Tus-Resumable": TUS_VERSION, "Allow": exc.headers.get("Allow", "")},
         )
     except web.HTTPNotFound:
         return error_response(

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from codec.errors import InvalidOpusError
 from codec.validate import validate_ogg_opus
 from server.errors import ApiError, Errors
-from server.params import ascii_int
+from server.params import MAX_TRACK_CHARS, ascii_int, is_track_name
 from server.tus.hooks import ExistingUpload
 from storage.blob_store import BlobStore
 from storage.database import Database
@@ -32,7 +32,6 @@ from storage.state_machine import (
 CHUNK_KEYS = ("meeting_id", "track", "seq", "start_ms")
 MAX_SEQ = 10_000_000
 MAX_START_MS = 7 * 24 * 3600 * 1000
-MAX_TRACK_CHARS = 200
 
 
 @dataclass(frozen=True)
@@ -75,7 +74,7 @@ def parse_chunk_key(meta: dict[str, str | None]) -> ChunkKey | None:
     track = meta["track"] or ""
     if not meeting_id:
         raise ApiError(Errors.CHUNK_METADATA, "meeting_id is empty")
-    if not track or len(track) > MAX_TRACK_CHARS or not track.isprintable():
+    if not is_track_name(track):
         raise ApiError(
             Errors.CHUNK_METADATA, f"track must be 1 to {MAX_TRACK_CHARS} printable characters"
         )

@@ -15,7 +15,7 @@ from server.auth import OWNER
 from server.errors import ApiError, Errors
 from server.json_body import read_json_object
 from server.key_limits import LIMITS, check_open_meetings
-from server.params import ascii_int
+from server.params import MAX_TRACK_CHARS, ascii_int, is_track_name
 from storage.backlog import PENDING, queue_position, recent_rtf
 from storage.database import Database
 from storage.job_queue import requeue_failed
@@ -49,12 +49,15 @@ def _tracks(body: dict[str, Any]) -> list[str]:
     if (
         not isinstance(tracks, list)
         or len(tracks) > MAX_TRACKS
-        or not all(isinstance(t, str) and t.strip() and len(t) <= 200 for t in tracks)
+        # The rule a chunk's track must meet (server/ingest.py): a declared track no chunk
+        # could name would keep its meeting waiting for ever.
+        or not all(is_track_name(t) and t.strip() for t in tracks)
         or len(set(tracks)) != len(tracks)
     ):
         raise ApiError(
             Errors.INVALID_FIELD,
-            f"tracks must be a list of up to {MAX_TRACKS} distinct non-empty strings",
+            f"tracks must be a list of up to {MAX_TRACKS} distinct, non-blank names of 1 to "
+            f"{MAX_TRACK_CHARS} printable characters",
         )
     return tracks
 

@@ -18,3 +18,13 @@ def ascii_int(raw: str | None, maximum: int = MAX_DB_INT) -> int | None:
         return None
     value = int(raw)
     return value if value <= maximum else None
+
+
+# A track's name, in a meeting's declared tracks and in a chunk's metadata alike.
+MAX_TRACK_CHARS = 200
+
+
+def is_track_name(value: object) -> bool:
+    """1 to MAX_TRACK_CHARS printable characters. Printable as Python says: no control,
+    format or separator characters but the space."""
+    return isinstance(value, str) and 0 < len(value) <= MAX_TRACK_CHARS and value.isprintable()

@@ -54,6 +54,8 @@ EXTENSIONS = (
     "creation,creation-with-upload,creation-defer-length,termination,checksum,"
     "expiration,concatenation"
 )
+# What an upload's URL answers (405's Allow); POST only with X-HTTP-Method-Override.
+UPLOAD_METHODS = "OPTIONS, HEAD, GET, PATCH, DELETE, POST"
 READ_BLOCK = 256 * 1024
 WRITE_BATCH = 1024 * 1024
 
@@ -319,6 +321,13 @@ class TusHandler:
         # the upload exists; a deferred one is checked as its bytes come.
         left = await self._bytes_left(request)
         self._check_quota(request, left, max(length or 0, request.content_length or 0))
+        if has_body:  # nor a body that says up front it will not fit
+            self._check_declared(
+                request.content_length,
+                length if length is not None else self.settings.max_size,
+                length_known=length is not None,
+                offset=0,
+            )
         upload_id = new_upload_id()
         upload = make_upload(
             upload_id=upload_id,
@@ -334,8 +343,20 @@ class TusHandler:
             return await self._answer_existing(request, existing)
         status_headers: dict[str, str] = {}
         if has_body:
-            async with self._locked(upload.id) as slot:
-                upload = await self._write_body(request, upload, checksum, slot, left)
+            try:
+                async with self._locked(upload.id) as slot:
+                    upload = await self._write_body(request, upload, checksum, slot, left)
+            except ApiError as exc:
+                # The upload was created before its body failed (a checksum mismatch, a
+                # stall, a chunked body too long): the refusal says where it is and how much
+                # of it is stored, so the client can resume it rather than leave it orphaned.
+                exc.headers.update(
+                    {
+                        "Location": self._location(request, upload_id),
+                        "Upload-Offset": str(upload.offset),
+                    }
+                )
+                raise
             status_headers["Upload-Offset"] = str(upload.offset)
         elif length == 0:
             await self._complete_now(upload)
@@ -509,7 +530,11 @@ class TusHandler:
             return await self.delete(request)
         if method == "HEAD":
             return await self.head(request)
-        raise ApiError(Errors.METHOD_NOT_ALLOWED, "POST on an upload needs X-HTTP-Method-Override")
+        raise ApiError(
+            Errors.METHOD_NOT_ALLOWED,
+            "POST on an upload needs X-HTTP-Method-Override: PATCH, DELETE or HEAD",
+            {"Allow": UPLOAD_METHODS},
+        )
 
     async def patch(self, request: web.Request) -> web.Response:
         self._check_version(request)
@@ -563,6 +588,17 @@ class TusHandler:
             raise ApiError(Errors.LENGTH_ALREADY_SET)
         upload.length = length
 
+    @staticmethod
+    def _check_declared(
+        declared: int | None, room: int, *, length_known: bool, offset: int
+    ) -> None:
+        """A body whose Content-Length says it will not fit is refused before it is read."""
+        if declared is not None and declared > room:
+            raise ApiError(
+                Errors.BEYOND_LENGTH if length_known else Errors.MAX_SIZE_EXCEEDED,
+                f"{declared} bytes at offset {offset}, room for {room}",
+            )
+
     def _room(self, upload: Upload) -> int:
         limit = upload.length if upload.length is not None else self.settings.max_size
         return limit - upload.offset
@@ -603,12 +639,12 @@ class TusHandler:
         quota_left: int | None = None,
     ) -> Upload:
         room = self._room(upload)
-        declared = request.content_length
-        if declared is not None and declared > room:
-            raise ApiError(
-                Errors.BEYOND_LENGTH if upload.length is not None else Errors.MAX_SIZE_EXCEEDED,
-                f"{declared} bytes at offset {upload.offset}, room for {room}",
-            )
+        self._check_declared(
+            request.content_length,
+            room,
+            length_known=upload.length is not None,
+            offset=upload.offset,
+        )
         try:
             writer = await self.blobs.open_writer(
                 upload.id, upload.offset, checksum.algorithm if checksum else None

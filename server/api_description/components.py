@@ -1,0 +1,303 @@
+"""Shared schemas (the error body, meetings, webhooks, ...) and response headers."""
+
+from __future__ import annotations
+
+from server.api_description.parts import (
+    Json,
+    ref,
+)
+from server.errors import TUS_VERSION, ErrorKind, Errors
+from server.params import MAX_DB_INT, MAX_TRACK_CHARS
+from server.tus.handler import EXTENSIONS
+from server.tus.headers import CHECKSUM_ALGORITHMS
+from server.webhooks_api import EVENT_TYPES
+
+# Every named error code (server/errors.py), listed in the Error schema.
+ERROR_CODES = sorted({v.code for v in vars(Errors).values() if isinstance(v, ErrorKind)})
+NULLABLE_STR = {"type": ["string", "null"]}
+NULLABLE_NUM = {"type": ["number", "null"]}
+NULLABLE_INT = {"type": ["integer", "null"]}
+NON_BLANK = "\\S"
+
+# server/params.py's is_track_name, as near as a pattern gets: printable is Python's
+# str.isprintable (no control, format or separator characters but the space).
+TRACK_NAME: Json = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": MAX_TRACK_CHARS,
+    "allOf": [{"pattern": NON_BLANK}, {"pattern": "^[^\\x00-\\x1f\\x7f-\\xa0]+$"}],
+    "description": "1 to 200 printable characters, not all blank.",
+}
+
+SCHEMAS: Json = {
+    "Error": {
+        "type": "object",
+        "required": ["error"],
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["code", "message"],
+                "properties": {
+                    "code": {
+                        "type": "string",
+                        "pattern": "^ERR_[A-Z0-9_]+$",
+                        "description": "Stable and machine-readable: one of "
+                        + ", ".join(ERROR_CODES)
+                        + ", or ERR_HTTP_<status> for a refusal by the HTTP layer.",
+                    },
+                    "message": {"type": "string", "description": "For people; may change."},
+                },
+            }
+        },
+    },
+    "MeetingCreate": {
+        "type": "object",
+        "properties": {
+            "title": {**NULLABLE_STR, "minLength": 1, "maxLength": 500, "pattern": NON_BLANK},
+            "external_id": {
+                **NULLABLE_STR,
+                "minLength": 1,
+                "maxLength": 200,
+                "pattern": NON_BLANK,
+                "description": "The caller's own id: a second creation with it answers the "
+                "first meeting (200).",
+            },
+            "tracks": {
+                "type": "array",
+                "maxItems": 64,
+                "uniqueItems": True,
+                "items": TRACK_NAME,
+                "description": "The tracks chunks may name; none: any track.",
+            },
+        },
+    },
+    "Finalize": {
+        "type": "object",
+        "required": ["last_seq"],
+        "properties": {
+            "last_seq": {
+                "type": "object",
+                "description": "The last seq of each track.",
+                "additionalProperties": {"type": "integer", "minimum": 0},
+            }
+        },
+    },
+    "Meeting": {
+        "type": "object",
+        "required": [
+            "id",
+            "external_id",
+            "title",
+            "tracks",
+            "state",
+            "last_seq",
+            "error",
+            "created_at",
+            "finalized_at",
+            "completed_at",
+            "waiting_for",
+            "progress",
+            "missing",
+            "gaps",
+            "chunks",
+        ],
+        "properties": {
+            "id": {"type": "string"},
+            "external_id": NULLABLE_STR,
+            "title": NULLABLE_STR,
+            "tracks": {"type": "array", "items": {"type": "string"}},
+            "state": {
+                "type": "string",
+                "enum": ["recording", "finalizing", "complete", "failed", "abandoned"],
+            },
+            "last_seq": {
+                "type": ["object", "null"],
+                "additionalProperties": {"type": "integer", "minimum": 0},
+            },
+            "error": NULLABLE_STR,
+            "created_at": {"type": "number"},
+            "finalized_at": NULLABLE_NUM,
+            "completed_at": NULLABLE_NUM,
+            "waiting_for": {"type": "array"},
+            "progress": {
+                "type": "object",
+                "required": ["lag_audio_s", "queue_position", "eta_s"],
+                "properties": {
+                    "lag_audio_s": {"type": "number", "minimum": 0},
+                    "queue_position": NULLABLE_INT,
+                    "eta_s": {"type": "number", "minimum": 0},
+                },
+            },
+            "missing": {"type": "array"},
+            "gaps": {"type": "array", "items": ref("schemas", "TrackSeq")},
+            "chunks": {"type": "array", "items": ref("schemas", "Chunk")},
+        },
+    },
+    "TrackSeq": {
+        "type": "object",
+        "required": ["track", "seq"],
+        "properties": {"track": {"type": "string"}, "seq": {"type": "integer"}},
+    },
+    "Chunk": {
+        "type": "object",
+        "required": ["track", "seq", "start_ms", "state", "bytes", "length", "upload_url"],
+        "properties": {
+            "track": {"type": "string"},
+            "seq": {"type": "integer", "minimum": 0, "maximum": MAX_DB_INT},
+            "start_ms": {"type": "integer", "minimum": 0},
+            "state": {
+                "type": "string",
+                "enum": [
+                    "created",
+                    "uploading",
+                    "uploaded",
+                    "rejected",
+                    "waiting",
+                    "queued",
+                    "transcribing",
+                    "transcribed",
+                    "failed",
+                    "cancelled",
+                ],
+            },
+            "error": NULLABLE_STR,
+            "bytes": {"type": "integer", "minimum": 0},
+            "length": NULLABLE_INT,
+            "duration_s": NULLABLE_NUM,
+            "attempts": {"type": "integer"},
+            "transcribed_at": NULLABLE_NUM,
+            "worker": NULLABLE_STR,
+            "upload_url": {"type": "string"},
+        },
+    },
+    "Transcript": {
+        "type": "object",
+        "required": ["meeting_id", "final", "segments", "gaps"],
+        "properties": {
+            "meeting_id": {"type": "string"},
+            "final": {"type": "boolean"},
+            "segments": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["start", "end", "track", "text", "words"],
+                    "properties": {
+                        "start": {"type": "number"},
+                        "end": {"type": "number"},
+                        "track": {"type": "string"},
+                        "text": {"type": "string"},
+                        "words": {"type": "array"},
+                    },
+                },
+            },
+            "gaps": {"type": "array"},
+        },
+    },
+    "WebhookCreate": {
+        "type": "object",
+        "required": ["url", "secret", "events"],
+        "properties": {
+            "url": {"type": "string", "format": "uri", "pattern": "^https?://"},
+            "secret": {
+                "type": "string",
+                "pattern": "^whsec_[A-Za-z0-9+/]+=*$",
+                "description": "`whsec_` + base64 of a 24 to 64 byte key.",
+            },
+            "events": {
+                "type": "array",
+                "minItems": 1,
+                "items": {"type": "string", "enum": sorted(EVENT_TYPES)},
+            },
+        },
+    },
+    "Webhook": {
+        "type": "object",
+        "required": ["id", "url", "events", "created_at"],
+        "properties": {
+            "id": {"type": "string"},
+            "url": {"type": "string"},
+            "events": {"type": "array", "items": {"type": "string"}},
+            "created_at": {"type": "number"},
+        },
+    },
+    "WebhookList": {
+        "type": "object",
+        "required": ["webhooks"],
+        "properties": {"webhooks": {"type": "array", "items": ref("schemas", "Webhook")}},
+    },
+    "DeliveryList": {
+        "type": "object",
+        "required": ["deliveries"],
+        "properties": {
+            "deliveries": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["id", "event_id", "type", "status", "attempts"],
+                    "properties": {
+                        "id": {"type": "integer"},
+                        "event_id": {"type": "integer"},
+                        "type": {"type": "string"},
+                        "meeting_id": NULLABLE_STR,
+                        "status": {"type": "string", "enum": ["pending", "delivered", "dead"]},
+                        "attempts": {"type": "integer"},
+                        "last_status": NULLABLE_INT,
+                        "last_error": NULLABLE_STR,
+                        "next_attempt_at": NULLABLE_NUM,
+                        "delivered_at": NULLABLE_NUM,
+                    },
+                },
+            }
+        },
+    },
+    "Replayed": {
+        "type": "object",
+        "required": ["replayed"],
+        "properties": {"replayed": {"type": "integer", "minimum": 0}},
+    },
+    "Ready": {
+        "type": "object",
+        "required": ["ready", "checks"],
+        "properties": {
+            "ready": {"type": "boolean"},
+            "checks": {"type": "object", "additionalProperties": {"type": "string"}},
+        },
+    },
+}
+
+
+def _h(description: str, schema: Json, required: bool = True) -> Json:
+    return {"description": description, "required": required, "schema": schema}
+
+
+_DIGITS_SCHEMA = {"type": "string", "pattern": "^[0-9]+$"}
+_OPTIONAL_HEADERS: Json = {
+    "Location": _h("The upload's URL.", {"type": "string", "format": "uri"}),
+    "Upload-Offset": _h("The upload's offset in bytes.", _DIGITS_SCHEMA),
+    "Upload-Expires": _h("When an unfinished upload expires (an HTTP date).", {"type": "string"}),
+    "Upload-Length": _h("The upload's length in bytes.", _DIGITS_SCHEMA),
+    "Upload-Defer-Length": _h("`1`: the length is not declared yet.", {"const": "1"}),
+    "Upload-Metadata": _h("The metadata the creation gave.", {"type": "string"}),
+    "Upload-Concat": _h(
+        "`partial`, or `final;` and its parts' URLs.",
+        {"type": "string", "pattern": "^(partial|final;.*)$"},
+    ),
+}
+HEADERS: Json = {
+    "Tus-Resumable": _h("The tus version the server speaks.", {"const": TUS_VERSION}),
+    "Tus-Version": _h("The tus versions the server supports.", {"const": TUS_VERSION}),
+    "Tus-Extension": _h("Supported tus extensions.", {"const": EXTENSIONS}),
+    "Tus-Max-Size": _h("The largest upload, in bytes.", _DIGITS_SCHEMA),
+    "Tus-Checksum-Algorithm": _h(
+        "Upload-Checksum algorithms.", {"const": ",".join(CHECKSUM_ALGORITHMS)}
+    ),
+    "Allow": _h("The methods the URL answers.", {"type": "string", "minLength": 1}),
+    "Cache-Control": _h("Never cached.", {"type": "string", "pattern": "no-(store|cache)"}),
+    "WWW-Authenticate": _h("The bearer challenge.", {"type": "string", "pattern": "^Bearer "}),
+    "Retry-After": _h("Seconds to wait before trying again.", _DIGITS_SCHEMA),
+    **_OPTIONAL_HEADERS,
+    **{
+        name + "-optional": {**header, "required": False}
+        for name, header in _OPTIONAL_HEADERS.items()
+    },
+}
