@@ -10,6 +10,8 @@ from server.api_keys_file import KeysFileError, parse_env_keys, parse_keys
 from server.auth import api_keys_from, fingerprint
 from server.key_limits import KeyLimits
 
+pytestmark = pytest.mark.storage_free
+
 TOKEN = "dG9rZW4tdG9rZW4tdG9rZW4="  # base64, "=" and all
 
 

@@ -41,6 +41,8 @@ from tests.conftest import TUS, metadata
 from tests.server_process import ServerProcess
 from tests.stored_state import sqlite_server, stored
 
+pytestmark = pytest.mark.storage_free
+
 KEY = "fuzz-key-0123456789abcdef"
 # Operations that could make the server send a request somewhere: never fuzzed.
 SENDS_REQUESTS = ("createWebhook", "replayDeliveries", "replayDelivery")

@@ -28,6 +28,8 @@ VOICE_TEXT = (
     "The budget review moves to Thursday afternoon, and the design team will bring the new plans."
 )
 
+pytestmark = pytest.mark.storage_free
+
 
 @pytest.fixture(scope="module")
 def pulse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PulseDaemon]:

@@ -18,6 +18,8 @@ import requests
 from tests.conftest import TUS, tus_create
 from tests.server_process import ServerProcess
 
+pytestmark = pytest.mark.storage_free
+
 
 @pytest.fixture(scope="module")
 def strict_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:

@@ -26,6 +26,8 @@ from transcribe.engine import EngineSettings, WhisperEngine
 from transcribe.track_step import transcribe_blocks
 from transcribe.worker import chunk_blocks
 
+pytestmark = pytest.mark.storage_free
+
 seconds, path = int(sys.argv[1]), sys.argv[2]
 mux = OggOpusMuxer(serial=3)
 with open(path, "wb") as f:

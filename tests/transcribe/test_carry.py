@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from tests.conftest import REFERENCE, words
 from transcribe.carry import SAMPLE_RATE, AudioPiece, build_window
 from transcribe.long_form import DecoderState, windows_ready
 from transcribe.track_step import TrackCarry, transcribe_step, transcribe_track
+
+pytestmark = pytest.mark.storage_free
 
 SR = SAMPLE_RATE
 

@@ -11,6 +11,8 @@ from tests.conftest import REFERENCE, words
 from transcribe.carry import SAMPLE_RATE
 from transcribe.track_step import transcribe_track
 
+pytestmark = pytest.mark.storage_free
+
 SR = SAMPLE_RATE
 READINGS_AT_S = (1.0, 27.5, 48.0)  # one across the first window's end
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from transcribe.subtitle_cues import CueWord, cut_cues, words_from_text, wrap
+
+pytestmark = pytest.mark.storage_free
 
 
 def _words(text: str, step_ms: int = 300) -> list[CueWord]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from transcribe.word_timing import (
     TimedWord,
     line_text,
@@ -11,6 +13,8 @@ from transcribe.word_timing import (
     snap_to_speech,
     split_at_pauses,
 )
+
+pytestmark = pytest.mark.storage_free
 
 SPEECH = [(1000, 2000), (5000, 9000)]
 
