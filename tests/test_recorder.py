@@ -146,3 +146,67 @@ def test_full_spool_says_so_and_drops_nothing(tmp_path, transcribing_server):
     assert "spool full" in r.stderr and "no audio is dropped" in r.stderr
     transcript = json.loads(r.stdout.split("\n", 1)[1])
     assert words(" ".join(s["text"] for s in transcript["segments"])) == REFERENCE
+
+
+@pytest.mark.crash
+def test_finalize_only_after_a_crash_uploads_and_finishes(tmp_path, transcribing_server):
+    spool = tmp_path / "spool"
+    base = [
+        sys.executable,
+        "-m",
+        "server.cli",
+        "record",
+        "--server",
+        transcribing_server.url,
+        "--spool",
+        str(spool),
+    ]
+    first = subprocess.Popen(
+        [*base, "--track", f"mic={JFK}", "--segment-seconds", "2", "--realtime"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    meeting_id = first.stdout.readline().strip()
+    deadline = time.monotonic() + 30
+    while _uploaded(spool) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    first.send_signal(signal.SIGKILL)
+    first.wait(10)
+    closed = len(json.loads((spool / "state.json").read_text())["segments"])
+    r = subprocess.run(
+        [*base, "--finalize-only", "--wait", "--format", "json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split("\n", 1)[0] == meeting_id
+    assert json.loads(r.stdout.split("\n", 1)[1])["final"] is True
+    view = requests.get(f"{transcribing_server.url}/meetings/{meeting_id}", timeout=10).json()
+    assert view["state"] == "complete"
+    # Every closed segment arrived and nothing more was recorded.
+    assert view["last_seq"] == {"mic": closed - 1} and len(view["chunks"]) == closed
+    assert sorted(p.name for p in spool.iterdir()) == ["state.json"]
+
+
+def test_finalize_only_needs_a_spool(tmp_path):
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "server.cli",
+            "record",
+            "--server",
+            "http://127.0.0.1:9",
+            "--spool",
+            str(tmp_path / "none"),
+            "--finalize-only",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode != 0 and "--finalize-only needs an existing spool" in r.stderr
