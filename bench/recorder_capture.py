@@ -26,12 +26,14 @@ import time
 from pathlib import Path
 
 import numpy as np
+import requests
 import soundfile
 
 from bench.pulse_daemon import PulseDaemon
 from bench.server_under_test import ROOT, RollscribeServer, rss_kib, save_results
 from bench.spoken_meeting import PLANNING, PLANNING_VOICES, SR, build_meeting
 
+TUS = {"Tus-Resumable": "1.0.0"}
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -69,6 +71,25 @@ def upload_lags(spool: Path) -> list[float]:
     return [s["uploaded_at"] - s["closed_at"] for s in segments if s.get("uploaded_at")]
 
 
+def last_onset_ms(server_url: str, meeting_id: str, track: str, folder: Path) -> float:
+    """Meeting time where the last chunk of a track holding a loud tone starts it."""
+    from codec.decode import decode_to_16k_mono
+
+    view = requests.get(f"{server_url}/meetings/{meeting_id}", timeout=10).json()
+    chunks = sorted((c for c in view["chunks"] if c["track"] == track), key=lambda c: -c["seq"])
+    for chunk in chunks:
+        body = requests.get(server_url + chunk["upload_url"], headers=TUS, timeout=30).content
+        path = folder / f"{track}-{chunk['seq']}.opus"
+        path.write_bytes(body)
+        audio = decode_to_16k_mono(path)
+        loud = np.flatnonzero(np.abs(audio) > 0.6)
+        if len(loud):
+            # The tone is the last loud second: its first sample above the threshold.
+            start = loud[loud >= loud[-1] - SR][0]
+            return chunk["start_ms"] + start * 1000 / SR
+    raise RuntimeError(f"no tone on {track}")
+
+
 def live(folder: Path, minutes: float, segment_s: float) -> dict[str, object]:
     tracks = meeting_tracks(folder, minutes)
     pulse = PulseDaemon(folder / "pulse").start()
@@ -94,9 +115,22 @@ def live(folder: Path, minutes: float, segment_s: float) -> dict[str, object]:
         audio_min = (time.monotonic() - started) / 60
         cpu = cpu_s(process.pid) - cpu_before
         peak = rss_kib(process.pid, "VmHWM")
+        # At the end: one tone into both sinks at the same instant; where each track has it
+        # says how far apart the tracks have drifted.
+        tone = folder / "tone.wav"
+        t = np.arange(SR) / SR
+        soundfile.write(tone, (0.8 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), SR)
+        time.sleep(2)
+        pulse.play("both", tone).wait(10)
+        time.sleep(2)
         process.send_signal(signal.SIGINT)
         process.communicate(timeout=120)
         lags = upload_lags(folder / "live-spool")
+        meeting_id = json.loads((folder / "live-spool" / "state.json").read_text())["meeting_id"]
+        onsets = {
+            track: last_onset_ms(server.url, meeting_id, track, folder)
+            for track in ("mic", "system")
+        }
     finally:
         server.stop()
         pulse.stop()
@@ -109,6 +143,8 @@ def live(folder: Path, minutes: float, segment_s: float) -> dict[str, object]:
         "segments": len(lags),
         "upload_lag_s_median": round(statistics.median(lags), 3),
         "upload_lag_s_max": round(max(lags), 3),
+        "tone_at_end_ms": {k: round(v, 1) for k, v in onsets.items()},
+        "tracks_apart_at_end_ms": round(abs(onsets["mic"] - onsets["system"]), 1),
     }
 
 
@@ -154,16 +190,15 @@ def long(folder: Path, minutes: float, speed: float, segment_s: float) -> dict[s
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--minutes", type=float, default=3.0, help="live recording length")
-    parser.add_argument("--long-minutes", type=float, default=120.0)
+    parser.add_argument("--long-minutes", type=float, default=120.0, help="0: skip")
     parser.add_argument("--speed", type=float, default=60.0)
     parser.add_argument("--segment-seconds", type=float, default=30.0)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        results = {
-            "live": live(folder, args.minutes, args.segment_seconds),
-            "long": long(folder, args.long_minutes, args.speed, args.segment_seconds),
-        }
+        results = {"live": live(folder, args.minutes, args.segment_seconds)}
+        if args.long_minutes > 0:
+            results["long"] = long(folder, args.long_minutes, args.speed, args.segment_seconds)
     print(json.dumps(results, indent=2))
     print("saved", save_results("recorder_capture", results))
 

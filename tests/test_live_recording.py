@@ -107,8 +107,11 @@ class RecorderProcess:
         return out
 
 
-def _live(*devices: str) -> list[str]:
-    return ["--mic", devices[0], "--system", devices[1], "--segment-seconds", "3"]
+WAIT_JSON = ("--wait", "--format", "json")
+
+
+def _live(mic: str, system: str, segment_s: float = 3) -> list[str]:
+    return ["--mic", mic, "--system", system, "--segment-seconds", str(segment_s)]
 
 
 def _spoken(transcript: dict, track: str) -> list[str]:
@@ -129,9 +132,7 @@ def test_records_the_microphone_and_what_the_computer_plays(
         *_live("meeting_mic.monitor", "meeting_out"),
         "--title",
         "standup",
-        "--wait",
-        "--format",
-        "json",
+        *WAIT_JSON,
     )
     recorder.wait_for(": recording ", count=2)
     mic = pulse.play("meeting_mic", jfk)
@@ -197,7 +198,7 @@ def test_a_killed_recorder_continues_the_same_meeting(
     pulse: PulseDaemon, server: ServerProcess, voice: Path, jfk: Path, tmp_path: Path
 ) -> None:
     spool = tmp_path / "spool"
-    args = [*_live("meeting_mic.monitor", "meeting_out"), "--segment-seconds", "2"]
+    args = _live("meeting_mic.monitor", "meeting_out", segment_s=2)
     first = RecorderProcess(pulse, server, spool, *args)
     first.wait_for(": recording ", count=2)
     players = [pulse.play("meeting_mic", jfk), pulse.play("meeting_out", voice)]
@@ -208,7 +209,7 @@ def test_a_killed_recorder_continues_the_same_meeting(
     first.process.send_signal(signal.SIGKILL)  # the recorder crashes mid-meeting
     first.process.wait(10)
     closed = {(s["track"], s["seq"]) for s in _state(spool)["segments"]}
-    second = RecorderProcess(pulse, server, spool, *args, "--wait", "--format", "json")
+    second = RecorderProcess(pulse, server, spool, *args, *WAIT_JSON)
     assert second.meeting_id == first.meeting_id  # the same meeting, continued
     second.wait_for(": recording ", count=2)
     for player in players:
@@ -244,12 +245,8 @@ def test_a_server_outage_of_10_seconds_loses_nothing(
         pulse,
         server,
         tmp_path / "spool",
-        *_live("meeting_mic.monitor", "meeting_out"),
-        "--segment-seconds",
-        "2",
-        "--wait",
-        "--format",
-        "json",
+        *_live("meeting_mic.monitor", "meeting_out", segment_s=2),
+        *WAIT_JSON,
     )
     recorder.wait_for(": recording ", count=2)
     players = [pulse.play("meeting_mic", jfk), pulse.play("meeting_out", voice)]
@@ -272,12 +269,8 @@ def test_a_device_that_disappears_keeps_what_it_recorded(
         pulse,
         server,
         tmp_path / "spool",
-        *_live("meeting_mic.monitor", "meeting_spare"),
-        "--segment-seconds",
-        "2",
-        "--wait",
-        "--format",
-        "json",
+        *_live("meeting_mic.monitor", "meeting_spare", segment_s=2),
+        *WAIT_JSON,
     )
     try:
         recorder.wait_for(": recording ", count=2)
@@ -349,9 +342,7 @@ def test_a_full_spool_drops_live_audio_and_says_so(
         pulse,
         server,
         tmp_path / "spool",
-        *_live("meeting_mic.monitor", "meeting_out"),
-        "--segment-seconds",
-        "2",
+        *_live("meeting_mic.monitor", "meeting_out", segment_s=2),
         "--spool-max-bytes",
         "12000",  # two or three segments of speech
     )
