@@ -99,9 +99,9 @@ class RecorderProcess:
             assert time.monotonic() < deadline, f"no {text!r} in: {self.stderr}"
             time.sleep(0.05)
 
-    def finish(self, timeout: float = 120) -> str:
-        """SIGINT (Ctrl-C), then what it printed after the meeting id."""
-        self.process.send_signal(signal.SIGINT)
+    def finish(self, timeout: float = 120, how: signal.Signals = signal.SIGINT) -> str:
+        """Ctrl-C (or `how`), then what it printed after the meeting id."""
+        self.process.send_signal(how)
         out, _ = self.process.communicate(timeout=timeout)
         assert self.process.returncode == 0, self.stderr
         return out
@@ -185,7 +185,8 @@ def test_tracks_are_aligned_by_counted_frames(
     played_at = time.time()
     pulse.play("both", tone).wait(10)  # one stream into both sinks at the same instant
     time.sleep(1.0)
-    recorder.finish()
+    recorder.finish(how=signal.SIGTERM)  # as a service manager stops it
+    assert "SIGTERM: closing the open segments" in recorder.stderr
     mic, system = (_onset_ms(server, recorder.meeting_id, t, tmp_path) for t in ("mic", "system"))
     assert abs(mic - system) < 100, (mic, system)
     # And where the wall clock says it was played (paplay's start and buffering: < 0.5 s).
