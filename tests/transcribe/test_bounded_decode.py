@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile
 
 from codec.decode import decode_blocks, decode_to_16k_mono
@@ -15,6 +16,8 @@ from tests.conftest import REFERENCE, words
 from tests.server_process import JFK, ROOT
 from transcribe.carry import SAMPLE_RATE, AudioPiece
 from transcribe.track_step import transcribe_blocks
+
+pytestmark = pytest.mark.storage_free
 
 # Runs one chunk through the worker's own path (decode in blocks, a step per block) in a
 # fresh process and prints how much the peak resident memory grew meanwhile.
@@ -25,8 +28,6 @@ from codec.opus_packets import SILENCE_FRAME
 from transcribe.engine import EngineSettings, WhisperEngine
 from transcribe.track_step import transcribe_blocks
 from transcribe.worker import chunk_blocks
-
-pytestmark = pytest.mark.storage_free
 
 seconds, path = int(sys.argv[1]), sys.argv[2]
 mux = OggOpusMuxer(serial=3)
