@@ -535,3 +535,8 @@ def run_from_args(args: argparse.Namespace) -> None:
         Recorder(args).run()
     except DeviceError as exc:
         raise SystemExit(f"rollscribe record: {exc}") from None
+    except KeyboardInterrupt:  # a second Ctrl-C
+        raise SystemExit(
+            f"rollscribe record: stopped; {args.spool} keeps what is not uploaded yet "
+            "(run again with --spool to finish, --finalize-only to just finalize)"
+        ) from None
