@@ -22,14 +22,10 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TypeVar
 
 import numpy as np
-import requests
-from tusclient import client as tus_client
-from tusclient.exceptions import TusCommunicationError, TusUploadFailed
 
 from client.audio_devices import (
     CAPTURE_RATE,
@@ -41,34 +37,21 @@ from client.audio_devices import (
     list_devices,
 )
 from client.spool import SegmentState, Spool, SpoolState, TrackState
+from client.spool_uploader import NETWORK_ERRORS, SpoolUploader
 from client.status_line import StatusLine, clock
 from client.track_recorder import TrackRecorder
 from codec.segmenter import ENCODE_RATE, iter_pcm
 
-TUS_CHUNK = 4 * 1024 * 1024
-NETWORK_ERRORS = (
-    requests.ConnectionError,
-    requests.Timeout,
-    TusCommunicationError,
-    TusUploadFailed,
-)
 LAG_POLL_S = 5.0
-T = TypeVar("T")
 
 
 class Recorder:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.spool = Spool(Path(args.spool), args.spool_max_bytes)
-        self.session = requests.Session()
-        self.headers: dict[str, str] = {}
-        if args.api_key:
-            self.headers["Authorization"] = f"Bearer {args.api_key}"
-            self.session.headers.update(self.headers)
         self.server = args.server.rstrip("/")
         self.status = StatusLine()
         self.lock = threading.Lock()
-        self.wake = threading.Event()  # a segment closed: upload it
         self.stop = threading.Event()  # Ctrl-C / SIGTERM: close the segments and finish
         self.recorders: dict[str, TrackRecorder] = {}
         self.state = self._load_or_start()
@@ -111,37 +94,28 @@ class Recorder:
             part.unlink()
         if state.title is None:
             state.title = self.args.title
-        if state.meeting_id is None:
-            state.meeting_id = self._with_backoff(lambda: self._create_meeting(state))
         self.spool.save(state)
+        self.uploader = SpoolUploader(
+            self.spool,
+            state,
+            self.lock,
+            say=self.status.say,
+            note=self._note,
+            api_key=self.args.api_key,
+            on_uploaded=self._uploaded,
+        )
+        self.uploader.ensure_meeting({"tracks": sorted(state.tracks)})
         print(state.meeting_id, flush=True)
         return state
 
-    def _create_meeting(self, state: SpoolState) -> str:
-        body: dict[str, object] = {"external_id": state.external_id, "tracks": sorted(state.tracks)}
-        if state.title:
-            body["title"] = state.title
-        r = self.session.post(f"{self.server}/meetings", timeout=30, json=body)
-        r.raise_for_status()
-        return str(r.json()["id"])
+    def _note(self, text: str) -> None:
+        self.status.status.note = text
 
-    def _with_backoff(self, action: Callable[[], T], patient: bool = True) -> T:
-        delay = 0.5
-        while True:
-            try:
-                return action()
-            except NETWORK_ERRORS as exc:
-                if not patient and self.stop.is_set():
-                    raise
-                self.status.status.note = f"server unreachable, retrying in {delay:.0f} s"
-                if not self.status.enabled:
-                    self.status.say(f"server unreachable ({type(exc).__name__}); retrying")
-                time.sleep(delay)
-                delay = min(10.0, delay * 2)
+    def _uploaded(self, _segment: SegmentState) -> None:
+        self.status.status.uploaded += 1
 
     def save(self) -> None:
-        with self.lock:
-            self.spool.save(self.state)
+        self.uploader.save()
 
     # ---- recording --------------------------------------------------------------------
 
@@ -157,7 +131,7 @@ class Recorder:
             track.samples_done += frames
             self.spool.save(self.state)
         self.status.status.spooled += 1
-        self.wake.set()
+        self.uploader.wake.set()
 
     def _recorder(self, name: str) -> TrackRecorder:
         recorder = TrackRecorder(
@@ -263,65 +237,6 @@ class Recorder:
             self.status.status.note = ""
         recorder.write(block)
 
-    # ---- uploading --------------------------------------------------------------------
-
-    def upload_loop(self, recording: threading.Thread) -> None:
-        # A crash between marking a segment uploaded and deleting its file (below) leaves
-        # the file behind; the server holds all of it, so it goes now.
-        with self.lock:
-            done = [s.path for s in self.state.segments if s.uploaded]
-        for path in done:
-            Path(path).unlink(missing_ok=True)
-        while True:
-            with self.lock:
-                todo = [s for s in self.state.segments if not s.uploaded]
-            for segment in todo:
-                self._with_backoff(lambda s=segment: self._upload(s))
-            if not todo:
-                if not recording.is_alive():
-                    with self.lock:
-                        if all(s.uploaded for s in self.state.segments):
-                            return
-                self.wake.wait(0.5)
-                self.wake.clear()
-
-    def _upload(self, segment: SegmentState) -> None:
-        client = tus_client.TusClient(f"{self.server}/files/", headers=self.headers)
-        meta = {
-            "meeting_id": self.state.meeting_id or "",
-            "track": segment.track,
-            "seq": str(segment.seq),
-            "start_ms": str(segment.start_ms),
-            "filename": Path(segment.path).name,
-            "filetype": "audio/ogg",
-        }
-        if segment.upload_url is None:
-            uploader = client.uploader(
-                segment.path, metadata=meta, chunk_size=TUS_CHUNK, retries=2, retry_delay=0.5
-            )
-            url = uploader.create_url()
-            with self.lock:
-                segment.upload_url = url
-                self.spool.save(self.state)
-            uploader.set_url(url)
-            uploader.offset = uploader.get_offset()
-        else:
-            uploader = client.uploader(
-                segment.path,
-                url=segment.upload_url,
-                chunk_size=TUS_CHUNK,
-                retries=2,
-                retry_delay=0.5,
-            )
-        uploader.upload()
-        # Deleted only once the server holds every byte (the last PATCH said so).
-        with self.lock:
-            segment.uploaded = True
-            segment.uploaded_at = time.time()
-            self.spool.save(self.state)
-        Path(segment.path).unlink(missing_ok=True)
-        self.status.status.uploaded += 1
-
     # ---- the status line ----------------------------------------------------------------
 
     def _show_status(self, running: threading.Event) -> None:
@@ -342,7 +257,9 @@ class Recorder:
 
     def _lag_s(self) -> float | None:
         try:
-            r = self.session.get(f"{self.server}/meetings/{self.state.meeting_id}", timeout=2)
+            r = self.uploader.session.get(
+                f"{self.server}/meetings/{self.state.meeting_id}", timeout=2
+            )
             return float(r.json()["progress"]["lag_audio_s"]) if r.ok else None
         except (*NETWORK_ERRORS, ValueError, KeyError, TypeError):
             return None
@@ -350,41 +267,17 @@ class Recorder:
     # ---- the end ------------------------------------------------------------------------
 
     def finalize(self) -> None:
-        last_seq = {name: t.next_seq - 1 for name, t in self.state.tracks.items() if t.next_seq}
-
-        def call() -> None:
-            r = self.session.post(
-                f"{self.server}/meetings/{self.state.meeting_id}/finalize",
-                json={"last_seq": last_seq},
-                timeout=30,
-            )
-            r.raise_for_status()
-
-        self._with_backoff(call)
-        self.state.finalized = True
-        self.save()
+        self.uploader.finalize(
+            {name: t.next_seq - 1 for name, t in self.state.tracks.items() if t.next_seq}
+        )
 
     def wait_and_write(self) -> None:
-        def view() -> dict:
-            r = self.session.get(f"{self.server}/meetings/{self.state.meeting_id}", timeout=30)
-            r.raise_for_status()
-            return r.json()
-
-        while (current := self._with_backoff(view))["state"] not in ("complete", "failed"):
+        path = f"/meetings/{self.state.meeting_id}"
+        while (current := self.uploader.get_json(path))["state"] not in ("complete", "failed"):
             self.status.status.note = f"meeting {current['state']}"
             self.status.show()
             time.sleep(0.5)
-
-        def transcript() -> str:
-            r = self.session.get(
-                f"{self.server}/meetings/{self.state.meeting_id}/transcript",
-                params={"format": self.args.format},
-                timeout=30,
-            )
-            r.raise_for_status()
-            return r.text
-
-        text = self._with_backoff(transcript)
+        text = self.uploader.get_text(f"{path}/transcript", {"format": self.args.format})
         if self.args.output:
             Path(self.args.output).write_text(text)
         else:
@@ -415,7 +308,7 @@ class Recorder:
         )
         recording.start()
         try:
-            self.upload_loop(recording)
+            self.uploader.run(more_to_come=recording.is_alive)
             recording.join()
             if not self.state.finalized:
                 self.finalize()

@@ -1,4 +1,4 @@
-"""The recorder's durable local state: which audio became which segment, and what the
+"""A recording client's durable local state: which audio became which segment, and what the
 server confirmed. Written atomically after every change, so a killed recorder resumes."""
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ class TrackState:
     samples_done: int = 0  # 48 kHz samples already in closed segments
     next_seq: int = 0
     finished: bool = False  # a file: all of it is in closed segments
+    label: str | None = None  # shown in the transcript instead of the track's name
 
 
 @dataclass
@@ -30,6 +31,7 @@ class SegmentState:
     uploaded: bool = False
     closed_at: float | None = None  # wall clock, for the upload lag (benchmarks, support)
     uploaded_at: float | None = None
+    failed: str | None = None  # why the server refused it for good (it stays in the spool)
 
 
 @dataclass
@@ -45,12 +47,17 @@ class SpoolState:
     tracks: dict[str, TrackState] = field(default_factory=dict)
     segments: list[SegmentState] = field(default_factory=list)
     finalized: bool = False
+    # What a client needs to pick the meeting up again (the Discord bot: guild and channels).
+    source: dict[str, str] = field(default_factory=dict)
 
 
 class Spool:
-    def __init__(self, folder: Path, max_bytes: int) -> None:
+    def __init__(self, folder: Path, max_bytes: int, budget_folder: Path | None = None) -> None:
+        """`budget_folder`: where `max_bytes` is counted, when several spools share one cap
+        (the Discord bot's meetings, each in its own folder under one spool)."""
         self.folder = folder
         self.max_bytes = max_bytes
+        self.budget_folder = budget_folder or folder
         self.folder.mkdir(parents=True, exist_ok=True)
         self.state_path = folder / "state.json"
 
@@ -76,7 +83,14 @@ class Spool:
         return self.folder / f"{safe}-{seq:06d}.opus"
 
     def used_bytes(self) -> int:
-        return sum(p.stat().st_size for p in self.folder.glob("*.opus"))
+        total = 0
+        for pattern in ("*.opus", "*.part"):
+            for path in self.budget_folder.rglob(pattern):
+                try:
+                    total += path.stat().st_size
+                except FileNotFoundError:  # uploaded and deleted meanwhile
+                    pass
+        return total
 
     def full(self) -> bool:
         return self.used_bytes() >= self.max_bytes

@@ -1,4 +1,4 @@
-"""`rollscribe serve | worker | record | keys add|list|revoke | db upgrade | db status`."""
+"""`rollscribe serve | worker | record | discord | keys add|list|revoke | db upgrade|status`."""
 
 from __future__ import annotations
 
@@ -130,6 +130,11 @@ def main(argv: list[str] | None = None) -> None:
     record = sub.add_parser("record", help="record audio files as a meeting (desktop recorder)")
     add_record_arguments(record)
 
+    from client.discord_bot.cli import add_discord_arguments
+
+    discord_bot = sub.add_parser("discord", help="a Discord bot that records voice channels")
+    add_discord_arguments(discord_bot)
+
     from server.keys_cli import add_keys_arguments
 
     keys = sub.add_parser("keys", help="API keys: add (prints a token once), list, revoke")
@@ -152,6 +157,10 @@ def main(argv: list[str] | None = None) -> None:
         from client.recorder import run_from_args as record_from_args
 
         record_from_args(args)
+    elif args.command == "discord":
+        from client.discord_bot.cli import run_from_args as discord_from_args
+
+        discord_from_args(args)
     elif args.command == "db":
         asyncio.run(_db(args.db_command, _database_url(args)))
     elif args.command == "keys":

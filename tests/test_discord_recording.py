@@ -1,0 +1,120 @@
+"""Three Discord speakers through the bot's receive sink into a meeting: the receive
+extension's own packet and data types, discord.py's own members, real libopus speech, a
+real server transcribing it.
+
+What Discord itself would add (the voice gateway, UDP, transport encryption) is not here:
+no Discord connection exists on the test machines."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import discord
+import pytest
+import requests
+from discord.ext.voice_recv import VoiceData
+
+from bench.transcript_scoring import normalize
+from client.discord_bot.channel_recording import ChannelRecording
+from client.discord_bot.recording_sink import RecordingSink
+from tests.discord_members import attach_voice_client, guild_and_members, voice_channel
+from tests.discord_voice import DISPLAY_NAMES, SCRIPT, USER_IDS, spoken_meeting, voice_packets
+from tests.test_end_to_end import wait_state
+
+START = 1_800_000_000.0  # the recording's wall-clock start
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = START
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture(scope="module")
+def meeting(tmp_path_factory: pytest.TempPathFactory):
+    return spoken_meeting(tmp_path_factory.mktemp("festival"))
+
+
+class Channel:
+    """discord.py's client, guild, members and voice channel (never connected)."""
+
+    def __init__(self) -> None:
+        async def build() -> None:
+            self.client = discord.Client(intents=discord.Intents.default())
+            self.guild, by_id = guild_and_members(
+                self.client, {USER_IDS[s]: name for s, name in DISPLAY_NAMES.items()}
+            )
+            self.members = {s: by_id[USER_IDS[s]] for s in DISPLAY_NAMES}
+            self.voice_channel = voice_channel(self.client, self.guild)
+
+        asyncio.run(build())
+
+
+@pytest.fixture(scope="module")
+def channel() -> Channel:
+    return Channel()
+
+
+def record(server: str, spool: Path, meeting, channel: Channel, tmp: Path, pause_s: float) -> dict:
+    clock = FakeClock()
+    recording = ChannelRecording.start(
+        spool,
+        server,
+        {"guild_id": "800000000000000001", "channel_id": "700000000000000001"},
+        "Budget",
+        segment_seconds=30.0,
+        pause_seconds=pause_s,
+        max_bytes=1 << 30,
+        started_at=START,
+        wall_clock=clock,
+    )
+    sink = RecordingSink(recording)
+    attach_voice_client(channel.client, channel.voice_channel, sink)
+    for voice in voice_packets(meeting, tmp):
+        clock.now = START + voice.at_s
+        member = channel.members[voice.speaker]
+        sink.write(member, VoiceData(voice.packet, member))
+    clock.now += 1.0
+    view = recording.finish()
+    assert view["state"] in ("finalizing", "complete"), view
+    return {"recording": recording, "meeting_id": recording.meeting_id}
+
+
+def transcript_lines(server: str, meeting_id: str) -> list[dict]:
+    r = requests.get(f"{server}/meetings/{meeting_id}/transcript", timeout=30)
+    assert r.status_code == 200, r.text
+    return r.json()["segments"]
+
+
+def test_three_speakers_with_a_late_joiner_under_their_names(
+    transcribing_server, meeting, channel, tmp_path
+):
+    server = transcribing_server.url
+    done = record(server, tmp_path / "spool", meeting, channel, tmp_path, pause_s=10.0)
+    view = wait_state(server, done["meeting_id"], "complete")
+    lines = transcript_lines(server, done["meeting_id"])
+    by_id = {str(USER_IDS[s]): s for s in USER_IDS}
+    # Every reference word, per speaker, in order.
+    for speaker in USER_IDS:
+        said = " ".join(x["text"] for x in lines if by_id[x["track"]] == speaker)
+        assert normalize(said) == normalize(meeting.reference(speaker)), speaker
+    # Each line at its time (within 0.5 s of its first sound), speakers in spoken order.
+    starts = sorted((x["start"], by_id[x["track"]]) for x in lines)
+    for line in meeting.lines:
+        assert any(s == line.track and abs(t - line.start_s) <= 0.5 for t, s in starts), line
+    order = [s for _t, s in starts]
+    turns = [s for i, s in enumerate(order) if i == 0 or order[i - 1] != s]
+    assert turns == [s for s, _text, _pause in SCRIPT]
+    # Pauses up to 10 s share a segment; the long silences are not uploaded.
+    chunks: dict[str, list[dict]] = {}
+    for chunk in view["chunks"]:
+        chunks.setdefault(by_id[chunk["track"]], []).append(chunk)
+    assert {s: len(c) for s, c in chunks.items()} == {"ann": 2, "ben": 2, "jfk": 1}
+    uploaded_s = sum(c["duration_s"] for cs in chunks.values() for c in cs)
+    speech_s = sum(x.end_s - x.start_s for x in meeting.lines)
+    assert uploaded_s < speech_s + 20.0  # ann's and ben's 7 s pauses, nothing of the rest
+    # The spool holds nothing once the meeting is finalized.
+    assert not list((tmp_path / "spool").rglob("*.opus"))
