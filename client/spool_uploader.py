@@ -78,6 +78,7 @@ class SpoolUploader:
         self.session.headers.update(self.headers)
         self.wake = threading.Event()  # a segment closed: upload it
         self.failures = 0  # attempts that failed, for status displays and tests
+        self.sleep = time.sleep  # between retries (a test counts long outages instead)
 
     # ---- retrying ------------------------------------------------------------------------
 
@@ -99,7 +100,7 @@ class SpoolUploader:
                     self.say(f"server unreachable or busy ({reason}); retrying until it answers")
                     said = True
                 self.note(f"server unreachable ({reason}), retrying in {delay:.0f} s")
-                time.sleep(delay)
+                self.sleep(delay)
                 delay = min(MAX_BACKOFF_S, delay * 2)
             else:
                 if said:
@@ -198,7 +199,7 @@ class SpoolUploader:
             except Exception as exc:  # a bug or a full disk: say it, keep the spool, go on
                 self.failures += 1
                 self.say(f"uploading failed unexpectedly ({type(exc).__name__}: {exc}); retrying")
-                time.sleep(MAX_BACKOFF_S)
+                self.sleep(MAX_BACKOFF_S)
                 continue
             # Asked in this order: a segment that closes just before the recording ends is
             # seen by the second pending().

@@ -113,16 +113,17 @@ class ChannelRecording:
         folder = spool_root / external_id.replace(":", "-")
         spool = Spool(folder, max_bytes, budget_folder=spool_root)
         state = spool.load()
-        if state is None:
-            state = SpoolState(
-                server=server,
-                external_id=external_id,
-                title=title,
-                started_at=started,
-                segment_seconds=segment_seconds,
-                source=source,
-            )
-            spool.save(state)
+        if state is not None:  # started again after the bot stopped: carry on
+            return cls.resume(folder, spool_root, pause_seconds, max_bytes, api_key, wall_clock)
+        state = SpoolState(
+            server=server,
+            external_id=external_id,
+            title=title,
+            started_at=started,
+            segment_seconds=segment_seconds,
+            source=source,
+        )
+        spool.save(state)
         recording = cls(spool, state, segment_seconds, pause_seconds, api_key, wall_clock)
         recording._run()
         return recording

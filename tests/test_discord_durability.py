@@ -1,0 +1,136 @@
+"""The bot's recording survives a long server outage and a SIGKILL: nothing lost, nothing
+uploaded twice, one meeting."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from discord.ext.voice_recv import VoiceData
+
+from bench.transcript_scoring import normalize
+from client.discord_bot.channel_recording import ChannelRecording
+from client.discord_bot.recording_sink import RecordingSink
+from tests.discord_members import attach_voice_client
+from tests.discord_voice import USER_IDS, spoken_meeting, voice_packets
+from tests.server_process import ROOT, ServerProcess
+from tests.test_discord_recording import START, Channel, FakeClock
+from tests.test_end_to_end import wait_state
+
+OUTAGE_S = 600.0
+
+
+@pytest.fixture(scope="module")
+def festival_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("festival")
+
+
+@pytest.fixture(scope="module")
+def meeting(festival_cache: Path):
+    return spoken_meeting(festival_cache)
+
+
+def assert_every_word_once(server: str, meeting_id: str, meeting) -> None:
+    r = requests.get(f"{server}/meetings/{meeting_id}/transcript", timeout=30)
+    lines = r.json()["segments"]
+    by_id = {str(USER_IDS[s]): s for s in USER_IDS}
+    for speaker in USER_IDS:
+        said = " ".join(x["text"] for x in lines if by_id[x["track"]] == speaker)
+        assert normalize(said) == normalize(meeting.reference(speaker)), speaker
+
+
+def test_ten_minutes_without_the_server_lose_nothing(tmp_path, meeting):
+    """The server is down from before the first packet until the upload thread has waited
+    out 10 minutes of retries (its sleeps are counted, not waited: the old adapter's thread
+    died after ~90 s of failures), then comes back: every word arrives."""
+    server = ServerProcess(tmp_path / "data", workers=1)  # its port, nothing listening yet
+    channel = Channel()
+    clock = FakeClock()
+    recording = ChannelRecording.start(
+        tmp_path / "spool",
+        server.url,
+        {"guild_id": "800000000000000001", "channel_id": "700000000000000001"},
+        "Outage",
+        segment_seconds=30.0,
+        pause_seconds=10.0,
+        max_bytes=1 << 30,
+        started_at=START,
+        wall_clock=clock,
+    )
+    slept: list[float] = []
+
+    def counted_sleep(seconds: float) -> None:
+        slept.append(seconds)
+        time.sleep(0.01)
+
+    recording.uploader.sleep = counted_sleep
+    sink = RecordingSink(recording)
+    attach_voice_client(channel.client, channel.voice_channel, sink)
+    for voice in voice_packets(meeting, tmp_path):
+        clock.now = START + voice.at_s
+        member = channel.members[voice.speaker]
+        sink.write(member, VoiceData(voice.packet, member))
+    clock.now += 1.0
+    recording.stop_recording()
+    deadline = time.monotonic() + 60
+    while sum(slept) < OUTAGE_S and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sum(slept) >= OUTAGE_S
+    assert all(t.is_alive() for t in recording._threads[1:])  # the upload thread lives on
+    assert recording.meeting_id is None and recording.uploads_pending == 5
+    server.start()
+    try:
+        view = recording.finish()
+        assert recording.stats.segments_uploaded == 5
+        wait_state(server.url, view["id"], "complete")
+        assert_every_word_once(server.url, view["id"], meeting)
+    finally:
+        server.stop()
+
+
+@pytest.mark.crash
+def test_bot_killed_mid_meeting_continues_into_the_same_meeting(
+    transcribing_server, tmp_path, festival_cache, meeting
+):
+    """SIGKILL during the long silence, a new bot process four meeting-seconds later: the
+    closed segments the first left in its spool are uploaded once, seqs go on, and the
+    second process records the rest of the meeting into the same meeting."""
+    server = transcribing_server.url
+    spool = tmp_path / "spool"
+    speed = 2.0
+    feeder = [sys.executable, "-m", "tests.discord_feeder", "--server", server]
+    feeder += ["--spool", str(spool), "--festival-cache", str(festival_cache)]
+    feeder += ["--speed", str(speed)]
+    first = subprocess.Popen(feeder, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    assert first.stdout is not None
+    origin = float(first.stdout.readline().split()[1])
+    time.sleep(max(0.0, origin + 48.0 / speed - time.time()))
+    first.kill()
+    first.wait()
+    state = json.loads(next(spool.glob("*/state.json")).read_text())
+    closed = {(s["track"], s["seq"], s["start_ms"]) for s in state["segments"]}
+    assert len(closed) == 4  # all closed in the silence: ann 2, ben 1, jfk 1 (none lost)
+    second = subprocess.run(
+        [*feeder, "--origin", str(origin), "--from-s", "52", "--finish"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert second.returncode == 0, second.stderr
+    meeting_id = second.stdout.split("finalized")[1].split()[0]
+    assert meeting_id == state["meeting_id"]
+    view = wait_state(server, meeting_id, "complete")
+    on_server = {(c["track"], c["seq"], c["start_ms"]) for c in view["chunks"]}
+    assert closed < on_server  # every closed segment, once (the set is keyed by seq)
+    seqs: dict[str, list[int]] = {}
+    for c in view["chunks"]:
+        seqs.setdefault(c["track"], []).append(c["seq"])
+    assert all(sorted(s) == list(range(len(s))) for s in seqs.values()), seqs
+    assert len(view["chunks"]) == 5  # and ben's last line, after the restart
+    assert_every_word_once(server, meeting_id, meeting)
