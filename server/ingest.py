@@ -14,7 +14,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from codec.errors import InvalidOpusError
 from codec.validate import validate_ogg_opus
 from server.errors import ApiError, Errors
-from server.params import MAX_TRACK_CHARS, ascii_int, is_track_name
+from server.params import (
+    MAX_TRACK_CHARS,
+    MAX_TRACK_LABEL_CHARS,
+    ascii_int,
+    is_track_label,
+    is_track_name,
+)
 from server.tus.hooks import ExistingUpload
 from storage.blob_store import BlobStore
 from storage.database import Database
@@ -28,6 +34,7 @@ from storage.state_machine import (
     transition_chunk,
     transition_meeting,
 )
+from storage.track_labels import set_track_label
 
 CHUNK_KEYS = ("meeting_id", "track", "seq", "start_ms")
 MAX_SEQ = 10_000_000
@@ -48,6 +55,7 @@ class ChunkKey:
     track: str
     seq: int
     start_ms: int
+    label: str | None = None  # what transcripts show the track as ("track_label")
 
 
 def _int_field(meta: dict[str, str | None], key: str, maximum: int) -> int:
@@ -78,11 +86,18 @@ def parse_chunk_key(meta: dict[str, str | None]) -> ChunkKey | None:
         raise ApiError(
             Errors.CHUNK_METADATA, f"track must be 1 to {MAX_TRACK_CHARS} printable characters"
         )
+    label = meta.get("track_label")
+    if "track_label" in meta and not is_track_label(label):  # a key without a value too
+        raise ApiError(
+            Errors.CHUNK_METADATA,
+            f"track_label must be 1 to {MAX_TRACK_LABEL_CHARS} printable characters, not all blank",
+        )
     return ChunkKey(
         meeting_id=meeting_id,
         track=track,
         seq=_int_field(meta, "seq", MAX_SEQ),
         start_ms=_int_field(meta, "start_ms", MAX_START_MS),
+        label=label,
     )
 
 
@@ -146,6 +161,8 @@ class ChunkIngest:
                     Errors.SEQ_AFTER_FINALIZE,
                     f"meeting is {meeting.state}; last seq of {key.track!r} is {last}",
                 )
+        if key.label is not None:  # the latest chunk's label wins: a renamed speaker
+            await set_track_label(session, meeting, key.track, key.label)
         if existing is not None:
             # A terminated, incomplete upload of this key: the client starts it again.
             await transition_chunk(

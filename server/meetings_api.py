@@ -15,7 +15,13 @@ from server.auth import OWNER
 from server.errors import ApiError, Errors
 from server.json_body import read_json_object
 from server.key_limits import LIMITS, check_open_meetings
-from server.params import MAX_TRACK_CHARS, ascii_int, is_track_name
+from server.params import (
+    MAX_TRACK_CHARS,
+    MAX_TRACK_LABEL_CHARS,
+    ascii_int,
+    is_track_label,
+    is_track_name,
+)
 from storage.backlog import PENDING, queue_position, recent_rtf
 from storage.database import Database
 from storage.job_queue import requeue_failed
@@ -42,6 +48,28 @@ def _optional_str(body: dict[str, Any], key: str, limit: int) -> str | None:
     if not isinstance(value, str) or not value.strip() or len(value) > limit:
         raise ApiError(Errors.INVALID_FIELD, f"{key} must be a non-empty string of <= {limit}")
     return value
+
+
+def _track_labels(body: dict[str, Any], tracks: list[str]) -> dict[str, str] | None:
+    labels = body.get("track_labels")
+    if labels is None:
+        return None
+    if (
+        not isinstance(labels, dict)
+        or len(labels) > MAX_TRACKS
+        or not all(is_track_name(t) and is_track_label(v) for t, v in labels.items())
+    ):
+        raise ApiError(
+            Errors.INVALID_FIELD,
+            f"track_labels must be an object of up to {MAX_TRACKS} track names, each to a "
+            f"label of 1 to {MAX_TRACK_LABEL_CHARS} printable characters, not all blank",
+        )
+    undeclared = sorted(t for t in labels if tracks and t not in tracks)
+    if undeclared:
+        raise ApiError(
+            Errors.INVALID_FIELD, f"track_labels names tracks not declared: {undeclared}"
+        )
+    return dict(labels)
 
 
 def _tracks(body: dict[str, Any]) -> list[str]:
@@ -98,6 +126,7 @@ class MeetingsApi:
         title = _optional_str(body, "title", MAX_TITLE)
         external_id = _optional_str(body, "external_id", MAX_EXTERNAL_ID)
         tracks = _tracks(body)
+        track_labels = _track_labels(body, tracks)
         owner = request[OWNER]
         if external_id is not None:
             existing = await self._by_external_id(owner, external_id)
@@ -116,6 +145,7 @@ class MeetingsApi:
                         title=title,
                         tracks=tracks,
                         owner=owner,
+                        track_labels=track_labels,
                     )
                 )
         except IntegrityError:
@@ -158,6 +188,7 @@ class MeetingsApi:
             "external_id": meeting.external_id,
             "title": meeting.title,
             "tracks": meeting.tracks,
+            "track_labels": meeting.track_labels or {},
             "state": meeting.state,
             "last_seq": meeting.last_seq,
             "error": meeting.error,
@@ -331,8 +362,12 @@ class MeetingsApi:
             {"track": t, "seq": s, "state": "missing", "reason": "never uploaded"}
             for t, s in meeting.gaps or []
         ]
+        labels = meeting.track_labels or {}
         lines = [
-            TranscriptLine(s.start_ms, s.end_ms, s.track, s.text, s.words or []) for s in segments
+            TranscriptLine(
+                s.start_ms, s.end_ms, s.track, s.text, s.words or [], labels.get(s.track)
+            )
+            for s in segments
         ]
         body = render(
             lines,

@@ -24,6 +24,20 @@ def ascii_int(raw: str | None, maximum: int = MAX_DB_INT) -> int | None:
 MAX_TRACK_CHARS = 200
 
 
+# What a transcript shows a track as (a Discord display name is at most 32 characters).
+MAX_TRACK_LABEL_CHARS = 100
+
+
+def is_track_label(value: object) -> bool:
+    """1 to MAX_TRACK_LABEL_CHARS printable characters, not all blank."""
+    return (
+        isinstance(value, str)
+        and 0 < len(value) <= MAX_TRACK_LABEL_CHARS
+        and value.isprintable()
+        and bool(value.strip())
+    )
+
+
 def is_track_name(value: object) -> bool:
     """1 to MAX_TRACK_CHARS printable characters. Printable as Python says: no control,
     format or separator characters but the space."""

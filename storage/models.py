@@ -38,6 +38,8 @@ class Meeting(Base):
     title: Mapped[str | None] = mapped_column(String(500))
     # Declared tracks; an empty list accepts any track (Discord users who join late).
     tracks: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # {"track": "label"}: the name a track is shown under in transcripts (None: none yet).
+    track_labels: Mapped[dict[str, str] | None] = mapped_column(JSON)
     state: Mapped[str] = mapped_column(String(20), index=True)
     # {"track": last_seq} as given to finalize; None while recording.
     last_seq: Mapped[dict[str, int] | None] = mapped_column(JSON)

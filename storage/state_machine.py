@@ -180,6 +180,7 @@ def new_meeting(
     title: str | None,
     tracks: list[str],
     owner: str = "",
+    track_labels: dict[str, str] | None = None,
 ) -> Meeting:
     return Meeting(
         id=meeting_id,
@@ -187,6 +188,7 @@ def new_meeting(
         external_id=external_id,
         title=title,
         tracks=tracks,
+        track_labels=track_labels,
         gaps=[],
         last_served_at=0.0,
         state=MeetingState.RECORDING.value,

@@ -134,3 +134,47 @@ def test_bot_killed_mid_meeting_continues_into_the_same_meeting(
     assert all(sorted(s) == list(range(len(s))) for s in seqs.values()), seqs
     assert len(view["chunks"]) == 5  # and ben's last line, after the restart
     assert_every_word_once(server, meeting_id, meeting)
+
+
+def test_a_full_spool_drops_new_speech_says_so_and_keeps_what_it_has(tmp_path, meeting, caplog):
+    """Cap 60 KB, server down: the first segments fill the spool, later speech is not
+    recorded (counted, logged), what was kept is intact and uploads once the server is
+    back; recording resumes when uploads free space."""
+    server = ServerProcess(tmp_path / "data", workers=0)
+    channel = Channel()
+    clock = FakeClock()
+    recording = ChannelRecording.start(
+        tmp_path / "spool",
+        server.url,
+        {"guild_id": "800000000000000001", "channel_id": "700000000000000001"},
+        "Full",
+        segment_seconds=30.0,
+        pause_seconds=10.0,
+        max_bytes=60_000,
+        started_at=START,
+        wall_clock=clock,
+    )
+    recording.uploader.sleep = lambda s: time.sleep(0.01)
+    sink = RecordingSink(recording)
+    attach_voice_client(channel.client, channel.voice_channel, sink)
+    for voice in voice_packets(meeting, tmp_path):
+        clock.now = START + voice.at_s
+        member = channel.members[voice.speaker]
+        sink.write(member, VoiceData(voice.packet, member))
+        time.sleep(0.0005)  # lets the muxer keep up, so the cap is checked as it fills
+    clock.now += 1.0
+    recording.stop_recording()
+    recording._threads[0].join()
+    assert recording.stats.dropped_full_spool > 0
+    assert "spool full" in caplog.text
+    kept = sorted((tmp_path / "spool").rglob("*.opus"))
+    assert kept and sum(p.stat().st_size for p in kept) < 60_000 + 30 * 64_000 // 8
+    server.start()
+    try:
+        view = recording.finish()
+        assert recording.stats.segments_uploaded == len(kept)
+        stored = requests.get(f"{server.url}/meetings/{view['id']}", timeout=10).json()
+        assert len(stored["chunks"]) == len(kept)
+        assert "rejected" not in {c["state"] for c in stored["chunks"]}  # intact Ogg Opus
+    finally:
+        server.stop()

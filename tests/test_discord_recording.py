@@ -101,6 +101,13 @@ def test_three_speakers_with_a_late_joiner_under_their_names(
     for speaker in USER_IDS:
         said = " ".join(x["text"] for x in lines if by_id[x["track"]] == speaker)
         assert normalize(said) == normalize(meeting.reference(speaker)), speaker
+    # Labelled with display names; the user ids stay the tracks.
+    assert view["track_labels"] == {str(USER_IDS[s]): DISPLAY_NAMES[s] for s in USER_IDS}
+    assert all(x["speaker"] == DISPLAY_NAMES[by_id[x["track"]]] for x in lines)
+    txt = requests.get(
+        f"{server}/meetings/{done['meeting_id']}/transcript", params={"format": "txt"}, timeout=30
+    ).text
+    assert "John F. Kennedy: And so" in txt and str(USER_IDS["jfk"]) not in txt
     # Each line at its time (within 0.5 s of its first sound), speakers in spoken order.
     starts = sorted((x["start"], by_id[x["track"]]) for x in lines)
     for line in meeting.lines:

@@ -24,12 +24,19 @@ class TranscriptLine:
     text: str
     # [{"start": s, "end": s, "word": str, "probability": p}], absolute meeting seconds.
     words: list[dict[str, Any]] = field(default_factory=list)
+    label: str | None = None  # the track's label (a display name), when it has one
+
+    @property
+    def speaker(self) -> str:
+        """What people read: the label, or the track's name."""
+        return self.label or self.track
 
     def cue_words(self) -> list[CueWord]:
         if not self.words:
             return words_from_text(self.start_ms, self.end_ms, self.text)
         return [
-            CueWord(round(w["start"] * 1000), round(w["end"] * 1000), w["word"]) for w in self.words
+            CueWord(round(w["start"] * 1000), round(w["end"] * 1000), w["word"].strip())
+            for w in self.words
         ]
 
 
@@ -40,11 +47,16 @@ def _clock(ms: int, separator: str) -> str:
     return f"{hours:02d}:{minutes:02d}:{seconds:02d}{separator}{millis:03d}"
 
 
+def _vtt_escape(text: str) -> str:
+    """A voice span's annotation ends at ">"; WebVTT escapes as HTML does."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def _cues(lines: list[TranscriptLine], label: bool) -> list[tuple[str, Cue]]:
     cues = [
-        (line.track, cue)
+        (line.speaker, cue)
         for line in lines
-        for cue in cut_cues(line.cue_words(), prefix=f"[{line.track}]" if label else "")
+        for cue in cut_cues(line.cue_words(), prefix=f"[{line.speaker}]" if label else "")
     ]
     return sorted(cues, key=lambda c: c[1].start_ms)
 
@@ -68,6 +80,7 @@ def render(
                         "start": line.start_ms / 1000,
                         "end": line.end_ms / 1000,
                         "track": line.track,
+                        "speaker": line.speaker,
                         "text": line.text,
                         "words": line.words,
                     }
@@ -77,7 +90,7 @@ def render(
             }
         )
     if fmt == "txt":
-        body = [f"[{_clock(line.start_ms, '.')}] {line.track}: {line.text}" for line in lines]
+        body = [f"[{_clock(line.start_ms, '.')}] {line.speaker}: {line.text}" for line in lines]
         body += [
             f"[gap] {g['track']} seq {g['seq']}: {g.get('reason', g.get('state'))}" for g in gaps
         ]
@@ -93,8 +106,8 @@ def render(
     if fmt == "vtt":
         return "WEBVTT\n\n" + "\n".join(
             f"{_clock(cue.start_ms, '.')} --> {_clock(cue.end_ms, '.')}\n"
-            + "\n".join(f"<v {track}>{text}" for text in cue.lines)
+            + "\n".join(f"<v {_vtt_escape(speaker)}>{text}" for text in cue.lines)
             + "\n"
-            for track, cue in _cues(lines, label=False)
+            for speaker, cue in _cues(lines, label=False)
         )
     raise ValueError(f"unknown format {fmt!r}")

@@ -85,7 +85,7 @@ class ChannelRecording:
         )
         self._muxed = threading.Event()  # the muxing thread has closed every segment
         self._spool_full = False
-        self._full_checked = 0.0
+        self._full_checked = -FULL_CHECK_S * 1000  # meeting ms of the last check
         self._threads = [
             threading.Thread(target=self._mux_loop, name="discord-mux", daemon=True),
             threading.Thread(target=self._upload_loop, name="discord-upload", daemon=True),
@@ -236,11 +236,11 @@ class ChannelRecording:
             self.stats.dropped_late += 1
 
     def _full(self, arrival_ms: float) -> bool:
-        """Checked when a segment would open, at most once a second (it walks the spool)."""
-        now = time.monotonic()
-        if now - self._full_checked < FULL_CHECK_S:
+        """Checked when a segment would open, at most once a second of meeting time (it
+        walks the spool; while full, every packet of a speaker would ask)."""
+        if abs(arrival_ms - self._full_checked) < FULL_CHECK_S * 1000:
             return self._spool_full
-        self._full_checked = now
+        self._full_checked = arrival_ms
         full = self.spool.full()
         if full != self._spool_full:
             self._say(

@@ -7,7 +7,7 @@ from server.api_description.parts import (
     ref,
 )
 from server.errors import TUS_VERSION, ErrorKind, Errors
-from server.params import MAX_DB_INT, MAX_TRACK_CHARS
+from server.params import MAX_DB_INT, MAX_TRACK_CHARS, MAX_TRACK_LABEL_CHARS
 from server.tus.handler import EXTENSIONS
 from server.tus.headers import CHECKSUM_ALGORITHMS
 from server.webhooks_api import EVENT_TYPES
@@ -27,6 +27,13 @@ TRACK_NAME: Json = {
     "maxLength": MAX_TRACK_CHARS,
     "allOf": [{"pattern": NON_BLANK}, {"pattern": "^[^\\x00-\\x1f\\x7f-\\xa0]+$"}],
     "description": "1 to 200 printable characters, not all blank.",
+}
+
+# server/params.py's is_track_label, as near as a pattern gets.
+TRACK_LABEL: Json = {
+    **TRACK_NAME,
+    "maxLength": MAX_TRACK_LABEL_CHARS,
+    "description": "1 to 100 printable characters, not all blank.",
 }
 
 SCHEMAS: Json = {
@@ -69,6 +76,14 @@ SCHEMAS: Json = {
                 "items": TRACK_NAME,
                 "description": "The tracks chunks may name; none: any track.",
             },
+            "track_labels": {
+                "type": "object",
+                "maxProperties": 64,
+                "additionalProperties": TRACK_LABEL,
+                "description": "What transcripts show each track as (e.g. a speaker's name "
+                "for a track named by a user id); keys must be declared tracks when `tracks` "
+                "is given. Chunks may set or change a label later (`track_label` metadata).",
+            },
         },
     },
     "Finalize": {
@@ -89,6 +104,7 @@ SCHEMAS: Json = {
             "external_id",
             "title",
             "tracks",
+            "track_labels",
             "state",
             "last_seq",
             "error",
@@ -106,6 +122,7 @@ SCHEMAS: Json = {
             "external_id": NULLABLE_STR,
             "title": NULLABLE_STR,
             "tracks": {"type": "array", "items": {"type": "string"}},
+            "track_labels": {"type": "object", "additionalProperties": {"type": "string"}},
             "state": {
                 "type": "string",
                 "enum": ["recording", "finalizing", "complete", "failed", "abandoned"],
@@ -180,11 +197,15 @@ SCHEMAS: Json = {
                 "type": "array",
                 "items": {
                     "type": "object",
-                    "required": ["start", "end", "track", "text", "words"],
+                    "required": ["start", "end", "track", "speaker", "text", "words"],
                     "properties": {
                         "start": {"type": "number"},
                         "end": {"type": "number"},
                         "track": {"type": "string"},
+                        "speaker": {
+                            "type": "string",
+                            "description": "The track's label, or its name without one.",
+                        },
                         "text": {"type": "string"},
                         "words": {"type": "array"},
                     },

@@ -41,7 +41,9 @@ UPLOAD_OFFSET_PARAM = header_param(
 UPLOAD_METADATA_PARAM = header_param(
     "Upload-Metadata",
     "`key base64(value),key2,...` (at most 4096 bytes). A meeting chunk carries meeting_id, "
-    "track, seq and start_ms; without them the upload is a plain tus upload.",
+    "track, seq and start_ms, and may carry track_label (1 to 100 printable characters: what "
+    "transcripts show the track as, the latest chunk's winning); without them the upload is "
+    "a plain tus upload.",
     {"type": "string", "maxLength": 4096},
 )
 UPLOAD_CHECKSUM_PARAM = header_param(
