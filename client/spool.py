@@ -19,6 +19,7 @@ class TrackState:
     next_seq: int = 0
     finished: bool = False  # a file: all of it is in closed segments
     label: str | None = None  # shown in the transcript instead of the track's name
+    kept_until_ms: float = 0.0  # end of the track's last closed segment (Discord bot)
 
 
 @dataclass

@@ -5,7 +5,7 @@ time 0), so a run started after a SIGKILL places its audio where it belongs and 
 time the bot was dead is a gap. `--finish` stops and finalizes after the last packet;
 without it the process waits to be killed.
 
-python -m tests.discord_feeder --server URL --spool DIR --festival-cache DIR [--origin T]
+python -m tests.discord_feeder --server URL --spool DIR --festival-cache DIR --start T [--origin T]
     [--from-s S] [--speed X] [--finish]
 """
 
@@ -27,8 +27,6 @@ from client.discord_bot.recording_sink import RecordingSink
 from tests.discord_members import attach_voice_client, guild_and_members, voice_channel
 from tests.discord_voice import DISPLAY_NAMES, USER_IDS, spoken_meeting, voice_packets
 
-START = 1_800_000_000.0  # the recording's wall-clock start, in every run
-
 
 def main() -> None:
     parser = argparse.ArgumentParser()
@@ -37,13 +35,16 @@ def main() -> None:
     parser.add_argument("--festival-cache", required=True)
     parser.add_argument("--origin", type=float, help="default: a second after it is ready")
     parser.add_argument("--speed", type=float, default=4.0)
+    parser.add_argument(
+        "--start", type=float, required=True, help="the recording's wall-clock start, every run"
+    )
     parser.add_argument("--from-s", type=float, default=0.0)
     parser.add_argument("--finish", action="store_true")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(name)s %(message)s")
 
     def meeting_clock() -> float:
-        return START + (time.time() - args.origin) * args.speed
+        return args.start + (time.time() - args.origin) * args.speed
 
     meeting = spoken_meeting(Path(args.festival_cache))
     packets = voice_packets(meeting, Path(tempfile.mkdtemp()))
@@ -65,7 +66,7 @@ def main() -> None:
             segment_seconds=30.0,
             pause_seconds=10.0,
             max_bytes=1 << 30,
-            started_at=START,
+            started_at=args.start,
             wall_clock=meeting_clock,
         )
         sink = RecordingSink(recording)

@@ -19,15 +19,22 @@ EVERYONE = {
 }
 
 
-def member_payload(user_id: int, name: str, nick: str | None, roles: list[str]) -> dict[str, Any]:
+def user_payload(user_id: int, name: str, bot: bool = False) -> dict[str, Any]:
     return {
-        "user": {
-            "id": str(user_id),
-            "username": name,
-            "discriminator": "0",
-            "global_name": name,
-            "avatar": None,
-        },
+        "id": str(user_id),
+        "username": name,
+        "discriminator": "0",
+        "global_name": name,
+        "avatar": None,
+        "bot": bot,
+    }
+
+
+def member_payload(
+    user_id: int, name: str, nick: str | None, roles: list[str], bot: bool = False
+) -> dict[str, Any]:
+    return {
+        "user": user_payload(user_id, name, bot),
         "nick": nick,
         "roles": roles,
         "joined_at": None,

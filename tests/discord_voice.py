@@ -110,3 +110,16 @@ def voice_packets(
     # A stable sort: one speaker's packets keep their order.
     out.sort(key=lambda p: p.at_s)
     return out
+
+
+def recording_packets(path: Path, ssrc: int, rtp_base: int = 0) -> list[rtp.RTPPacket]:
+    """One speaker saying what `path` holds, as received packets (every frame sent)."""
+    pcm = np.concatenate(list(iter_pcm(path, SAMPLE_RATE)))
+    encoder = OpusPacketEncoder(channels=2, bitrate=64000)
+    usable = len(pcm) - len(pcm) % FRAME_SAMPLES
+    return [
+        received_packet(
+            n, (rtp_base + at) % (1 << 32), ssrc, encoder.encode(np.repeat(pcm[at : at + 960], 2))
+        )
+        for n, at in enumerate(range(0, usable, FRAME_SAMPLES))
+    ]

@@ -19,8 +19,11 @@ from client.discord_bot.recording_sink import RecordingSink
 from tests.discord_members import attach_voice_client
 from tests.discord_voice import USER_IDS, spoken_meeting, voice_packets
 from tests.server_process import ROOT, ServerProcess
-from tests.test_discord_recording import START, Channel, FakeClock
+from tests.test_discord_recording import Channel, FakeClock
 from tests.test_end_to_end import wait_state
+
+# The bot's side: what the server stores it in is tested elsewhere (first pass only).
+pytestmark = pytest.mark.storage_free
 
 OUTAGE_S = 600.0
 
@@ -59,7 +62,7 @@ def test_ten_minutes_without_the_server_lose_nothing(tmp_path, meeting):
         segment_seconds=30.0,
         pause_seconds=10.0,
         max_bytes=1 << 30,
-        started_at=START,
+        started_at=clock.start,
         wall_clock=clock,
     )
     slept: list[float] = []
@@ -72,7 +75,7 @@ def test_ten_minutes_without_the_server_lose_nothing(tmp_path, meeting):
     sink = RecordingSink(recording)
     attach_voice_client(channel.client, channel.voice_channel, sink)
     for voice in voice_packets(meeting, tmp_path):
-        clock.now = START + voice.at_s
+        clock.now = clock.start + voice.at_s
         member = channel.members[voice.speaker]
         sink.write(member, VoiceData(voice.packet, member))
     clock.now += 1.0
@@ -105,7 +108,7 @@ def test_bot_killed_mid_meeting_continues_into_the_same_meeting(
     speed = 2.0
     feeder = [sys.executable, "-m", "tests.discord_feeder", "--server", server]
     feeder += ["--spool", str(spool), "--festival-cache", str(festival_cache)]
-    feeder += ["--speed", str(speed)]
+    feeder += ["--speed", str(speed), "--start", str(FakeClock().start)]
     first = subprocess.Popen(feeder, cwd=ROOT, stdout=subprocess.PIPE, text=True)
     assert first.stdout is not None
     origin = float(first.stdout.readline().split()[1])
@@ -151,14 +154,14 @@ def test_a_full_spool_drops_new_speech_says_so_and_keeps_what_it_has(tmp_path, m
         segment_seconds=30.0,
         pause_seconds=10.0,
         max_bytes=60_000,
-        started_at=START,
+        started_at=clock.start,
         wall_clock=clock,
     )
     recording.uploader.sleep = lambda s: time.sleep(0.01)
     sink = RecordingSink(recording)
     attach_voice_client(channel.client, channel.voice_channel, sink)
     for voice in voice_packets(meeting, tmp_path):
-        clock.now = START + voice.at_s
+        clock.now = clock.start + voice.at_s
         member = channel.members[voice.speaker]
         sink.write(member, VoiceData(voice.packet, member))
         time.sleep(0.0005)  # lets the muxer keep up, so the cap is checked as it fills

@@ -8,6 +8,7 @@ no Discord connection exists on the test machines."""
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import discord
@@ -22,12 +23,18 @@ from tests.discord_members import attach_voice_client, guild_and_members, voice_
 from tests.discord_voice import DISPLAY_NAMES, SCRIPT, USER_IDS, spoken_meeting, voice_packets
 from tests.test_end_to_end import wait_state
 
-START = 1_800_000_000.0  # the recording's wall-clock start
+# The bot's side: what the server stores it in is tested elsewhere (first pass only).
+pytestmark = pytest.mark.storage_free
 
 
 class FakeClock:
+    """Wall-clock time of a simulated recording. Each starts at its own second: the bot's
+    external_id (guild, channel, start) must not name another test's meeting on the
+    shared server."""
+
     def __init__(self) -> None:
-        self.now = START
+        self.start = float(time.time_ns() // 1000)  # far in the future, and unique
+        self.now = self.start
 
     def __call__(self) -> float:
         return self.now
@@ -68,13 +75,13 @@ def record(server: str, spool: Path, meeting, channel: Channel, tmp: Path, pause
         segment_seconds=30.0,
         pause_seconds=pause_s,
         max_bytes=1 << 30,
-        started_at=START,
+        started_at=clock.start,
         wall_clock=clock,
     )
     sink = RecordingSink(recording)
     attach_voice_client(channel.client, channel.voice_channel, sink)
     for voice in voice_packets(meeting, tmp):
-        clock.now = START + voice.at_s
+        clock.now = clock.start + voice.at_s
         member = channel.members[voice.speaker]
         sink.write(member, VoiceData(voice.packet, member))
     clock.now += 1.0

@@ -58,6 +58,7 @@ class ActiveRecording:
     sink: RecordingSink | None = None
     leave_task: asyncio.Task[None] | None = None
     ending: asyncio.Task[None] | None = None
+    outcome: str = ""  # the meeting's state when the bot stopped waiting for it
 
 
 def may_record(member: discord.Member | discord.User, roles: list[str]) -> bool:
@@ -77,7 +78,7 @@ def transcript_reply(title: str, text: str, srt: str) -> tuple[str, list[discord
     body = f"**{title}**\n{text}".strip()
     if len(body) <= MESSAGE_LIMIT and text.strip():
         return body, []
-    lines = text.count("\n") + 1 if text.strip() else 0
+    lines = len(text.strip().splitlines())
     files = [
         discord.File(io.BytesIO(text.encode()), filename="transcript.txt"),
         discord.File(io.BytesIO(srt.encode()), filename="transcript.srt"),
@@ -149,13 +150,13 @@ class RecorderBot(discord.Client):
         self.watch_channel(channel)
         return active
 
-    async def end(self, active: ActiveRecording, reason: str) -> dict[str, Any]:
-        """Leave, finalize, wait for the transcript and post it. Ends each recording once,
-        however many stops and timers ask."""
+    async def end(self, active: ActiveRecording, reason: str) -> str:
+        """Leave, finalize, wait for the transcript and post it; the meeting's state then.
+        Ends each recording once, however many stops and timers ask."""
         if active.ending is None:
             active.ending = asyncio.create_task(self._end(active, reason))
         await asyncio.shield(active.ending)
-        return active.recording.finalized_view or {}
+        return active.outcome
 
     async def _end(self, active: ActiveRecording, reason: str) -> None:
         if active.leave_task is not None and active.leave_task is not asyncio.current_task():
@@ -175,6 +176,7 @@ class RecorderBot(discord.Client):
         await asyncio.to_thread(_forget_spool, recording.spool)
         title = recording.state.title or "Meeting"
         text, srt, state = await asyncio.to_thread(self._wait_for_transcript, recording)
+        active.outcome = state
         channel = self.get_channel(active.text_channel_id)
         if channel is None or not hasattr(channel, "send"):
             log.warning("no channel %s to post the transcript of %s", active.text_channel_id, title)
@@ -361,9 +363,9 @@ def record_commands(bot: RecorderBot) -> app_commands.Group:
                 "Nothing is being recorded here.", ephemeral=True
             )
         await interaction.response.defer(thinking=True)
-        view = await bot.end(active, f"stopped by {interaction.user.display_name}")
+        state = await bot.end(active, f"stopped by {interaction.user.display_name}")
         await interaction.followup.send(
-            f"Stopped. Meeting `{active.recording.meeting_id}` is {view.get('state', 'finalized')}."
+            f"Stopped. Meeting `{active.recording.meeting_id}` is {state}."
         )
 
     @group.command(name="status", description="What is being recorded and how far along it is")

@@ -261,8 +261,10 @@ class ChannelRecording:
                     track=track, seq=seq, start_ms=start_ms, path=str(path), closed_at=time.time()
                 )
             )
-            self.state.tracks[track].next_seq = seq + 1
-            self.state.tracks[track].samples_done += samples
+            kept = self.state.tracks[track]
+            kept.next_seq = seq + 1
+            kept.samples_done += samples
+            kept.kept_until_ms = start_ms + samples / 48
             self.spool.save(self.state)
         self.stats.segments_spooled += 1
         self.uploader.wake.set()

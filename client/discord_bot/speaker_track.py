@@ -59,7 +59,9 @@ class SpeakerTrack:
         self.on_closed = on_closed
         self.clock: SpeakerClock | None = None
         self.last_arrival_ms: float | None = None
-        self.kept_until_ms = 0.0  # end of the audio this speaker already has, this run
+        # End of the audio this speaker already has, across restarts: nothing is placed
+        # before it (a clock that jumped back, a restart sooner than the audio it kept).
+        self.kept_until_ms = track.kept_until_ms
         self.packets = 0
         self.dropped_late = 0
         self._segment: _OpenSegment | None = None
