@@ -132,7 +132,11 @@ def main(argv: list[str] | None = None) -> None:
 
     from client.discord_bot.cli import add_discord_arguments
 
-    discord_bot = sub.add_parser("discord", help="a Discord bot that records voice channels")
+    # No abbreviations: "--token X" must not be taken for --token-file (the token is never
+    # a flag, so a mistyped one is refused rather than read as a path).
+    discord_bot = sub.add_parser(
+        "discord", help="a Discord bot that records voice channels", allow_abbrev=False
+    )
     add_discord_arguments(discord_bot)
 
     from server.keys_cli import add_keys_arguments

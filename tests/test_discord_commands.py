@@ -251,3 +251,32 @@ def test_a_restarted_bot_finalizes_or_continues(transcribing_server, tmp_path, p
     view = get_view(server, before.meeting_id)
     assert view["state"] == "complete"
     assert [c["seq"] for c in view["chunks"]] == list(range(len(view["chunks"])))
+
+
+def test_a_refused_finalize_is_said_in_the_channel_and_the_spool_kept(
+    transcribing_server, tmp_path
+):
+    """Someone else finalized the meeting with other last seqs: the bot's finalize gets 409
+    ERR_FINALIZE_CONFLICT; it says so where the recording started and keeps its spool."""
+    server = transcribing_server.url
+
+    async def scenario() -> DiscordApi:
+        bot, api = await offline_bot(server, tmp_path, in_voice=[ANN])
+        await command(bot, ANN, "start")
+        active = bot.recordings[VOICE_ID]
+        speak(bot, ANN)
+        await until(lambda: active.recording.meeting_id is not None)
+        url = f"{server}/meetings/{active.recording.meeting_id}/finalize"
+        r = await asyncio.to_thread(
+            requests.post, url, json={"last_seq": {str(ANN): 3}}, timeout=10
+        )
+        assert r.status_code == 200, r.text
+        await command(bot, ANN, "stop")
+        assert bot.recordings == {}
+        return api
+
+    api = asyncio.run(scenario())
+    posted = api.of("message")[0].content
+    assert "the server refused to finalize meeting" in posted and "409" in posted
+    assert api.of("followup")[-1].content.startswith("Stopped. Meeting")
+    assert list(tmp_path.glob("*/state.json"))  # the spool keeps the recording

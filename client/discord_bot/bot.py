@@ -170,17 +170,30 @@ class RecorderBot(discord.Client):
             except Exception:
                 log.exception("leaving the voice channel failed")
         recording = active.recording
-        await asyncio.to_thread(recording.finish)
+        title = recording.state.title or "Meeting"
+        channel = self.get_channel(active.text_channel_id)
+        can_post = channel is not None and hasattr(channel, "send")
+        try:
+            await asyncio.to_thread(recording.finish)
+        except Exception as exc:  # refused for good (an outage is waited out inside)
+            log.exception("finalizing %s failed", recording.state.external_id)
+            active.outcome = f"not finalized ({exc})"
+            self.recordings.pop(active.channel_id, None)
+            if can_post:
+                await channel.send(  # type: ignore[union-attr]
+                    f"**{title}** ({reason}): the server refused to finalize meeting "
+                    f"`{recording.meeting_id}`: {exc}. The bot's spool keeps its audio."
+                )
+            return
         self.recordings.pop(active.channel_id, None)
         # Finalized: the server holds every segment, the spool's folder has done its job.
         await asyncio.to_thread(_forget_spool, recording.spool)
-        title = recording.state.title or "Meeting"
         text, srt, state = await asyncio.to_thread(self._wait_for_transcript, recording)
         active.outcome = state
-        channel = self.get_channel(active.text_channel_id)
-        if channel is None or not hasattr(channel, "send"):
+        if not can_post:
             log.warning("no channel %s to post the transcript of %s", active.text_channel_id, title)
             return
+        assert channel is not None and hasattr(channel, "send")
         if state != "complete":
             await channel.send(
                 f"**{title}** ({reason}): the transcript is not ready ({state}); meeting "
