@@ -21,11 +21,8 @@ from codec.decode import decode_to_16k_mono
 from codec.opus_packets import FRAME_SAMPLES, SAMPLE_RATE, OpusPacketEncoder
 from codec.segmenter import iter_pcm
 from tests.server_process import JFK
+from tests.test_meeting_transcript import JFK_TEXT
 
-JFK_TEXT = (
-    "And so my fellow Americans, ask not what your country can do for you, "
-    "ask what you can do for your country."
-)
 # (speaker, line, pause after the previous line in s)
 SCRIPT = [
     ("ann", "Good morning everyone. Let us begin with the budget.", 0.0),

@@ -11,15 +11,11 @@ from pathlib import Path
 
 import pytest
 import requests
-from discord.ext.voice_recv import VoiceData
 
 from bench.transcript_scoring import normalize
-from client.discord_bot.channel_recording import ChannelRecording
-from client.discord_bot.recording_sink import RecordingSink
-from tests.discord_members import attach_voice_client
+from tests.discord_channel import Channel, FakeClock
 from tests.discord_voice import USER_IDS, spoken_meeting, voice_packets
 from tests.server_process import ROOT, ServerProcess
-from tests.test_discord_recording import Channel, FakeClock
 from tests.test_end_to_end import wait_state
 
 # The bot's side: what the server stores it in is tested elsewhere (first pass only).
@@ -53,18 +49,7 @@ def test_ten_minutes_without_the_server_lose_nothing(tmp_path, meeting):
     died after ~90 s of failures), then comes back: every word arrives."""
     server = ServerProcess(tmp_path / "data", workers=1)  # its port, nothing listening yet
     channel = Channel()
-    clock = FakeClock()
-    recording = ChannelRecording.start(
-        tmp_path / "spool",
-        server.url,
-        {"guild_id": "800000000000000001", "channel_id": "700000000000000001"},
-        "Outage",
-        segment_seconds=30.0,
-        pause_seconds=10.0,
-        max_bytes=1 << 30,
-        started_at=clock.start,
-        wall_clock=clock,
-    )
+    recording, sink = channel.record(tmp_path / "spool", server.url, "Outage")
     slept: list[float] = []
 
     def counted_sleep(seconds: float) -> None:
@@ -72,13 +57,7 @@ def test_ten_minutes_without_the_server_lose_nothing(tmp_path, meeting):
         time.sleep(0.01)
 
     recording.uploader.sleep = counted_sleep
-    sink = RecordingSink(recording)
-    attach_voice_client(channel.client, channel.voice_channel, sink)
-    for voice in voice_packets(meeting, tmp_path):
-        clock.now = clock.start + voice.at_s
-        member = channel.members[voice.speaker]
-        sink.write(member, VoiceData(voice.packet, member))
-    clock.now += 1.0
+    channel.play(sink, voice_packets(meeting, tmp_path))
     recording.stop_recording()
     deadline = time.monotonic() + 60
     while sum(slept) < OUTAGE_S and time.monotonic() < deadline:
@@ -145,27 +124,10 @@ def test_a_full_spool_drops_new_speech_says_so_and_keeps_what_it_has(tmp_path, m
     back; recording resumes when uploads free space."""
     server = ServerProcess(tmp_path / "data", workers=0)
     channel = Channel()
-    clock = FakeClock()
-    recording = ChannelRecording.start(
-        tmp_path / "spool",
-        server.url,
-        {"guild_id": "800000000000000001", "channel_id": "700000000000000001"},
-        "Full",
-        segment_seconds=30.0,
-        pause_seconds=10.0,
-        max_bytes=60_000,
-        started_at=clock.start,
-        wall_clock=clock,
-    )
+    recording, sink = channel.record(tmp_path / "spool", server.url, "Full", max_bytes=60_000)
     recording.uploader.sleep = lambda s: time.sleep(0.01)
-    sink = RecordingSink(recording)
-    attach_voice_client(channel.client, channel.voice_channel, sink)
-    for voice in voice_packets(meeting, tmp_path):
-        clock.now = clock.start + voice.at_s
-        member = channel.members[voice.speaker]
-        sink.write(member, VoiceData(voice.packet, member))
-        time.sleep(0.0005)  # lets the muxer keep up, so the cap is checked as it fills
-    clock.now += 1.0
+    # Paced so the muxer keeps up, and the cap is checked as the spool fills.
+    channel.play(sink, voice_packets(meeting, tmp_path), pace_s=0.0005)
     recording.stop_recording()
     recording._threads[0].join()
     assert recording.stats.dropped_full_spool > 0

@@ -7,19 +7,13 @@ no Discord connection exists on the test machines."""
 
 from __future__ import annotations
 
-import asyncio
-import time
 from pathlib import Path
 
-import discord
 import pytest
 import requests
-from discord.ext.voice_recv import VoiceData
 
 from bench.transcript_scoring import normalize
-from client.discord_bot.channel_recording import ChannelRecording
-from client.discord_bot.recording_sink import RecordingSink
-from tests.discord_members import attach_voice_client, guild_and_members, voice_channel
+from tests.discord_channel import Channel
 from tests.discord_voice import DISPLAY_NAMES, SCRIPT, USER_IDS, spoken_meeting, voice_packets
 from tests.test_end_to_end import wait_state
 
@@ -27,37 +21,9 @@ from tests.test_end_to_end import wait_state
 pytestmark = pytest.mark.storage_free
 
 
-class FakeClock:
-    """Wall-clock time of a simulated recording. Each starts at its own second: the bot's
-    external_id (guild, channel, start) must not name another test's meeting on the
-    shared server."""
-
-    def __init__(self) -> None:
-        self.start = float(time.time_ns() // 1000)  # far in the future, and unique
-        self.now = self.start
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture(scope="module")
 def meeting(tmp_path_factory: pytest.TempPathFactory):
     return spoken_meeting(tmp_path_factory.mktemp("festival"))
-
-
-class Channel:
-    """discord.py's client, guild, members and voice channel (never connected)."""
-
-    def __init__(self) -> None:
-        async def build() -> None:
-            self.client = discord.Client(intents=discord.Intents.default())
-            self.guild, by_id = guild_and_members(
-                self.client, {USER_IDS[s]: name for s, name in DISPLAY_NAMES.items()}
-            )
-            self.members = {s: by_id[USER_IDS[s]] for s in DISPLAY_NAMES}
-            self.voice_channel = voice_channel(self.client, self.guild)
-
-        asyncio.run(build())
 
 
 @pytest.fixture(scope="module")
@@ -66,25 +32,8 @@ def channel() -> Channel:
 
 
 def record(server: str, spool: Path, meeting, channel: Channel, tmp: Path, pause_s: float) -> dict:
-    clock = FakeClock()
-    recording = ChannelRecording.start(
-        spool,
-        server,
-        {"guild_id": "800000000000000001", "channel_id": "700000000000000001"},
-        "Budget",
-        segment_seconds=30.0,
-        pause_seconds=pause_s,
-        max_bytes=1 << 30,
-        started_at=clock.start,
-        wall_clock=clock,
-    )
-    sink = RecordingSink(recording)
-    attach_voice_client(channel.client, channel.voice_channel, sink)
-    for voice in voice_packets(meeting, tmp):
-        clock.now = clock.start + voice.at_s
-        member = channel.members[voice.speaker]
-        sink.write(member, VoiceData(voice.packet, member))
-    clock.now += 1.0
+    recording, sink = channel.record(spool, server, "Budget", pause_s=pause_s)
+    channel.play(sink, voice_packets(meeting, tmp))
     view = recording.finish()
     assert view["state"] in ("finalizing", "complete"), view
     return {"recording": recording, "meeting_id": recording.meeting_id}

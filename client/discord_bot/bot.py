@@ -334,6 +334,18 @@ def record_commands(bot: RecorderBot) -> app_commands.Group:
             f"Only members with the role {roles} may start or stop recordings.", ephemeral=True
         )
 
+    async def recording_asked_about(interaction: discord.Interaction) -> ActiveRecording | None:
+        """The recording of the caller's voice channel (or the guild's only one when the
+        caller is in none); None after saying there is none."""
+        voice = getattr(interaction.user, "voice", None)
+        channel_id = voice.channel.id if voice is not None and voice.channel else None
+        active = bot.recording_in(interaction.guild_id or 0, channel_id)
+        if active is None:
+            await interaction.response.send_message(
+                "Nothing is being recorded here.", ephemeral=True
+            )
+        return active
+
     @group.command(name="start", description="Join your voice channel and record it")
     @app_commands.describe(title="The meeting's title")
     async def start(interaction: discord.Interaction, title: str | None = None) -> None:
@@ -368,13 +380,9 @@ def record_commands(bot: RecorderBot) -> app_commands.Group:
     async def stop(interaction: discord.Interaction) -> None:
         if not allowed(interaction):
             return await refuse(interaction)
-        voice = getattr(interaction.user, "voice", None)
-        channel_id = voice.channel.id if voice is not None and voice.channel else None
-        active = bot.recording_in(interaction.guild_id or 0, channel_id)
+        active = await recording_asked_about(interaction)
         if active is None:
-            return await interaction.response.send_message(
-                "Nothing is being recorded here.", ephemeral=True
-            )
+            return
         await interaction.response.defer(thinking=True)
         state = await bot.end(active, f"stopped by {interaction.user.display_name}")
         await interaction.followup.send(
@@ -383,13 +391,9 @@ def record_commands(bot: RecorderBot) -> app_commands.Group:
 
     @group.command(name="status", description="What is being recorded and how far along it is")
     async def status(interaction: discord.Interaction) -> None:
-        voice = getattr(interaction.user, "voice", None)
-        channel_id = voice.channel.id if voice is not None and voice.channel else None
-        active = bot.recording_in(interaction.guild_id or 0, channel_id)
+        active = await recording_asked_about(interaction)
         if active is None:
-            return await interaction.response.send_message(
-                "Nothing is being recorded here.", ephemeral=True
-            )
+            return
         view = await asyncio.to_thread(_view_or_none, active.recording)
         await interaction.response.send_message(status_text(active, view), ephemeral=True)
 
