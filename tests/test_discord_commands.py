@@ -133,7 +133,9 @@ def test_start_status_stop_posts_the_transcript(transcribing_server, tmp_path):
     sent = api.sent
     # /record start: deferred while joining, then said where the transcript will go.
     assert (sent[0].kind, sent[0].response_type) == ("response", DEFERRED)
-    assert sent[1].kind == "followup" and sent[1].content.startswith(f"Recording <#{VOICE_ID}>")
+    assert sent[1].kind == "followup" and sent[1].content.startswith(
+        f"Recording <#{VOICE_ID}>: **Standup**, meeting `{meeting_id}`."
+    )
     # The second start answers with the running meeting.
     assert sent[2].kind == "response" and "Already recording" in sent[2].content
     # /record status: ephemeral, who speaks, what was uploaded, which meeting.

@@ -371,9 +371,15 @@ def record_commands(bot: RecorderBot) -> app_commands.Group:
         except Exception as exc:
             await interaction.followup.send(f"Could not join {channel.mention}: {exc}")
             return
+        # The upload thread creates the meeting; a moment is usually enough to name it.
+        for _ in range(30):
+            if active.recording.meeting_id is not None:
+                break
+            await asyncio.sleep(0.1)
+        meeting = active.recording.meeting_id or "created when the server answers"
         await interaction.followup.send(
-            f"Recording {channel.mention}: **{active.recording.state.title}**. "
-            f"/record stop ends it and posts the transcript here."
+            f"Recording {channel.mention}: **{active.recording.state.title}**, meeting "
+            f"`{meeting}`. /record stop ends it and posts the transcript here."
         )
 
     @group.command(name="stop", description="Stop recording and post the transcript")
