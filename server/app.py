@@ -129,7 +129,11 @@ def build_app(config: ServerConfig, keys: KeyRing | ApiKeys | None = None) -> we
     app[POOL_KEY] = pool
     app.add_routes(tus.routes())
     meetings = MeetingsApi(
-        db, admission, workers=config.workers, max_missing_chunks=config.max_missing_chunks
+        db,
+        admission,
+        workers=config.workers,
+        max_missing_chunks=config.max_missing_chunks,
+        blobs=blobs,
     )
     app.add_routes(meetings.routes())
     app.add_routes(EventsApi(db, meetings.progress, ring.owner_active).routes())

@@ -124,6 +124,11 @@ class Errors:
     NOT_RETRYABLE = _e("ERR_NOT_RETRYABLE", 409, "only a failed chunk can be retried")
     INVALID_FORMAT = _e("ERR_INVALID_FORMAT", 400, "format must be one of json, txt, srt, vtt")
     UNAUTHORIZED = _e("ERR_UNAUTHORIZED", 401, "an API key is required")
+    MEETING_BUSY = _e(
+        "ERR_MEETING_BUSY",
+        409,
+        "a chunk of the meeting is being uploaded or transcribed; delete it when that is done",
+    )
     MEETING_CLOSED = _e(
         "ERR_MEETING_CLOSED", 409, "the meeting is complete; it takes no more chunks"
     )

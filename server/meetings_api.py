@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import secrets
 import time
 from typing import Any
@@ -23,8 +24,10 @@ from server.params import (
     is_track_name,
 )
 from storage.backlog import PENDING, queue_position, recent_rtf
+from storage.blob_store import BlobStore
 from storage.database import Database
 from storage.job_queue import requeue_failed
+from storage.meeting_catalog import Cursor, MeetingBusy, delete_meeting, list_meetings
 from storage.models import Chunk, Meeting, Segment, Upload
 from storage.state_machine import (
     ChunkState,
@@ -33,6 +36,7 @@ from storage.state_machine import (
     new_meeting,
     transition_meeting,
 )
+from storage.upload_store import UploadStore
 from transcribe.assembly import assemble_if_ready, readiness
 from transcribe.transcript_formats import FORMATS, TranscriptLine, render
 
@@ -90,6 +94,27 @@ def _tracks(body: dict[str, Any]) -> list[str]:
     return tracks
 
 
+DEFAULT_PAGE = 20
+MAX_PAGE = 100
+
+
+def _cursor_text(cursor: Cursor) -> str:
+    return base64.urlsafe_b64encode(f"{cursor.created_at!r}|{cursor.id}".encode()).decode()
+
+
+def _cursor(text: str) -> Cursor:
+    """A page's `next`, as the previous answer gave it."""
+    bad = ApiError(Errors.INVALID_FIELD, "after must be a `next` from a meetings page")
+    try:
+        created, _, meeting_id = base64.urlsafe_b64decode(text.encode()).decode().partition("|")
+        cursor = Cursor(float(created), meeting_id)
+    except (ValueError, UnicodeError):
+        raise bad from None
+    if not meeting_id or cursor.created_at != cursor.created_at:  # NaN
+        raise bad
+    return cursor
+
+
 class MeetingsApi:
     def __init__(
         self,
@@ -98,8 +123,10 @@ class MeetingsApi:
         workers: int,
         upload_prefix: str = "/files/",
         max_missing_chunks: int = 1000,
+        blobs: BlobStore | None = None,
     ) -> None:
         self.max_missing_chunks = max_missing_chunks
+        self.blobs = blobs
         self.db = db
         self.admission = admission
         self.workers = workers
@@ -108,7 +135,9 @@ class MeetingsApi:
     def routes(self) -> list[web.RouteDef]:
         return [
             web.post("/meetings", self.create),
+            web.get("/meetings", self.list),
             web.get("/meetings/{meeting_id}", self.show),
+            web.delete("/meetings/{meeting_id}", self.delete),
             web.post("/meetings/{meeting_id}/finalize", self.finalize),
             web.get("/meetings/{meeting_id}/transcript", self.transcript),
             web.post("/meetings/{meeting_id}/chunks/{track}/{seq}/retry", self.retry),
@@ -155,6 +184,51 @@ class MeetingsApi:
             assert existing is not None
             return web.json_response(await self.view(existing, owner), status=200)
         return web.json_response(await self.view(meeting_id, owner), status=201)
+
+    async def list(self, request: web.Request) -> web.Response:
+        """The caller's meetings, newest first, `limit` a page (`after`: the previous page's
+        `next`), optionally only those in one `state`."""
+        query = request.query
+        limit = ascii_int(query.get("limit", str(DEFAULT_PAGE)), MAX_PAGE)
+        if limit is None or limit < 1:
+            raise ApiError(Errors.INVALID_FIELD, f"limit must be an integer from 1 to {MAX_PAGE}")
+        state = query.get("state")
+        if state is not None and state not in {s.value for s in MeetingState}:
+            raise ApiError(
+                Errors.INVALID_FIELD,
+                f"state must be one of {sorted(s.value for s in MeetingState)}, got {state[:40]!r}",
+            )
+        after = _cursor(query["after"]) if "after" in query else None
+        async with self.db.read() as session:
+            page = await list_meetings(session, request[OWNER], state, limit, after)
+        last = page[-1] if len(page) == limit else None
+        return web.json_response(
+            {
+                "meetings": [vars(m) for m in page],
+                "next": _cursor_text(Cursor(last.created_at, last.id)) if last else None,
+            }
+        )
+
+    async def delete(self, request: web.Request) -> web.Response:
+        meeting_id = request.match_info["meeting_id"]
+        try:
+            async with self.db.write() as session:
+                gone = await delete_meeting(session, meeting_id, request[OWNER])
+        except MeetingBusy as busy:
+            chunks = ", ".join(f"{c['track']}/{c['seq']} {c['state']}" for c in busy.chunks[:10])
+            raise ApiError(Errors.MEETING_BUSY, chunks) from None
+        if gone is None:
+            raise ApiError(Errors.MEETING_NOT_FOUND, meeting_id)
+        # Committed: the bytes go now. Should this process die first, the uploads have
+        # expired and the expiry sweep deletes them.
+        if self.blobs is not None:
+            uploads = UploadStore(self.db)
+            for upload_id in gone.upload_ids:
+                await self.blobs.delete(upload_id)
+                await uploads.mark_terminated(upload_id, time.time())
+            for name in gone.carry_names:
+                await self.blobs.delete_carry(name)
+        return web.json_response({"deleted": meeting_id, "chunks": len(gone.upload_ids)})
 
     async def _by_external_id(self, owner: str, external_id: str) -> str | None:
         async with self.db.read() as session:

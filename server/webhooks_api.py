@@ -34,6 +34,7 @@ EVENT_TYPES = frozenset(
         "meeting.abandoned",
         "meeting.revived",
         "meeting.chunks_missing",
+        "meeting.deleted",
     }
 )
 

@@ -73,6 +73,7 @@ def test_another_key_sees_nothing(keyed_server):
         ("GET", f"/meetings/{meeting_id}/transcript"),
         ("GET", f"/meetings/{meeting_id}/events"),
         ("POST", f"/meetings/{meeting_id}/finalize"),
+        ("DELETE", f"/meetings/{meeting_id}"),
     ]:
         r = requests.request(
             method, base + path, json={"last_seq": {"mic": 0}}, headers=auth(KEY_B), timeout=10
@@ -106,6 +107,11 @@ def test_another_key_sees_nothing(keyed_server):
         base + "/meetings", json={"external_id": "x"}, headers=auth(KEY_B), timeout=10
     )
     assert r.status_code == 201 and r.json()["id"] != meeting_id
+    # Each key's list holds its own meetings only.
+    listed_b = requests.get(base + "/meetings", headers=auth(KEY_B), timeout=10).json()
+    assert meeting_id not in {m["id"] for m in listed_b["meetings"]}
+    listed_a = requests.get(base + "/meetings", headers=auth(KEY_A), timeout=10).json()
+    assert meeting_id in {m["id"] for m in listed_a["meetings"]}
     # Key A still sees everything intact.
     head = requests.head(upload, headers={**TUS, **auth(KEY_A)}, timeout=10)
     assert head.status_code == 200 and head.headers["Upload-Offset"] == "0"

@@ -150,6 +150,48 @@ SCHEMAS: Json = {
             "chunks": {"type": "array", "items": ref("schemas", "Chunk")},
         },
     },
+    "MeetingPage": {
+        "type": "object",
+        "required": ["meetings", "next"],
+        "properties": {
+            "meetings": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": [
+                        "id",
+                        "title",
+                        "external_id",
+                        "state",
+                        "created_at",
+                        "finalized_at",
+                        "completed_at",
+                        "tracks",
+                        "track_labels",
+                        "chunks",
+                        "duration_s",
+                    ],
+                    "properties": {
+                        "id": {"type": "string"},
+                        "title": NULLABLE_STR,
+                        "external_id": NULLABLE_STR,
+                        "state": {"type": "string"},
+                        "created_at": {"type": "number"},
+                        "finalized_at": NULLABLE_NUM,
+                        "completed_at": NULLABLE_NUM,
+                        "tracks": {"type": "array", "items": {"type": "string"}},
+                        "track_labels": {
+                            "type": "object",
+                            "additionalProperties": {"type": "string"},
+                        },
+                        "chunks": {"type": "integer", "minimum": 0},
+                        "duration_s": {"type": "number", "minimum": 0},
+                    },
+                },
+            },
+            "next": NULLABLE_STR,
+        },
+    },
     "TrackSeq": {
         "type": "object",
         "required": ["track", "seq"],

@@ -16,7 +16,10 @@ from server.api_description.parts import (
     ref,
     response_headers,
 )
+from storage.state_machine import MeetingState
 from transcribe.transcript_formats import FORMATS
+
+MEETING_STATES = sorted(s.value for s in MeetingState)
 
 MEETING_ID = path_param("meeting_id", "The meeting's id (`m_...`), as its creation answered.")
 MEETING_NOT_FOUND = error_answer("ERR_MEETING_NOT_FOUND: no such meeting (or another key's).")
@@ -51,7 +54,41 @@ def meeting_paths() -> Json:
                 },
                 tags=["meetings"],
                 body=json_body("MeetingCreate", required=False),
-            )
+            ),
+            "get": operation(
+                "listMeetings",
+                "The caller's meetings, newest first, a page at a time",
+                {
+                    "200": {
+                        "description": "A page; `next` (null on the last page) asks for the "
+                        "one after it as `after`.",
+                        "content": json_content(ref("schemas", "MeetingPage")),
+                    },
+                    "400": error_answer("ERR_INVALID_FIELD: limit, state or after."),
+                },
+                tags=["meetings"],
+                parameters=[
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20},
+                    },
+                    {
+                        "name": "state",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "string", "enum": MEETING_STATES},
+                    },
+                    {
+                        "name": "after",
+                        "in": "query",
+                        "required": False,
+                        "description": "The `next` of the previous page.",
+                        "schema": {"type": "string"},
+                    },
+                ],
+            ),
         },
         "/meetings/{meeting_id}": {
             "parameters": [MEETING_ID],
@@ -59,6 +96,31 @@ def meeting_paths() -> Json:
                 "getMeeting",
                 "A meeting: state, chunks, progress, gaps",
                 {"200": meeting_ok, "404": MEETING_NOT_FOUND},
+                tags=["meetings"],
+            ),
+            "delete": operation(
+                "deleteMeeting",
+                "Delete a meeting: its audio, transcript, chunks and events",
+                {
+                    "200": {
+                        "description": "Deleted; `meeting.deleted` is sent to webhooks.",
+                        "content": json_content(
+                            {
+                                "type": "object",
+                                "required": ["deleted", "chunks"],
+                                "properties": {
+                                    "deleted": {"type": "string"},
+                                    "chunks": {"type": "integer", "minimum": 0},
+                                },
+                            }
+                        ),
+                    },
+                    "404": MEETING_NOT_FOUND,
+                    "409": error_answer(
+                        "ERR_MEETING_BUSY: a chunk is being uploaded or transcribed; the "
+                        "message names them."
+                    ),
+                },
                 tags=["meetings"],
             ),
         },
