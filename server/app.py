@@ -22,6 +22,7 @@ from server.meetings_api import MeetingsApi
 from server.metrics import Metrics
 from server.recovery import RecoverySweeper
 from server.tus.handler import TusHandler, TusSettings
+from server.web_pages import WebPages
 from server.webhook_dispatcher import DeliveryPolicy, WebhookDispatcher
 from server.webhook_targets import TargetPolicy
 from server.webhooks_api import WebhooksApi
@@ -156,6 +157,7 @@ def build_app(config: ServerConfig, keys: KeyRing | ApiKeys | None = None) -> we
         ]
     )
     app.add_routes(DocsApi(ring.keyed).routes())
+    app.add_routes(WebPages().routes())
 
     async def lifecycle(_app: web.Application):  # type: ignore[no-untyped-def]
         await ensure_schema(db)  # SchemaMismatch stops the start: `rollscribe db upgrade`

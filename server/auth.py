@@ -24,8 +24,12 @@ if TYPE_CHECKING:
     from server.key_ring import KeyRing
 
 OWNER = web.RequestKey("owner", str)
-OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"})
-OPEN_PREFIXES = ("/docs/",)  # the docs page's assets
+OPEN_PATHS = frozenset(
+    {"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/", "/app/record"}
+)
+# The docs page's assets; the browser app's pages and assets (they hold no data: every
+# call they make carries the key the person typed in).
+OPEN_PREFIXES = ("/docs/", "/app/static/", "/app/meetings/")
 
 
 def fingerprint(key: str) -> str:

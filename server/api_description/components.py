@@ -77,12 +77,13 @@ SCHEMAS: Json = {
                 "description": "The tracks chunks may name; none: any track.",
             },
             "track_labels": {
-                "type": "object",
+                "type": ["object", "null"],
                 "maxProperties": 64,
                 "additionalProperties": TRACK_LABEL,
                 "description": "What transcripts show each track as (e.g. a speaker's name "
                 "for a track named by a user id); keys must be declared tracks when `tracks` "
-                "is given. Chunks may set or change a label later (`track_label` metadata).",
+                "is given; null or absent: none. Chunks may set or change a label later "
+                "(`track_label` metadata).",
             },
         },
     },

@@ -116,4 +116,50 @@ def ops_paths() -> Json:
                 open_route=True,
             ),
         },
+        **{
+            path: {
+                **({"parameters": [param]} if param else {}),
+                "get": operation(
+                    op_id,
+                    summary,
+                    {
+                        "200": {
+                            "description": "The page (it calls the API with the key typed in).",
+                            "content": {"text/html": {"schema": {"type": "string"}}},
+                        }
+                    },
+                    tags=["app"],
+                    open_route=True,
+                ),
+            }
+            for path, op_id, summary, param in [
+                ("/", "appMeetings", "The browser app: the meetings list", None),
+                (
+                    "/app/meetings/{meeting}",
+                    "appMeeting",
+                    "The browser app: one meeting, live",
+                    path_param("meeting", "The meeting's id (read by the page itself)."),
+                ),
+                ("/app/record", "appRecord", "The browser app: record a meeting", None),
+            ]
+        },
+        "/app/static/{asset}": {
+            "parameters": [path_param("asset", "A file the app's pages load.")],
+            "get": operation(
+                "appAsset",
+                "A script or style sheet of the browser app",
+                {
+                    "200": {
+                        "description": "The file.",
+                        "content": {
+                            "text/css": {"schema": {"type": "string"}},
+                            "application/javascript": {"schema": {"type": "string"}},
+                        },
+                    },
+                    "404": error_answer("ERR_NOT_FOUND: no such asset."),
+                },
+                tags=["app"],
+                open_route=True,
+            ),
+        },
     }
