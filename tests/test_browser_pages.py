@@ -30,7 +30,7 @@ EMPTY_MEETINGS = 21  # with the two below: two pages of 20
 @dataclass
 class Seeded:
     server: ServerProcess
-    done: str  # a complete meeting: jfk in 5 s segments
+    done: str  # a complete meeting: jfk in 5 s segments, the middle one never sent (a gap)
     broken: str  # its only chunk failed (its bytes were gone); the bytes are back now
     broken_upload: str
 
@@ -45,7 +45,15 @@ def seeded(tmp_path_factory: pytest.TempPathFactory, jfk_segments) -> Iterator[S
     upload_id = url.rsplit("/", 1)[1]
     kept = take_blob(data, upload_id)
     server.stop()
-    server = ServerProcess(data, workers=1, port=server.port, extra=["--max-attempts", "1"])
+    server = ServerProcess(
+        data,
+        workers=1,
+        port=server.port,
+        extra=[
+            *("--max-attempts", "1"),
+            *("--missing-grace-seconds", "2", "--sweep-interval-seconds", "0.5"),
+        ],
+    )
     server.start()
     try:
         deadline = time.monotonic() + 60
@@ -59,7 +67,8 @@ def seeded(tmp_path_factory: pytest.TempPathFactory, jfk_segments) -> Iterator[S
         done = create_meeting(base, title="done", tracks=["mic"])["id"]
         segments = jfk_segments[5.0]
         for s in segments:
-            upload_segment(base, done, "mic", s, s.start_ms)
+            if s.seq != 1:
+                upload_segment(base, done, "mic", s, s.start_ms)
         requests.post(
             f"{base}/meetings/{done}/finalize",
             json={"last_seq": {"mic": len(segments) - 1}},
@@ -122,7 +131,8 @@ def test_list_pages_newest_first_filters_by_state_and_opens_a_meeting(seeded, ne
     page.wait_for_url(f"**/app/meetings/{seeded.done}")
     page.wait_for_function("document.getElementById('final').textContent === '(final)'")
     assert "fellow" in page.inner_text("#lines").lower()
-    assert page.locator("#strips .chunk.transcribed").count() == 3
+    assert page.locator("#strips .strip .chunk.transcribed").count() == 2
+    assert page.locator("#strips .strip .chunk.gap").get_attribute("aria-label") == "mic #1: gap"
     assert page.inner_text("#state") == "complete"
 
 
@@ -148,12 +158,12 @@ def test_retry_on_a_failed_chunk_by_keyboard(seeded, new_page):
     page = new_page()
     base = seeded.server.url
     page.goto(f"{base}/app/meetings/{seeded.broken}")
-    failed = page.locator("#strips button.chunk.failed")
+    failed = page.locator("#strips .strip button.chunk.failed")
     failed.wait_for()
     assert "failed" in failed.get_attribute("aria-label")
     failed.focus()
     page.keyboard.press("Enter")
-    page.wait_for_selector("#strips .chunk.transcribed", timeout=120000)
+    page.wait_for_selector("#strips .strip .chunk.transcribed", timeout=120000)
     assert (
         requests.get(f"{base}/meetings/{seeded.broken}", timeout=10).json()["chunks"][0]["state"]
         == "transcribed"

@@ -8,10 +8,11 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 
+import jiwer
 import pytest
 import requests
 
-from tests.browser import chromium, speech_wav
+from tests.browser import LEAD_S, chromium, speech_wav
 from tests.conftest import REFERENCE, words
 from tests.server_process import ServerProcess
 
@@ -178,3 +179,95 @@ def test_reload_mid_upload_resumes_it_and_the_meeting_finishes(page, server):
     view = meeting_of(server, "browser reload")
     # The open segment at the reload is what a crash of the tab may lose; nothing else.
     assert [c["seq"] for c in view["chunks"]] == [0] and view["chunks"][0]["length"] == length
+
+
+def test_tab_audio_is_a_second_aligned_track(page, server):
+    """With the box ticked, getDisplayMedia's sound (in this Chromium: its fake audio
+    device, playing the same speech) is track `tab`, beside the microphone."""
+    page.goto(f"{server.url}/app/record?segment=4")
+    page.fill("#title", "browser tab")
+    page.check("#tab")
+    page.click("#start")
+    page.wait_for_selector("#recording:not([hidden])", timeout=15000)
+    assert page.locator("#level-tab").count() == 1
+    meeting = meeting_of(server, "browser tab")
+    wait_for(page, lambda: len(meeting_of(server, "browser tab")["chunks"]) >= 8, 60, "chunks")
+    page.click("#stop")
+    final_words(page, server, meeting["id"])
+    view = meeting_of(server, "browser tab")
+    assert view["track_labels"] == {"mic": "Microphone", "tab": "Tab audio"}
+    starts = {t: [c["start_ms"] for c in view["chunks"] if c["track"] == t] for t in ("mic", "tab")}
+    assert starts["mic"] == starts["tab"] and len(starts["mic"]) >= 4
+    lines = requests.get(f"{server.url}/meetings/{meeting['id']}/transcript", timeout=10).json()
+    for track, label in (("mic", "Microphone"), ("tab", "Tab audio")):
+        mine = [x for x in lines["segments"] if x["track"] == track]
+        assert {x["speaker"] for x in mine} == {label}
+        # The same speech on both: each track's words are the reference (tiny.en may hear
+        # "American" for "Americans" on one), and both start at the speech, 1 s in.
+        assert (
+            jiwer.wer(" ".join(REFERENCE), " ".join(words(" ".join(x["text"] for x in mine))))
+            <= 0.1
+        )
+        assert abs(mine[0]["start"] - LEAD_S) < 0.4, (track, mine[0]["start"])
+
+
+def test_no_server_at_start_is_said_and_nothing_starts(page, server):
+    page.goto(f"{server.url}/app/record?segment=3")
+    page.fill("#title", "browser no server")
+    page.wait_for_selector("#microphone option:nth-child(2)", state="attached")
+    page.context.set_offline(True)
+    page.click("#start")
+    page.wait_for_function("document.getElementById('message').textContent.length > 0")
+    assert page.inner_text("#message") == "The server cannot be reached."
+    assert page.is_hidden("#recording") and page.is_enabled("#start")
+    page.context.set_offline(False)
+    titles = [
+        m["title"] for m in requests.get(f"{server.url}/meetings", timeout=10).json()["meetings"]
+    ]
+    assert "browser no server" not in titles
+
+
+def test_segments_the_server_refuses_are_said_and_kept(page, server):
+    """Someone finalizes the meeting while the page records: later segments are refused
+    for good (409), the page says so, keeps them in the browser, and its own finalize is
+    refused with the reason."""
+    start_recording(page, server, 2, "browser refused")
+    meeting = meeting_of(server, "browser refused")
+    wait_for(page, lambda: "1 uploaded" in page.inner_text("#progress"), 30, "a first upload")
+    r = requests.post(
+        f"{server.url}/meetings/{meeting['id']}/finalize",
+        json={"last_seq": {"mic": 0}},
+        timeout=10,
+    )
+    assert r.status_code in (200, 202), r.text
+    wait_for(page, lambda: "refused" in page.inner_text("#progress"), 30, "a refusal said")
+    progress = page.inner_text("#progress")
+    assert "The server refused mic segment 1 (409 ERR_" in progress
+    # finalized, or already complete: either way the reason, not a raw body
+    assert "ERR_SEQ_AFTER_FINALIZE" in progress or "ERR_MEETING_CLOSED" in progress
+    assert '{"error"' not in progress
+    kept = page.evaluate(
+        """() => new Promise((resolve) => {
+             const open = indexedDB.open("rollscribe-recorder");
+             open.onsuccess = () => {
+               const get = open.result.transaction("segments").objectStore("segments").getAll();
+               get.onsuccess = () => resolve(get.result.filter((s) => s.failed).map((s) => s.seq));
+             };
+           })"""
+    )
+    assert 1 in kept
+    page.click("#stop")
+    wait_for(
+        page, lambda: "refused to finish" in page.inner_text("#message"), 30, "finalize refused"
+    )
+    assert "ERR_FINALIZE_CONFLICT" in page.inner_text(
+        "#message"
+    ) or "finalized with" in page.inner_text("#message")
+
+
+def test_a_browser_without_webcodecs_is_told_before_anything_starts(page, server):
+    page.add_init_script("delete window.AudioEncoder")
+    page.goto(f"{server.url}/app/record")
+    page.wait_for_function("document.getElementById('message').textContent.length > 0")
+    assert "cannot encode Opus in the page" in page.inner_text("#message")
+    assert page.is_disabled("#start")

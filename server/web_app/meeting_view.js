@@ -3,6 +3,22 @@
 // meeting page and under the recorder.
 import { api, clock, followEvents, showLines } from "/app/static/api.js";
 
+// What each colour of a strip means (the state is also each box's label).
+const LEGEND = [
+  ["uploading", "uploading"], ["queued", "queued"], ["transcribing", "transcribing"],
+  ["transcribed", "transcribed"], ["failed", "failed (press to retry)"], ["gap", "gap (never arrived)"],
+];
+
+function legend() {
+  const row = Object.assign(document.createElement("p"), { className: "legend muted" });
+  for (const [state, text] of LEGEND) {
+    const box = Object.assign(document.createElement("span"), { className: `chunk ${state}` });
+    box.setAttribute("aria-hidden", "true");
+    row.append(box, document.createTextNode(` ${text} `));
+  }
+  return row;
+}
+
 export class MeetingView {
   constructor(meetingId, parts, onError) {
     this.id = meetingId;
@@ -87,6 +103,7 @@ export class MeetingView {
       }
       blocks.push(label, strip);
     }
+    if (blocks.length) blocks.push(legend());
     this.parts.strips.replaceChildren(...blocks);
     if (focused) {
       const again = [...this.parts.strips.querySelectorAll("[data-chunk]")].find((b) => b.dataset.chunk === focused);

@@ -244,6 +244,22 @@ $("continue").addEventListener("click", async () => {
   }
 });
 
+// What this browser cannot do is said before anything starts.
+async function unsupported() {
+  if (!window.isSecureContext) return "Browsers give microphones only to pages served over HTTPS or from localhost; open this page that way.";
+  if (typeof AudioEncoder === "undefined" || typeof AudioWorkletNode === "undefined") {
+    return "This browser cannot encode Opus in the page (WebCodecs' AudioEncoder); record with a Chromium-based browser or with `rollscribe record`.";
+  }
+  const { supported } = await AudioEncoder.isConfigSupported({ codec: "opus", sampleRate: RATE, numberOfChannels: 1 });
+  return supported ? null : "This browser's AudioEncoder has no Opus; record with a Chromium-based browser or with `rollscribe record`.";
+}
+
+const missing = await unsupported();
+if (missing) {
+  say(missing);
+  $("start").disabled = true;
+  $("continue").disabled = true;
+}
 await resumeSpool();
 if (state) {
   $("setup").hidden = true;

@@ -15,6 +15,17 @@ const TEMPORARY_CONFLICTS = ["ERR_MISMATCHED_OFFSET", "ERR_UPLOAD_TAKEN_OVER"];
 function statusOf(err) { return err && err.originalResponse ? err.originalResponse.getStatus() : 0; }
 function bodyOf(err) { return err && err.originalResponse ? err.originalResponse.getBody() || "" : ""; }
 
+// "409 ERR_MEETING_CLOSED: the meeting is complete…", from the server's JSON error.
+function reasonOf(err) {
+  const body = bodyOf(err);
+  try {
+    const { code, message } = JSON.parse(body).error;
+    return `${statusOf(err)} ${code}: ${message}`.slice(0, 300);
+  } catch {
+    return `${statusOf(err)} ${body}`.slice(0, 300);
+  }
+}
+
 export function isTemporary(err) {
   const status = statusOf(err);
   if (status === 409) return TEMPORARY_CONFLICTS.some((code) => bodyOf(err).includes(code));
@@ -99,7 +110,7 @@ export class SegmentUploader {
         onSuccess: () => { this.sentBytes += segment.blob.size; this.onProblem(null); resolve("uploaded"); },
         onError: (err) => {
           if (!isTemporary(err)) {
-            const reason = `${statusOf(err)} ${bodyOf(err)}`.slice(0, 300);
+            const reason = reasonOf(err);
             this.onProblem(`The server refused ${segment.track} segment ${segment.seq} (${reason}); it is kept in this browser and the meeting will show a gap there.`);
             resolve(reason);
             return;
