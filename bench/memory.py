@@ -66,7 +66,14 @@ def upload(base: str, size: int) -> None:
 def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory(dir=Path(__file__).parent.parent) as tmp:
-        server = RollscribeServer(Path(tmp) / "data", "--max-upload-bytes", str(3 * 1024**3))
+        server = RollscribeServer(
+            # One process: its RSS is the server's.
+            Path(tmp) / "data",
+            "--max-upload-bytes",
+            str(3 * 1024**3),
+            "--processes",
+            "1",
+        )
         try:
             time.sleep(1.0)
             rows.append(

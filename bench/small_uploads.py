@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
 import statistics
 import tempfile
 import time
@@ -19,8 +20,8 @@ from pathlib import Path
 import aiohttp
 import numpy as np
 
-from bench.comparison_servers import WORK, start_all
-from bench.server_under_test import save_results
+from bench.comparison_servers import WORK, RunningServer, start_all
+from bench.server_under_test import RollscribeServer, save_results
 from codec.segmenter import OggOpusFileWriter, iter_pcm
 
 JFK = Path(__file__).resolve().parents[2] / "shared" / "data" / "jfk.flac"
@@ -115,10 +116,15 @@ def main() -> None:
         root = Path(tmp)
         body = segment(root)
         servers = start_all(root)
+        # The same server in one process, side by side with the default (a process a core).
+        single = RollscribeServer(root / "rs1", "--processes", "1")
+        servers.insert(
+            1, RunningServer("rollscribe, 1 process", single.url + "/files/", single.process)
+        )
         try:
             for srv in servers:
                 meetings: list[str | None] = [None] * CLIENTS
-                if srv.name == "rollscribe":
+                if srv.name.startswith("rollscribe"):
                     meetings = asyncio.run(make_meetings(srv.url.removesuffix("/files/")))
                 rows[srv.name] = asyncio.run(run(srv.url, body, meetings))
         finally:
@@ -128,16 +134,20 @@ def main() -> None:
         f"\n{CLIENTS} clients x {UPLOADS_PER_CLIENT} uploads of a {len(body) // 1000} KB "
         "30 s Ogg Opus segment (POST + PATCH each)\n"
     )
-    print(f"{'server':14} {'req/s':>7} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
+    print(f"{'server':22} {'req/s':>7} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
     for name, r in rows.items():
         print(
-            f"{name:14} {r['requests_per_s']:7.0f} {r['p50_ms']:8.0f} {r['p99_ms']:8.0f} "
+            f"{name:22} {r['requests_per_s']:7.0f} {r['p50_ms']:8.0f} {r['p99_ms']:8.0f} "
             f"{r['max_ms']:8.0f}"
         )
     rs = rows["rollscribe"]["requests_per_s"]
     node = rows["@tus/server"]["requests_per_s"]
     py = rows["tuspyserver"]["requests_per_s"]
-    print(f"\nreq/s: rollscribe / @tus/server {rs / node:.2f}x, / tuspyserver {rs / py:.2f}x")
+    one = rows["rollscribe, 1 process"]["requests_per_s"]
+    print(
+        f"\nreq/s: rollscribe ({os.cpu_count()} processes) / @tus/server {rs / node:.2f}x, "
+        f"/ tuspyserver {rs / py:.2f}x; 1 process / @tus/server {one / node:.2f}x"
+    )
     save_results(
         "small_uploads",
         {

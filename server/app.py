@@ -71,7 +71,7 @@ def build_app(config: ServerConfig, keys: KeyRing | ApiKeys | None = None) -> we
     db = Database(database_url)
     blobs = blob_store_for(config.data_dir, config.blob_url, config.s3_endpoint_url)
     ingest = ChunkIngest(db, blobs, max_chunk_s=config.max_chunk_s)
-    locks = upload_locks_for(db)
+    locks = upload_locks_for(db, config.data_dir)
     pool = WorkerPool(config.workers, worker_args(config, database_url))
     metrics = Metrics(db, lambda: config.workers)
     admission = Admission(
@@ -163,9 +163,11 @@ def build_app(config: ServerConfig, keys: KeyRing | ApiKeys | None = None) -> we
         await ensure_schema(db)  # SchemaMismatch stops the start: `rollscribe db upgrade`
         await blobs.start()  # BlobStoreError stops the start: a bad bucket or endpoint
         # Recovery first, so that a restart moves everything on before new work arrives.
-        await sweeper.sweep()
-        sweeper.start()
-        dispatcher.start()
+        # The other processes of a `--processes` server only serve HTTP.
+        if not config.sibling:
+            await sweeper.sweep()
+            sweeper.start()
+            dispatcher.start()
         ring.start()
         await pool.start()
         yield

@@ -14,7 +14,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 
-async def _serve(args: argparse.Namespace) -> None:
+async def _serve(args: argparse.Namespace, argv: list[str]) -> None:
     from server.app import build_app
     from server.auth import is_loopback
     from server.config import config_from_args
@@ -33,7 +33,8 @@ async def _serve(args: argparse.Namespace) -> None:
                 "who can reach it could read every meeting. Set --api-keys-file or "
                 "ROLLSCRIBE_API_KEYS, or bind 127.0.0.1."
             )
-        print("rollscribe: no API keys configured: serving loopback only", flush=True)
+        if not config.sibling:
+            print("rollscribe: no API keys configured: serving loopback only", flush=True)
     from storage.blob_store import BlobStoreError
     from storage.schema import SchemaMismatch
 
@@ -52,18 +53,34 @@ async def _serve(args: argparse.Namespace) -> None:
     except (OSError, SQLAlchemyError) as exc:
         await runner.cleanup()
         sys.exit(_database_error(config.database_url or "SQLite in the data folder", exc))
-    site = web.TCPSite(runner, config.host, config.port)
+    several = config.processes > 1 or config.sibling
+    site = web.TCPSite(runner, config.host, config.port, reuse_port=several or None)
     await site.start()
     port = runner.addresses[0][1] if runner.addresses else config.port
-    print(
-        f"rollscribe listening on http://{config.host}:{port} (data: {config.data_dir})", flush=True
-    )
+    siblings = None
+    if config.processes > 1:
+        from server.sibling_processes import SiblingProcesses
+
+        siblings = SiblingProcesses(config.processes - 1, argv, port)
+        await siblings.start()
+    if not config.sibling:
+        print(
+            f"rollscribe listening on http://{config.host}:{port} (data: {config.data_dir}, "
+            f"{config.processes} server process{'es' if config.processes > 1 else ''})",
+            flush=True,
+        )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
+    if siblings is not None:
+        await siblings.stop()
     await runner.cleanup()
+    if siblings is not None:
+        import shutil
+
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
 
 
 def _database_error(url: str, exc: BaseException) -> str:
@@ -156,7 +173,17 @@ def main(argv: list[str] | None = None) -> None:
     # Alembic narrates each plugin and migration context at INFO; `db` prints the outcome.
     logging.getLogger("alembic").setLevel(logging.WARNING)
     if args.command == "serve":
-        asyncio.run(_serve(args))
+        argv = list(sys.argv[1:] if argv is None else argv)
+        serve_argv = argv[argv.index("serve") + 1 :]
+        if args.processes == 0:
+            args.processes = os.cpu_count() or 1
+        if args.processes > 1 and not args.sibling:
+            from pathlib import Path
+
+            from server.sibling_processes import metrics_folder
+
+            metrics_folder(Path(args.data_dir))  # before prometheus_client is imported
+        asyncio.run(_serve(args, serve_argv))
     elif args.command == "record":
         from client.recorder import run_from_args as record_from_args
 

@@ -21,6 +21,10 @@ class ServerConfig:
     blob_url: str | None = None
     s3_endpoint_url: str | None = None
     workers: int = 1
+    # Server processes sharing the port (SO_REUSEPORT); the first also runs the sweeps,
+    # webhook deliveries and the worker pool. The flag's 0 means one per core.
+    processes: int = 1
+    sibling: bool = False  # one of the extra processes (started by the first)
     worker_threads: int = 2
     model_dir: str | None = None
     max_upload_bytes: int = 8 * 1024**3
@@ -76,6 +80,14 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         default=int(_env("WORKERS", str(d.workers))),
         help="transcription worker processes (0: this node only serves)",
     )
+    parser.add_argument(
+        "--processes",
+        type=_non_negative,
+        default=_env("PROCESSES", "0"),
+        help="server processes serving the port (SO_REUSEPORT); 0 (default): one per core",
+    )
+    # Internal: how the first process starts the others.
+    parser.add_argument("--sibling", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument(
         "--worker-threads", type=int, default=int(_env("WORKER_THREADS", str(d.worker_threads)))
     )
@@ -238,6 +250,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         blob_url=args.blob_url,
         s3_endpoint_url=args.s3_endpoint_url,
         workers=args.workers,
+        processes=args.processes or (os.cpu_count() or 1),  # main() resolved 0 already
+        sibling=args.sibling,
         worker_threads=args.worker_threads,
         model_dir=args.model_dir,
         max_upload_bytes=args.max_upload_bytes,

@@ -7,12 +7,14 @@ exist only for meetings still recording or finalizing: they disappear when a mee
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Awaitable, Callable, Iterator
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from server.auth import OWNER
 from storage.backlog import Backlog, backlog_snapshot
@@ -119,14 +121,20 @@ class Metrics:
         self.registry = CollectorRegistry()
         self.backlog = BacklogCollector(workers)
         self.registry.register(self.backlog)  # type: ignore[arg-type]
+        # With several server processes (`--processes`), each counts into its own file and
+        # a scrape adds them all up (prometheus-client's multiprocess mode).
+        several = "PROMETHEUS_MULTIPROC_DIR" in os.environ
+        if several:
+            MultiProcessCollector(self.registry)
+        counted_in = None if several else self.registry
         self.bytes_received = Counter(
-            "rollscribe_bytes_received", "Upload bytes stored", registry=self.registry
+            "rollscribe_bytes_received", "Upload bytes stored", registry=counted_in
         )
         self.upload_requests = Counter(
             "rollscribe_upload_requests",
             "tus requests by method and status code",
             ["method", "code"],
-            registry=self.registry,
+            registry=counted_in,
         )
 
     async def handle(self, request: web.Request) -> web.Response:

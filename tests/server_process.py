@@ -57,6 +57,8 @@ class ServerProcess:
                 str(self.workers),
                 "--worker-threads",
                 "2",
+                # One server process unless a test asks for more (the default is a core each).
+                *([] if "--processes" in self.extra else ["--processes", "1"]),
                 # A test that names its own database still gets the run's blob store.
                 *(
                     blob_args(self.data_dir)

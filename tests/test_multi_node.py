@@ -1,6 +1,8 @@
-"""Several server nodes and separate worker processes on one PostgreSQL database and one
-shared blob folder: PATCHes that alternate between nodes, two PATCHes racing on two nodes,
-a stalled writer taken over from another node, and a worker killed with SIGKILL."""
+"""Several server nodes and separate worker processes on one database and one shared blob
+folder: PATCHes that alternate between nodes, two PATCHes racing on two nodes, a stalled
+writer taken over from another node, and a worker killed with SIGKILL. The upload-lock
+tests run on SQLite too: there the nodes are processes on one machine sharing the data
+folder, as `--processes` runs them (file locks instead of advisory locks)."""
 
 from __future__ import annotations
 
@@ -31,8 +33,8 @@ from tests.databases import database_url_for, on_postgres
 from tests.server_process import ROOT, ServerProcess
 from tests.test_end_to_end import wait_state
 
-pytestmark = pytest.mark.skipif(
-    not on_postgres(), reason="several nodes need PostgreSQL (ROLLSCRIBE_TEST_POSTGRES)"
+needs_postgres = pytest.mark.skipif(
+    not on_postgres(), reason="several machines need PostgreSQL (ROLLSCRIBE_TEST_POSTGRES)"
 )
 
 
@@ -222,6 +224,7 @@ def _upload_alternating(nodes: list[ServerProcess], meeting_id: str, segment) ->
     assert uploader.offset == size
 
 
+@needs_postgres
 @pytest.mark.crash
 def test_two_nodes_two_workers_one_killed(tmp_path, jfk_segments):
     data_dir = tmp_path / "data"
@@ -301,6 +304,7 @@ def test_two_nodes_two_workers_one_killed(tmp_path, jfk_segments):
             node.stop()
 
 
+@needs_postgres
 def test_event_ids_follow_commit_order(tmp_path):
     """SSE replay and the webhook cursor read `id > last seen`: an event committed later
     must never get a smaller id than one a reader may already have seen."""
