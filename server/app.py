@@ -28,6 +28,7 @@ from server.webhook_targets import TargetPolicy
 from server.webhooks_api import WebhooksApi
 from storage.blob_store import blob_store_for
 from storage.database import Database, sqlite_url
+from storage.event_feed import EventFeed
 from storage.job_queue import RetryPolicy
 from storage.schema import ensure_schema
 from storage.upload_locks import upload_locks_for
@@ -137,7 +138,9 @@ def build_app(config: ServerConfig, keys: KeyRing | ApiKeys | None = None) -> we
         blobs=blobs,
     )
     app.add_routes(meetings.routes())
-    app.add_routes(EventsApi(db, meetings.progress, ring.owner_active).routes())
+    feed = EventFeed(db)
+    events = EventsApi(feed, meetings.progress, ring.owner_active)
+    app.add_routes(events.routes())
     targets = TargetPolicy(config.webhook_allow_networks)
     app.add_routes(WebhooksApi(db, targets).routes())
     dispatcher = WebhookDispatcher(
@@ -148,6 +151,7 @@ def build_app(config: ServerConfig, keys: KeyRing | ApiKeys | None = None) -> we
             horizon_s=config.webhook_horizon_s,
         ),
         targets,
+        wait_for_events=feed.wait_for_commit,
     )
     app.add_routes(
         [
@@ -169,8 +173,12 @@ def build_app(config: ServerConfig, keys: KeyRing | ApiKeys | None = None) -> we
             sweeper.start()
             dispatcher.start()
         ring.start()
+        await feed.start()
+        events.start()
         await pool.start()
         yield
+        await events.stop()
+        await feed.stop()
         await ring.stop()
         await dispatcher.stop()
         await sweeper.stop()
@@ -180,4 +188,5 @@ def build_app(config: ServerConfig, keys: KeyRing | ApiKeys | None = None) -> we
         await db.close()
 
     app.cleanup_ctx.append(lifecycle)
+    app.on_shutdown.append(events.end_streams)
     return app

@@ -16,6 +16,7 @@ import json
 import logging
 import random
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -39,7 +40,10 @@ class DeliveryPolicy:
     backoff_max_s: float = 3600.0
     horizon_s: float = 3 * 24 * 3600.0  # keep retrying a downstream outage this long
     timeout_s: float = 10.0
-    poll_s: float = 0.25
+    # Idle, the dispatcher waits this long for a commit that logged events (this process's,
+    # or any on PostgreSQL) before it looks again (events of other processes on SQLite,
+    # retries falling due).
+    poll_s: float = 1.0
     concurrency: int = 16
 
     def delay(self, attempts: int) -> float:
@@ -82,10 +86,17 @@ def body_of(due: DueDelivery) -> bytes:
 
 
 class WebhookDispatcher:
-    def __init__(self, db: Database, policy: DeliveryPolicy, targets: TargetPolicy) -> None:
+    def __init__(
+        self,
+        db: Database,
+        policy: DeliveryPolicy,
+        targets: TargetPolicy,
+        wait_for_events: Callable[[float], Awaitable[None]] | None = None,
+    ) -> None:
         self.db = db
         self.policy = policy
         self.targets = targets
+        self.wait_for_events = wait_for_events or asyncio.sleep
         self._task: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
 
@@ -147,7 +158,7 @@ class WebhookDispatcher:
             while True:
                 try:
                     if await self.run_once() == 0:
-                        await asyncio.sleep(self.policy.poll_s)
+                        await self.wait_for_events(self.policy.poll_s)
                 except asyncio.CancelledError:
                     raise
                 except Exception:

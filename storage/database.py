@@ -10,7 +10,7 @@ The schema itself is `storage.schema`'s job (Alembic migrations).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -62,6 +62,9 @@ def _sqlite_engine(url: str, begin: str) -> AsyncEngine:
 # transaction lock: ids then follow commit order. Nothing else is done while the lock is
 # held, so it cannot take part in a deadlock. (SQLite writers are serial already.)
 EVENT_ORDER_LOCK = 0x65766E74  # "evnt"
+# Notified by every PostgreSQL transaction that logs events, at its commit (event feeds of
+# every process LISTEN to it: storage/event_feed.py).
+EVENTS_CHANNEL = "rollscribe_events"
 
 
 class OrderedEventsSession(Session):
@@ -91,6 +94,8 @@ def _insert_events_in_commit_order(session: Session) -> None:
         session.flush()
     finally:
         session.info.pop("inserting_events", None)
+    # Delivered when (and only if) the transaction commits.
+    session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": EVENTS_CHANNEL})
 
 
 @event.listens_for(OrderedEventsSession, "after_rollback")
@@ -120,6 +125,8 @@ class Database:
             expire_on_commit=False,
             sync_session_class=Session if self.is_sqlite else OrderedEventsSession,
         )
+        # Called after a write transaction that logged events has committed.
+        self.on_events_committed: list[Callable[[], None]] = []
 
     @property
     def write_engine(self) -> AsyncEngine:
@@ -133,8 +140,12 @@ class Database:
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:
         """A transaction: committed when the block ends, rolled back if it raises."""
-        async with self._write() as session, session.begin():
-            yield session
+        async with self._write() as session:
+            async with session.begin():
+                yield session
+            if session.info.get("logged_events"):
+                for callback in self.on_events_committed:
+                    callback()
 
     async def ping(self) -> None:
         async with self.read() as session:

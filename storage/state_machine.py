@@ -88,6 +88,7 @@ def record_event(
 ) -> Event:
     event = Event(meeting_id=meeting_id, type=type_, payload=payload, created_at=time.time())
     session.add(event)
+    session.info["logged_events"] = True  # the database wakes event feeds after the commit
     return event
 
 

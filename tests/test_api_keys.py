@@ -132,7 +132,7 @@ def test_file_changes_apply_without_restart(keys_server):
         server.url + f"/meetings/{meeting.json()['id']}/events",
         headers=auth(token),
         stream=True,
-        timeout=10,  # keepalives come every 15 s: a stream left open fails the read
+        timeout=10,  # keepalives come every 25 s: a stream left open fails the read
     )
     assert events.status_code == 200
     assert keys_command(keys, "revoke", "new").returncode == 0

@@ -8,6 +8,7 @@ import time
 import pytest
 import requests
 
+from tests.blob_stores import stored_bytes
 from tests.conftest import create_meeting, metadata, tus_create, tus_patch
 
 
@@ -90,15 +91,15 @@ def test_delete_removes_audio_transcript_rows_and_says_so(protocol_server, jfk_s
     meeting_id = create_meeting(base, title="to delete")["id"]
     url = upload_chunk(base, meeting_id, "mic", 0, jfk_segments[3.0][0].path.read_bytes())
     wait_chunk_state(base, meeting_id, {"queued"})
-    blob = protocol_server.data_dir / "uploads" / url.rsplit("/", 1)[1]
-    assert blob.exists()
+    upload_id = url.rsplit("/", 1)[1]
+    assert stored_bytes(protocol_server.data_dir, upload_id)  # on disk or in S3
     r = requests.delete(f"{base}/meetings/{meeting_id}", timeout=10)
     assert r.status_code == 200, r.text
     assert r.json() == {"deleted": meeting_id, "chunks": 1}
     assert requests.get(f"{base}/meetings/{meeting_id}", timeout=10).status_code == 404
     assert requests.get(f"{base}/meetings/{meeting_id}/transcript", timeout=10).status_code == 404
     assert meeting_id not in {m["id"] for m in page(base, limit=100)["meetings"]}
-    assert not blob.exists()  # the audio is gone
+    assert stored_bytes(protocol_server.data_dir, upload_id) is None  # the audio is gone
     assert requests.head(url, headers={"Tus-Resumable": "1.0.0"}, timeout=10).status_code in (
         404,
         410,

@@ -1,0 +1,160 @@
+"""The event feed that live streams read (storage/event_feed.py): woken by this process's
+commits at once, finding other processes' events by its poll (or at once through
+LISTEN/NOTIFY on PostgreSQL), waking only the streams of the meeting concerned, and
+handing a stream that falls too far behind back to the log."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+
+from storage import event_feed
+from storage.database import Database
+from storage.event_feed import EventFeed
+from storage.schema import upgrade
+from storage.state_machine import record_event
+from tests.databases import database_url_for, on_postgres
+
+
+async def log(db: Database, meeting_id: str, type_: str = "chunk.uploaded") -> None:
+    async with db.write() as session:
+        record_event(session, meeting_id, type_, {})
+
+
+async def opened(data_dir: Path) -> Database:
+    db = Database(database_url_for(data_dir))
+    await upgrade(db)
+    return db
+
+
+def run(coroutine_function, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    data = tmp_path / "data"
+    data.mkdir()
+    asyncio.run(coroutine_function(data))
+
+
+def test_a_commit_in_this_process_wakes_the_stream_without_a_poll(tmp_path):
+    async def check(data: Path) -> None:
+        db = await opened(data)
+        feed = EventFeed(db, poll_s=60)  # no poll in this test's time
+        await feed.start()
+        try:
+            mine = await feed.subscribe("m1")
+            other = await feed.subscribe("m2")
+            started = time.monotonic()
+            await log(db, "m1")
+            await mine.wait(5)
+            assert time.monotonic() - started < 1.0
+            assert [e.type for e in mine.take()] == ["chunk.uploaded"]
+            assert not other.wake.is_set() and other.take() == []  # not its meeting
+            mine.close()
+            other.close()
+        finally:
+            await feed.stop()
+            await db.close()
+
+    run(check, tmp_path)
+
+
+def test_another_process_events_are_found_by_the_poll(tmp_path):
+    async def check(data: Path) -> None:
+        db = await opened(data)
+        elsewhere = Database(db.url)  # another process's connection: no hook to this feed
+        feed = EventFeed(db, poll_s=0.2)
+        await feed.start()
+        try:
+            sub = await feed.subscribe("m1")
+            await log(elsewhere, "m1", "chunk.transcribed")
+            await sub.wait(5)
+            assert [e.type for e in sub.take()] == ["chunk.transcribed"]
+            sub.close()
+            assert feed.streams == 0
+        finally:
+            await feed.stop()
+            await elsewhere.close()
+            await db.close()
+
+    run(check, tmp_path)
+
+
+def test_nothing_is_read_while_no_stream_is_open(tmp_path):
+    async def check(data: Path) -> None:
+        db = await opened(data)
+        feed = EventFeed(db, poll_s=0.05)
+        await feed.start()
+        try:
+            for _ in range(5):
+                await log(db, "m1")
+            await asyncio.sleep(0.3)
+            assert feed.position == 0 and feed.version == 0  # nobody listens: no reads
+            sub = await feed.subscribe("m1")
+            assert feed.position == 5  # from now on; the stream replays the rest itself
+            assert [e.id for e in await feed.replay("m1", 2)] == [3, 4, 5]
+            sub.close()
+        finally:
+            await feed.stop()
+            await db.close()
+
+    run(check, tmp_path)
+
+
+def test_a_stream_too_far_behind_is_sent_back_to_the_log(tmp_path, monkeypatch):
+    monkeypatch.setattr(event_feed, "MAX_BUFFERED", 3)
+
+    async def check(data: Path) -> None:
+        db = await opened(data)
+        feed = EventFeed(db, poll_s=60)
+        await feed.start()
+        try:
+            sub = await feed.subscribe("m1")
+            for _ in range(5):
+                await log(db, "m1")
+            await asyncio.sleep(0.3)
+            assert sub.overflowed and len(sub.events) <= 3
+        finally:
+            await feed.stop()
+            await db.close()
+
+    run(check, tmp_path)
+
+
+def test_the_webhook_dispatcher_wait_ends_at_a_commit(tmp_path):
+    async def check(data: Path) -> None:
+        db = await opened(data)
+        feed = EventFeed(db, poll_s=60)
+        try:
+            waiting = asyncio.create_task(feed.wait_for_commit(30))
+            await asyncio.sleep(0.1)
+            assert not waiting.done()
+            await log(db, "m1")
+            await asyncio.wait_for(waiting, 1)
+        finally:
+            await db.close()
+
+    run(check, tmp_path)
+
+
+@pytest.mark.skipif(not on_postgres(), reason="LISTEN/NOTIFY is PostgreSQL's")
+def test_postgres_notifies_other_processes_at_commit(tmp_path):
+    async def check(data: Path) -> None:
+        db = await opened(data)
+        elsewhere = Database(db.url)
+        feed = EventFeed(db, poll_s=60)
+        await feed.start()
+        try:
+            sub = await feed.subscribe("m1")
+            started = time.monotonic()
+            await log(elsewhere, "m1")
+            await sub.wait(5)
+            assert time.monotonic() - started < 1.0
+            assert len(sub.take()) == 1
+            sub.close()
+        finally:
+            await feed.stop()
+            await elsewhere.close()
+            await db.close()
+
+    run(check, tmp_path)
