@@ -115,12 +115,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=WORK) as tmp:
         root = Path(tmp)
         body = segment(root)
-        servers = start_all(root)
-        # The same server in one process, side by side with the default (a process a core).
-        single = RollscribeServer(root / "rs1", "--processes", "1")
-        servers.insert(
-            1, RunningServer("rollscribe, 1 process", single.url + "/files/", single.process)
-        )
+        servers = start_all(root)  # rollscribe as it starts by default: one process
+        # The same server with a process per core, side by side.
+        several = RollscribeServer(root / "rsn", "--processes", "0")
+        name = f"rollscribe, {os.cpu_count()} processes"
+        servers.insert(1, RunningServer(name, several.url + "/files/", several.process))
         try:
             for srv in servers:
                 meetings: list[str | None] = [None] * CLIENTS
@@ -143,10 +142,10 @@ def main() -> None:
     rs = rows["rollscribe"]["requests_per_s"]
     node = rows["@tus/server"]["requests_per_s"]
     py = rows["tuspyserver"]["requests_per_s"]
-    one = rows["rollscribe, 1 process"]["requests_per_s"]
+    many = rows[f"rollscribe, {os.cpu_count()} processes"]["requests_per_s"]
     print(
-        f"\nreq/s: rollscribe ({os.cpu_count()} processes) / @tus/server {rs / node:.2f}x, "
-        f"/ tuspyserver {rs / py:.2f}x; 1 process / @tus/server {one / node:.2f}x"
+        f"\nreq/s: rollscribe / @tus/server {rs / node:.2f}x, / tuspyserver {rs / py:.2f}x; "
+        f"{os.cpu_count()} processes / @tus/server {many / node:.2f}x"
     )
     save_results(
         "small_uploads",

@@ -83,8 +83,10 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--processes",
         type=_non_negative,
-        default=_env("PROCESSES", "0"),
-        help="server processes serving the port (SO_REUSEPORT); 0 (default): one per core",
+        # 1 by default until the hot paths pay for a second process: on a 2-core machine
+        # with SQLite, 2 processes served fewer small uploads than 1 (bench/README.md).
+        default=_env("PROCESSES", "1"),
+        help="server processes serving the port (SO_REUSEPORT; 0: one per core; default 1)",
     )
     # Internal: how the first process starts the others.
     parser.add_argument("--sibling", action="store_true", help=argparse.SUPPRESS)

@@ -10,6 +10,7 @@ The schema itself is `storage.schema`'s job (Alembic migrations).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -127,6 +128,11 @@ class Database:
         )
         # Called after a write transaction that logged events has committed.
         self.on_events_committed: list[Callable[[], None]] = []
+        # SQLite has one writer at a time. Left to its busy handler, every waiting
+        # transaction of every process sleeps and retries, and under load a process can
+        # starve past the busy timeout ("database is locked"); queued here, a process offers
+        # one transaction at a time and the others wait their turn without spinning.
+        self._one_writer = asyncio.Lock() if self.is_sqlite else None
 
     @property
     def write_engine(self) -> AsyncEngine:
@@ -140,12 +146,20 @@ class Database:
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:
         """A transaction: committed when the block ends, rolled back if it raises."""
-        async with self._write() as session:
+        async with self._writer_turn(), self._write() as session:
             async with session.begin():
                 yield session
-            if session.info.get("logged_events"):
-                for callback in self.on_events_committed:
-                    callback()
+        if session.info.get("logged_events"):
+            for callback in self.on_events_committed:
+                callback()
+
+    @asynccontextmanager
+    async def _writer_turn(self) -> AsyncIterator[None]:
+        if self._one_writer is None:
+            yield
+            return
+        async with self._one_writer:
+            yield
 
     async def ping(self) -> None:
         async with self.read() as session:
