@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from server.errors import ApiError, Errors
-from storage.backlog import backlog_snapshot, mean_rtf
+from storage.backlog import backlog_snapshot, recent_rtf
 from storage.blob_store import BlobStore
 from storage.database import Database
 
@@ -30,10 +30,11 @@ class Admission:
         keep uploading (nothing accepted is ever dropped)."""
         async with self.db.read() as session:
             backlog = await backlog_snapshot(session, time.time())
-        over = backlog.workable_audio_s - self.max_backlog_s
-        if over <= 0:
-            return
-        drain_s = over * mean_rtf(backlog) / max(1, self.workers())
+            over = backlog.workable_audio_s - self.max_backlog_s
+            if over <= 0:
+                return
+            rtf = await recent_rtf(session)
+        drain_s = over * rtf / max(1, self.workers())
         retry = int(min(MAX_RETRY_S, max(MIN_RETRY_S, drain_s)))
         raise ApiError(
             Errors.BACKLOG_FULL,

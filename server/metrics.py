@@ -19,16 +19,15 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from server.auth import OWNER
 from storage.backlog import Backlog, backlog_snapshot
 from storage.database import Database
+from storage.metric_rollups import HistogramCounts
 from storage.outbox import OutboxStats, outbox_stats
 
-RTF_BUCKETS = (0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0)
-LAG_BUCKETS = (1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800)
 
-
-def _histogram(name: str, doc: str, values: list[float], buckets: tuple[float, ...]) -> Metric:
-    counts = [(str(b), sum(1 for v in values if v <= b)) for b in buckets]
-    counts.append(("+Inf", len(values)))
-    return HistogramMetricFamily(name, doc, buckets=counts, sum_value=sum(values))
+def _histogram(name: str, doc: str, counts: HistogramCounts | None) -> Metric:
+    counts = counts or HistogramCounts([], 0, 0.0)
+    buckets = [(f"{le:g}", count) for le, count in counts.buckets]
+    buckets.append(("+Inf", counts.count))
+    return HistogramMetricFamily(name, doc, buckets=buckets, sum_value=counts.sum)
 
 
 class BacklogCollector:
@@ -95,23 +94,21 @@ class BacklogCollector:
             "Age of the oldest event not yet delivered",
             value=self.outbox.oldest_undelivered_age_s,
         )
+        h = b.histograms
         yield _histogram(
             "rollscribe_transcription_rtf",
             "Transcription time / audio duration per chunk",
-            b.rtf,
-            RTF_BUCKETS,
+            h.get("transcription_rtf"),
         )
         yield _histogram(
             "rollscribe_chunk_lag_seconds",
             "Upload complete to transcribed, per chunk",
-            b.chunk_lag_s,
-            LAG_BUCKETS,
+            h.get("chunk_lag_s"),
         )
         yield _histogram(
             "rollscribe_meeting_end_latency_seconds",
             "Finalize to assembled, per meeting",
-            b.meeting_end_s,
-            LAG_BUCKETS,
+            h.get("meeting_end_s"),
         )
 
 
@@ -140,7 +137,7 @@ class Metrics:
     async def handle(self, request: web.Request) -> web.Response:
         now = time.time()
         async with self.db.read() as session:
-            snapshot = await backlog_snapshot(session, now)
+            snapshot = await backlog_snapshot(session, now, with_histograms=True)
         outbox = await outbox_stats(self.db, now)
         # No await from here to the render: concurrent scrapes cannot mix their views.
         self.backlog.snapshot, self.backlog.outbox = snapshot, outbox

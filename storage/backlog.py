@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.job_queue import CLAIM_ORDER
+from storage.metric_rollups import HistogramCounts, histograms
 from storage.models import Chunk, Meeting
 from storage.state_machine import ChunkState, MeetingState
 
@@ -41,9 +42,8 @@ class Backlog:
     transcribing: int = 0
     chunks_by_state: dict[str, int] = field(default_factory=dict)
     meetings: dict[str, MeetingLag] = field(default_factory=dict)
-    rtf: list[float] = field(default_factory=list)  # transcription time / audio time
-    chunk_lag_s: list[float] = field(default_factory=list)  # upload complete -> transcribed
-    meeting_end_s: list[float] = field(default_factory=list)  # finalize -> complete
+    # The /metrics histograms (storage/metric_rollups.py), when asked for.
+    histograms: dict[str, HistogramCounts] = field(default_factory=dict)
 
 
 def _first_hole(present: set[int]) -> int:
@@ -51,7 +51,9 @@ def _first_hole(present: set[int]) -> int:
     return next(s for s in range(len(present) + 1) if s not in present)
 
 
-async def backlog_snapshot(session: AsyncSession, now: float) -> Backlog:
+async def backlog_snapshot(
+    session: AsyncSession, now: float, *, with_histograms: bool = False
+) -> Backlog:
     b = Backlog()
     for state, count in (
         await session.execute(select(Chunk.state, func.count()).group_by(Chunk.state))
@@ -104,33 +106,9 @@ async def backlog_snapshot(session: AsyncSession, now: float) -> Backlog:
         b.meetings[meeting_id] = MeetingLag(
             pending.get(meeting_id, 0.0), None if landed is None else now - landed, owner
         )
-    for elapsed, duration, uploaded_at, transcribed_at in (
-        await session.execute(
-            select(
-                Chunk.transcribe_s, Chunk.duration_s, Chunk.uploaded_at, Chunk.transcribed_at
-            ).where(Chunk.transcribed_at.is_not(None))
-        )
-    ).all():
-        if elapsed is not None and duration:
-            b.rtf.append(elapsed / duration)
-        if uploaded_at is not None:
-            b.chunk_lag_s.append(transcribed_at - uploaded_at)
-    b.meeting_end_s = [
-        done - finalized
-        for finalized, done in (
-            await session.execute(
-                select(Meeting.finalized_at, Meeting.completed_at).where(
-                    Meeting.completed_at.is_not(None), Meeting.finalized_at.is_not(None)
-                )
-            )
-        ).all()
-    ]
+    if with_histograms:
+        b.histograms = await histograms(session)
     return b
-
-
-def mean_rtf(backlog: Backlog) -> float:
-    recent = backlog.rtf[-200:]
-    return sum(recent) / len(recent) if recent else DEFAULT_RTF
 
 
 async def queue_position(session: AsyncSession, meeting_id: str, now: float) -> int | None:

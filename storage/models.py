@@ -82,6 +82,8 @@ class Chunk(Base):
     __table_args__ = (
         UniqueConstraint("meeting_id", "track", "seq", name="uq_chunk_key"),
         Index("ix_chunks_claim", "state", "next_attempt_at"),
+        # The most recent transcription times (admission's real-time factor).
+        Index("ix_chunks_transcribed_at", "transcribed_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -188,3 +190,16 @@ class KeyUploadBytes(Base):
     owner: Mapped[str] = mapped_column(String(64), primary_key=True)
     day: Mapped[str] = mapped_column(String(10), primary_key=True)  # "YYYY-MM-DD", UTC
     bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class MetricRollup(Base):
+    """A histogram of /metrics kept as it grows: each observation adds to every bucket at or
+    above it, in the transaction that makes it (a chunk transcribed, a meeting complete), so
+    a scrape reads a few rows however many chunks there are (storage/metric_rollups.py)."""
+
+    __tablename__ = "metric_rollups"
+
+    name: Mapped[str] = mapped_column(String(40), primary_key=True)
+    le: Mapped[float] = mapped_column(Double, primary_key=True)  # upper bound; 1e308: +Inf
+    count: Mapped[int] = mapped_column(BigInteger, default=0)
+    sum: Mapped[float] = mapped_column(Double, default=0.0)  # of the values counted here

@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from storage.metric_rollups import observe
 from storage.models import Chunk, Event, Meeting
 
 
@@ -122,6 +123,8 @@ async def transition_chunk(
     chunk.state = target.value
     for name, value in fields.items():
         setattr(chunk, name, value)
+    if target is ChunkState.TRANSCRIBED:
+        await _observe_transcribed(session, chunk)
     if event is not None:
         body = {"track": chunk.track, "seq": chunk.seq, "state": target.value}
         body.update(payload or {})
@@ -151,10 +154,20 @@ async def transition_meeting(
     meeting.state = target.value
     for name, value in fields.items():
         setattr(meeting, name, value)
+    if target is MeetingState.COMPLETE and meeting.finalized_at and meeting.completed_at:
+        await observe(session, "meeting_end_s", meeting.completed_at - meeting.finalized_at)
     if event is not None:
         body = {"state": target.value}
         body.update(payload or {})
         record_event(session, meeting.id, event, body)
+
+
+async def _observe_transcribed(session: AsyncSession, chunk: Chunk) -> None:
+    """The histograms of /metrics, in the transaction that records the transcription."""
+    if chunk.transcribe_s is not None and chunk.duration_s:
+        await observe(session, "transcription_rtf", chunk.transcribe_s / chunk.duration_s)
+    if chunk.uploaded_at is not None and chunk.transcribed_at is not None:
+        await observe(session, "chunk_lag_s", chunk.transcribed_at - chunk.uploaded_at)
 
 
 def new_chunk(*, meeting_id: str, track: str, seq: int, start_ms: int, upload_id: str) -> Chunk:
