@@ -59,9 +59,9 @@ async def _serve(args: argparse.Namespace, argv: list[str]) -> None:
     port = runner.addresses[0][1] if runner.addresses else config.port
     siblings = None
     if config.processes > 1:
-        from server.sibling_processes import SiblingProcesses
+        from server.sibling_processes import sibling_processes
 
-        siblings = SiblingProcesses(config.processes - 1, argv, port)
+        siblings = sibling_processes(config.processes - 1, argv, port)
         await siblings.start()
     if not config.sibling:
         print(

@@ -23,8 +23,8 @@ def test_upgrading_counts_the_chunks_and_meetings_already_there(tmp_path: Path) 
             async with db.write() as session:
                 await session.execute(
                     text(
-                        "INSERT INTO meetings (id, owner, tracks, gaps, state, created_at, last_served_at, "
-                        "finalized_at, completed_at) VALUES "
+                        "INSERT INTO meetings (id, owner, tracks, gaps, state, created_at, "
+                        "last_served_at, finalized_at, completed_at) VALUES "
                         "('m1', '', '[]', '[]', 'complete', 0, 0, 100, 103.5)"
                     )
                 )

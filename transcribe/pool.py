@@ -1,7 +1,8 @@
 """The server's bounded pool of worker processes, restarted if one dies.
 
 Separate processes (not threads) keep Whisper's CPU work off the server's event loop and
-let a crashed or killed worker take nothing else down; its lease simply expires.
+let a crashed or killed worker take nothing else down; its lease simply expires. The
+supervision itself (`SupervisedProcesses`) also keeps a `--processes` server's siblings.
 """
 
 from __future__ import annotations
@@ -17,9 +18,13 @@ log = logging.getLogger("rollscribe.pool")
 
 
 @dataclass
-class WorkerPool:
+class SupervisedProcesses:
+    """`count` processes of `python -m <module> <args>`, each started again if it exits."""
+
     count: int
     args: list[str]
+    module: str = "transcribe.worker"
+    what: str = "worker"  # for the log
     restart_delay_s: float = 1.0
     processes: list[asyncio.subprocess.Process | None] = field(default_factory=list)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -33,20 +38,16 @@ class WorkerPool:
     def pids(self) -> list[int]:
         return [p.pid for p in self.processes if p is not None and p.returncode is None]
 
-    def ready_count(self, ready_dir: Path) -> int:
-        """Live workers that wrote their ready marker (model loaded)."""
-        return sum(1 for pid in self.pids if (ready_dir / str(pid)).exists())
-
     async def _supervise(self, slot: int) -> None:
         while not self._stopping:
             process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "transcribe.worker", *self.args
+                sys.executable, "-m", self.module, *self.args
             )
             self.processes[slot] = process
             code = await process.wait()
             if self._stopping:
                 return
-            log.warning("worker %s exited with %s; restarting", process.pid, code)
+            log.warning("%s %s exited with %s; restarting", self.what, process.pid, code)
             await asyncio.sleep(self.restart_delay_s)
 
     async def stop(self, timeout_s: float = 10.0) -> None:
@@ -67,3 +68,10 @@ class WorkerPool:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+@dataclass
+class WorkerPool(SupervisedProcesses):
+    def ready_count(self, ready_dir: Path) -> int:
+        """Live workers that wrote their ready marker (model loaded)."""
+        return sum(1 for pid in self.pids if (ready_dir / str(pid)).exists())
