@@ -87,8 +87,16 @@ def final_words(page, server: ServerProcess, meeting_id: str) -> list[str]:
 def test_recorded_speech_shows_live_and_ends_as_the_reference(page, server):
     start_recording(page, server, 4, "browser live")
     meeting = meeting_of(server, "browser live")
-    # Lines on the recorder page while the meeting is still recording.
+    # Lines on the recorder page, and on the meeting's own page in another tab, while the
+    # meeting is still recording.
     wait_for(page, lambda: "fellow" in page.inner_text("#lines").lower(), 60, "live lines")
+    watcher = page.context.new_page()
+    watcher.goto(f"{server.url}/app/meetings/{meeting['id']}")
+    watcher.wait_for_function("/fellow/i.test(document.getElementById('lines').textContent)")
+    assert watcher.inner_text("#final") == "(partial)"
+    assert "Microphone:" in watcher.inner_text("#lines")  # labelled by track, with times
+    assert watcher.inner_text("#lines").startswith("00:01")
+    watcher.close()
     assert meeting_of(server, "browser live")["state"] == "recording"
     assert page.get_attribute("#level-mic", "value") is not None
     page.click("#stop")
