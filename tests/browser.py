@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile as sf
 
 from tests.server_process import JFK
@@ -57,3 +58,10 @@ def chromium(fake_audio: Path) -> Iterator[object]:
             yield browser
         finally:
             browser.close()
+
+
+@pytest.fixture(scope="module", name="browser")
+def speaking_browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """The browser of a test module, its microphone saying jfk.flac."""
+    with chromium(speech_wav(tmp_path_factory.mktemp("speech") / "speech.wav")) as browser:
+        yield browser

@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from tests.blob_stores import put_blob, take_blob
-from tests.browser import chromium, speech_wav
+from tests.browser import speaking_browser  # noqa: F401 (the `browser` fixture)
 from tests.conftest import TUS, create_meeting, metadata, tus_create, tus_patch, words
 from tests.server_process import ServerProcess
 from tests.test_end_to_end import upload_segment, wait_state
@@ -80,12 +80,6 @@ def seeded(tmp_path_factory: pytest.TempPathFactory, jfk_segments) -> Iterator[S
         yield Seeded(server, done, broken, upload_id)
     finally:
         server.stop()
-
-
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory):
-    with chromium(speech_wav(tmp_path_factory.mktemp("speech") / "speech.wav")) as browser:
-        yield browser
 
 
 @pytest.fixture
