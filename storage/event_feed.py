@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -194,10 +193,6 @@ class EventFeed:
                     sub.wake.set()
             if len(batch) < BATCH:
                 return
-
-    def all(self) -> Iterator[Subscription]:
-        for subs in self._subs.values():
-            yield from subs
 
     @property
     def streams(self) -> int:
