@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from server.errors import ApiError, Errors
-from storage.backlog import backlog_snapshot, recent_rtf
+from storage.backlog import read_backlog, read_recent_rtf
 from storage.blob_store import BlobStore
 from storage.database import Database
 
@@ -28,12 +28,11 @@ class Admission:
     async def check_new_meeting(self) -> None:
         """New meetings wait while the backlog is over the limit; meetings already recording
         keep uploading (nothing accepted is ever dropped)."""
-        async with self.db.read() as session:
-            backlog = await backlog_snapshot(session, time.time())
-            over = backlog.workable_audio_s - self.max_backlog_s
-            if over <= 0:
-                return
-            rtf = await recent_rtf(session)
+        backlog = await read_backlog(self.db, time.time())
+        over = backlog.workable_audio_s - self.max_backlog_s
+        if over <= 0:
+            return
+        rtf = await read_recent_rtf(self.db)
         drain_s = over * rtf / max(1, self.workers())
         retry = int(min(MAX_RETRY_S, max(MIN_RETRY_S, drain_s)))
         raise ApiError(
@@ -58,8 +57,7 @@ class Admission:
             "ok" if self.workers() == 0 or self.ready_workers() > 0 else "no worker has it loaded"
         )
         if checks["database"] == "ok":
-            async with self.db.read() as session:
-                backlog = await backlog_snapshot(session, time.time())
+            backlog = await read_backlog(self.db, time.time())
             checks["backlog"] = (
                 "ok"
                 if backlog.workable_audio_s <= self.max_backlog_s

@@ -14,7 +14,6 @@ from server.docs_api import DocsApi
 from server.errors import error_middleware
 from server.events_api import EventsApi
 from server.host_check import allowed_names, host_check_middleware
-from server.ingest import ChunkIngest
 from server.json_body import BODY_TIMEOUT_S
 from server.key_limits import UploadQuota
 from server.key_ring import KeyRing
@@ -27,11 +26,14 @@ from server.webhook_dispatcher import DeliveryPolicy, WebhookDispatcher
 from server.webhook_targets import TargetPolicy
 from server.webhooks_api import WebhooksApi
 from storage.blob_store import blob_store_for
+from storage.chunk_intake import ChunkIntake
 from storage.database import Database, sqlite_url
 from storage.event_feed import EventFeed
 from storage.job_queue import RetryPolicy
+from storage.meeting_store import MeetingStore
 from storage.schema import ensure_schema
 from storage.upload_locks import upload_locks_for
+from storage.upload_store import UploadStore
 from transcribe.pool import WorkerPool
 
 log = logging.getLogger("rollscribe")
@@ -71,7 +73,8 @@ def build_app(config: ServerConfig, keys: KeyRing | ApiKeys | None = None) -> we
     database_url = config.database_url or sqlite_url(config.data_dir)
     db = Database(database_url)
     blobs = blob_store_for(config.data_dir, config.blob_url, config.s3_endpoint_url)
-    ingest = ChunkIngest(db, blobs, max_chunk_s=config.max_chunk_s)
+    intake = ChunkIntake(db, blobs, max_chunk_s=config.max_chunk_s)
+    uploads = UploadStore(db, blobs, intake)
     locks = upload_locks_for(db, config.data_dir)
     pool = WorkerPool(config.workers, worker_args(config, database_url))
     metrics = Metrics(db, lambda: config.workers)
@@ -83,9 +86,8 @@ def build_app(config: ServerConfig, keys: KeyRing | ApiKeys | None = None) -> we
         blobs=blobs,
     )
     tus = TusHandler(
-        db,
+        uploads,
         blobs,
-        ingest,
         TusSettings(
             max_size=config.max_upload_bytes,
             expiry_s=config.upload_expiry_s,
@@ -99,8 +101,8 @@ def build_app(config: ServerConfig, keys: KeyRing | ApiKeys | None = None) -> we
     retry = RetryPolicy(max_attempts=config.max_attempts)
     sweeper = RecoverySweeper(
         db,
-        ingest,
-        blobs,
+        intake,
+        uploads,
         retry,
         interval_s=config.sweep_interval_s,
         missing_grace_s=config.missing_grace_s,
@@ -131,11 +133,10 @@ def build_app(config: ServerConfig, keys: KeyRing | ApiKeys | None = None) -> we
     app[POOL_KEY] = pool
     app.add_routes(tus.routes())
     meetings = MeetingsApi(
-        db,
+        MeetingStore(db, blobs),
         admission,
         workers=config.workers,
         max_missing_chunks=config.max_missing_chunks,
-        blobs=blobs,
     )
     app.add_routes(meetings.routes())
     feed = EventFeed(db)

@@ -10,8 +10,8 @@ import signal
 import sys
 
 from aiohttp import web
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
+from storage.database import DatabaseError, printable_url
 
 
 async def _serve(args: argparse.Namespace, argv: list[str]) -> None:
@@ -40,7 +40,7 @@ async def _serve(args: argparse.Namespace, argv: list[str]) -> None:
 
     try:
         app = build_app(config, keys)
-    except SQLAlchemyError as exc:  # a malformed --database-url
+    except DatabaseError as exc:  # a malformed --database-url
         sys.exit(_database_error(config.database_url or "", exc))
     except BlobStoreError as exc:
         sys.exit(f"rollscribe: {exc}")
@@ -50,7 +50,7 @@ async def _serve(args: argparse.Namespace, argv: list[str]) -> None:
     except (SchemaMismatch, BlobStoreError) as exc:
         await runner.cleanup()
         sys.exit(f"rollscribe: {exc}")
-    except (OSError, SQLAlchemyError) as exc:
+    except (OSError, DatabaseError) as exc:
         await runner.cleanup()
         sys.exit(_database_error(config.database_url or "SQLite in the data folder", exc))
     several = config.processes > 1 or config.sibling
@@ -84,11 +84,7 @@ async def _serve(args: argparse.Namespace, argv: list[str]) -> None:
 
 
 def _database_error(url: str, exc: BaseException) -> str:
-    try:
-        shown = make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        shown = url.split("@")[-1]  # never echo a password
-    return f"rollscribe: cannot use the database {shown}: {type(exc).__name__}: {exc}"
+    return f"rollscribe: cannot use the database {printable_url(url)}: {type(exc).__name__}: {exc}"
 
 
 def _database_url(args: argparse.Namespace) -> str:
@@ -109,7 +105,7 @@ async def _db(command: str, url: str) -> None:
 
     try:
         db = Database(url)
-    except SQLAlchemyError as exc:
+    except DatabaseError as exc:
         sys.exit(_database_error(url, exc))
     try:
         if command == "upgrade":
@@ -122,7 +118,7 @@ async def _db(command: str, url: str) -> None:
             found = await schema.status(db)
             state = "up to date" if found.up_to_date else "needs `rollscribe db upgrade`"
             print(f"schema {found.current or 'empty'}, code {found.head}: {state}")
-    except (OSError, SQLAlchemyError) as exc:
+    except (OSError, DatabaseError) as exc:
         sys.exit(_database_error(url, exc))
     finally:
         await db.close()

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from storage.refusals import Refused, Rule
+
 log = logging.getLogger(__name__)
 
 TUS_VERSION = "1.0.0"
@@ -159,6 +161,18 @@ class Errors:
 FRAMEWORK_ERRORS = {400: Errors.BAD_REQUEST, 413: Errors.BODY_TOO_LARGE}
 
 
+def refusal_kind(rule: Rule) -> ErrorKind:
+    """A storage rule's answer: the error of the same name (tests/test_errors.py checks
+    that every rule has one)."""
+    kind = getattr(Errors, rule.name)
+    assert isinstance(kind, ErrorKind)
+    return kind
+
+
+def refused(exc: Refused) -> ApiError:
+    return ApiError(refusal_kind(exc.rule), exc.detail)
+
+
 def error_response(
     kind: ErrorKind, message: str, headers: dict[str, str] | None = None
 ) -> web.Response:
@@ -174,7 +188,10 @@ async def error_middleware(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
     try:
-        return await handler(request)
+        try:
+            return await handler(request)
+        except Refused as refusal:
+            raise refused(refusal) from None
     except ApiError as exc:
         headers = {"Tus-Resumable": TUS_VERSION, **exc.headers}
         if exc.kind.status == 412:

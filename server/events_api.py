@@ -18,8 +18,8 @@ from aiohttp import web
 
 from server.auth import OWNER
 from server.errors import ApiError, Errors
-from server.params import MAX_DB_INT, ascii_int
 from storage.event_feed import BATCH, EventFeed, LoggedEvent, Subscription
+from storage.field_rules import MAX_DB_INT, ascii_int
 
 # Comments on an idle stream, so proxies (nginx: 60 s by default) keep it open.
 KEEPALIVE_S = 25.0

@@ -34,22 +34,6 @@ LIMIT_NAMES = tuple(f.name for f in fields(KeyLimits))
 LIMITS = web.RequestKey("limits", KeyLimits)
 
 
-async def check_open_meetings(session: key_usage.Session, owner: str, limits: KeyLimits) -> None:
-    """Refuse a new meeting past the key's limit (403); in the creating transaction."""
-    limit = limits.max_open_meetings
-    if limit and await key_usage.open_meetings(session, owner) >= limit:
-        raise ApiError(
-            Errors.OPEN_MEETINGS_LIMIT,
-            f"max_open_meetings is {limit}; finalize a recording meeting first",
-        )
-
-
-async def check_webhooks(session: key_usage.Session, owner: str, limits: KeyLimits) -> None:
-    limit = limits.max_webhooks
-    if limit and await key_usage.webhooks(session, owner) >= limit:
-        raise ApiError(Errors.WEBHOOKS_LIMIT, f"max_webhooks is {limit}; delete a webhook first")
-
-
 class UploadQuota:
     """Upload bytes per key per UTC day (the count resets at 00:00 UTC)."""
 

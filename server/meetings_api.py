@@ -4,40 +4,27 @@ from __future__ import annotations
 
 import base64
 import secrets
-import time
 from typing import Any
 
 from aiohttp import web
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 
 from server.admission import Admission
 from server.auth import OWNER
 from server.errors import ApiError, Errors
 from server.json_body import read_json_object
-from server.key_limits import LIMITS, check_open_meetings
-from server.params import (
+from server.key_limits import LIMITS
+from storage.backlog import PENDING
+from storage.field_rules import (
     MAX_TRACK_CHARS,
     MAX_TRACK_LABEL_CHARS,
     ascii_int,
     is_track_label,
     is_track_name,
 )
-from storage.backlog import PENDING, queue_position, recent_rtf
-from storage.blob_store import BlobStore
-from storage.database import Database
-from storage.job_queue import requeue_failed
-from storage.meeting_catalog import Cursor, MeetingBusy, delete_meeting, list_meetings
-from storage.models import Chunk, Meeting, Segment, Upload
-from storage.state_machine import (
-    ChunkState,
-    MeetingState,
-    StaleState,
-    new_meeting,
-    transition_meeting,
-)
-from storage.upload_store import UploadStore
-from transcribe.assembly import assemble_if_ready, readiness
+from storage.meeting_catalog import Cursor
+from storage.meeting_completion import readiness
+from storage.meeting_store import MeetingStore
+from storage.state_machine import ChunkState, MeetingState
 from transcribe.transcript_formats import FORMATS, TranscriptLine, render
 
 MAX_TRACKS = 64
@@ -118,16 +105,14 @@ def _cursor(text: str) -> Cursor:
 class MeetingsApi:
     def __init__(
         self,
-        db: Database,
+        meetings: MeetingStore,
         admission: Admission,
         workers: int,
         upload_prefix: str = "/files/",
         max_missing_chunks: int = 1000,
-        blobs: BlobStore | None = None,
     ) -> None:
         self.max_missing_chunks = max_missing_chunks
-        self.blobs = blobs
-        self.db = db
+        self.meetings = meetings
         self.admission = admission
         self.workers = workers
         self.upload_prefix = upload_prefix
@@ -143,13 +128,6 @@ class MeetingsApi:
             web.post("/meetings/{meeting_id}/chunks/{track}/{seq}/retry", self.retry),
         ]
 
-    async def _meeting(self, session: Any, meeting_id: str, owner: str) -> Meeting:
-        meeting = await session.get(Meeting, meeting_id)
-        # Another key's meeting is not found, not forbidden: its existence stays private.
-        if meeting is None or meeting.owner != owner:
-            raise ApiError(Errors.MEETING_NOT_FOUND, meeting_id)
-        return meeting
-
     async def create(self, request: web.Request) -> web.Response:
         body = await read_json_object(request)
         title = _optional_str(body, "title", MAX_TITLE)
@@ -158,32 +136,20 @@ class MeetingsApi:
         track_labels = _track_labels(body, tracks)
         owner = request[OWNER]
         if external_id is not None:
-            existing = await self._by_external_id(owner, external_id)
+            existing = await self.meetings.by_external_id(owner, external_id)
             if existing is not None:
                 return web.json_response(await self.view(existing, owner), status=200)
         await self.admission.check_new_meeting()
-        meeting_id = "m_" + secrets.token_urlsafe(16)
-        try:
-            async with self.db.write() as session:
-                # In the inserting transaction: the count cannot go stale before the insert.
-                await check_open_meetings(session, owner, request[LIMITS])
-                session.add(
-                    new_meeting(
-                        meeting_id=meeting_id,
-                        external_id=external_id,
-                        title=title,
-                        tracks=tracks,
-                        owner=owner,
-                        track_labels=track_labels,
-                    )
-                )
-        except IntegrityError:
-            # Two creations with one external_id raced: the first one is the meeting.
-            assert external_id is not None
-            existing = await self._by_external_id(owner, external_id)
-            assert existing is not None
-            return web.json_response(await self.view(existing, owner), status=200)
-        return web.json_response(await self.view(meeting_id, owner), status=201)
+        meeting_id, created = await self.meetings.create(
+            meeting_id="m_" + secrets.token_urlsafe(16),
+            owner=owner,
+            title=title,
+            external_id=external_id,
+            tracks=tracks,
+            track_labels=track_labels,
+            max_open_meetings=request[LIMITS].max_open_meetings,
+        )
+        return web.json_response(await self.view(meeting_id, owner), status=201 if created else 200)
 
     async def list(self, request: web.Request) -> web.Response:
         """The caller's meetings, newest first, `limit` a page (`after`: the previous page's
@@ -199,8 +165,7 @@ class MeetingsApi:
                 f"state must be one of {sorted(s.value for s in MeetingState)}, got {state[:40]!r}",
             )
         after = _cursor(query["after"]) if "after" in query else None
-        async with self.db.read() as session:
-            page = await list_meetings(session, request[OWNER], state, limit, after)
+        page = await self.meetings.page(request[OWNER], state, limit, after)
         last = page[-1] if len(page) == limit else None
         return web.json_response(
             {
@@ -211,52 +176,16 @@ class MeetingsApi:
 
     async def delete(self, request: web.Request) -> web.Response:
         meeting_id = request.match_info["meeting_id"]
-        try:
-            async with self.db.write() as session:
-                gone = await delete_meeting(session, meeting_id, request[OWNER])
-        except MeetingBusy as busy:
-            chunks = ", ".join(f"{c['track']}/{c['seq']} {c['state']}" for c in busy.chunks[:10])
-            raise ApiError(Errors.MEETING_BUSY, chunks) from None
-        if gone is None:
-            raise ApiError(Errors.MEETING_NOT_FOUND, meeting_id)
-        # Committed: the bytes go now. Should this process die first, the uploads have
-        # expired and the expiry sweep deletes them.
-        if self.blobs is not None:
-            uploads = UploadStore(self.db)
-            for upload_id in gone.upload_ids:
-                await self.blobs.delete(upload_id)
-                await uploads.mark_terminated(upload_id, time.time())
-            for name in gone.carry_names:
-                await self.blobs.delete_carry(name)
-        return web.json_response({"deleted": meeting_id, "chunks": len(gone.upload_ids)})
-
-    async def _by_external_id(self, owner: str, external_id: str) -> str | None:
-        async with self.db.read() as session:
-            return (
-                await session.execute(
-                    select(Meeting.id).where(
-                        Meeting.owner == owner, Meeting.external_id == external_id
-                    )
-                )
-            ).scalar_one_or_none()
+        chunks = await self.meetings.delete(meeting_id, request[OWNER])
+        return web.json_response({"deleted": meeting_id, "chunks": chunks})
 
     async def view(self, meeting_id: str, owner: str) -> dict[str, Any]:
-        async with self.db.read() as session:
-            meeting = await self._meeting(session, meeting_id, owner)
-            rows = (
-                await session.execute(
-                    select(Chunk, Upload)
-                    .join(Upload, Upload.id == Chunk.upload_id)
-                    .where(Chunk.meeting_id == meeting_id)
-                    .order_by(Chunk.track, Chunk.seq)
-                )
-            ).all()
-            now = time.time()
-            position = await queue_position(session, meeting_id, now)
-            rtf = await recent_rtf(session)
+        record = await self.meetings.record(meeting_id, owner)
+        meeting, rows = record.meeting, record.chunks
         chunks = [chunk for chunk, _ in rows]
         ready = readiness(meeting, chunks)
         pending_audio = sum(c.duration_s or 0.0 for c in chunks if c.state in PENDING)
+        position = record.queue_position
         return {
             "id": meeting.id,
             "external_id": meeting.external_id,
@@ -275,7 +204,10 @@ class MeetingsApi:
                 "queue_position": position,
                 # Rough: this meeting's audio plus one job of each meeting served before it.
                 "eta_s": round(
-                    (pending_audio + (position or 0) * 30.0) * rtf / max(1, self.workers), 1
+                    (pending_audio + (position or 0) * 30.0)
+                    * record.recent_rtf
+                    / max(1, self.workers),
+                    1,
                 ),
             },
             "missing": ready.missing,
@@ -320,64 +252,8 @@ class MeetingsApi:
                 Errors.INVALID_FIELD,
                 'last_seq must be an object {"<track>": <last seq, an integer >= 0>}',
             )
-        async with self.db.write() as session:
-            meeting = await self._meeting(session, meeting_id, request[OWNER])
-            if meeting.last_seq is not None:
-                if meeting.last_seq != last_seq:
-                    raise ApiError(
-                        Errors.FINALIZE_CONFLICT, f"finalized with last_seq {meeting.last_seq}"
-                    )
-            else:
-                await self._check_last_seq(session, meeting, last_seq)
-                try:
-                    await transition_meeting(
-                        session,
-                        meeting,
-                        MeetingState.FINALIZING,
-                        event="meeting.finalizing",
-                        payload={"last_seq": last_seq},
-                        last_seq=last_seq,
-                        finalized_at=time.time(),
-                    )
-                except StaleState:
-                    pass
-        await assemble_if_ready(self.db, meeting_id)
+        await self.meetings.finalize(meeting_id, request[OWNER], last_seq, self.max_missing_chunks)
         return web.json_response(await self.view(meeting_id, request[OWNER]))
-
-    async def _check_last_seq(
-        self, session: Any, meeting: Meeting, last_seq: dict[str, int]
-    ) -> None:
-        unknown = [t for t in last_seq if meeting.tracks and t not in meeting.tracks]
-        if unknown:
-            raise ApiError(Errors.UNKNOWN_TRACK, f"{unknown}; declared: {meeting.tracks}")
-        chunks = (
-            await session.execute(
-                select(Chunk.track, Chunk.seq).where(Chunk.meeting_id == meeting.id)
-            )
-        ).all()
-        beyond = [
-            {"track": track, "seq": seq}
-            for track, seq in chunks
-            if track not in last_seq or seq > last_seq[track]
-        ]
-        if beyond:
-            raise ApiError(
-                Errors.INVALID_FIELD,
-                f"chunks exist past the given last_seq: {beyond[:10]}",
-            )
-        # A finalize may come before the last chunks (a client that finalizes, then drains
-        # its spool), but it can only name chunks a client could still send: waiting for
-        # 10**30 of them would make every readiness check (and the sweep after a restart)
-        # count to 10**30.
-        arrived = len(chunks)  # all at or below last_seq, as just checked
-        missing = sum(last + 1 for last in last_seq.values()) - arrived
-        if missing > self.max_missing_chunks:
-            raise ApiError(
-                Errors.INVALID_FIELD,
-                f"last_seq names {missing} chunks that have not arrived; at most "
-                f"{self.max_missing_chunks} may still be missing at finalize "
-                "(--max-missing-chunks)",
-            )
 
     async def retry(self, request: web.Request) -> web.Response:
         meeting_id = request.match_info["meeting_id"]
@@ -385,22 +261,7 @@ class MeetingsApi:
         seq = ascii_int(request.match_info["seq"])
         if seq is None:
             raise ApiError(Errors.INVALID_FIELD, "seq must be a non-negative integer")
-        async with self.db.write() as session:
-            await self._meeting(session, meeting_id, request[OWNER])
-            chunk = (
-                await session.execute(
-                    select(Chunk).where(
-                        Chunk.meeting_id == meeting_id,
-                        Chunk.track == track,
-                        Chunk.seq == seq,
-                    )
-                )
-            ).scalar_one_or_none()
-            if chunk is None:
-                raise ApiError(Errors.CHUNK_NOT_FOUND, f"{track}/{seq}")
-            if chunk.state != ChunkState.FAILED.value:
-                raise ApiError(Errors.NOT_RETRYABLE, f"chunk is {chunk.state}")
-            await requeue_failed(session, chunk)
+        await self.meetings.retry_chunk(meeting_id, request[OWNER], track, seq)
         return web.json_response(await self.view(meeting_id, request[OWNER]), status=202)
 
     async def transcript(self, request: web.Request) -> web.Response:
@@ -408,30 +269,12 @@ class MeetingsApi:
         fmt = request.query.get("format", "json")
         if fmt not in FORMATS:
             raise ApiError(Errors.INVALID_FORMAT, f"got {fmt!r}")
-        async with self.db.read() as session:
-            meeting = await self._meeting(session, meeting_id, request[OWNER])
-            segments = (
-                (
-                    await session.execute(
-                        select(Segment)
-                        .where(Segment.meeting_id == meeting_id)
-                        .order_by(Segment.start_ms, Segment.track, Segment.id)
-                    )
-                )
-                .scalars()
-                .all()
-            )
-            gaps = [
-                {"track": c.track, "seq": c.seq, "state": c.state, "reason": c.error}
-                for c in (
-                    await session.execute(
-                        select(Chunk).where(
-                            Chunk.meeting_id == meeting_id,
-                            Chunk.state.in_([ChunkState.REJECTED.value, ChunkState.FAILED.value]),
-                        )
-                    )
-                ).scalars()
-            ]
+        record = await self.meetings.transcript(meeting_id, request[OWNER])
+        meeting = record.meeting
+        gaps = [
+            {"track": c.track, "seq": c.seq, "state": c.state, "reason": c.error}
+            for c in record.unusable
+        ]
         gaps += [
             {"track": t, "seq": s, "state": "missing", "reason": "never uploaded"}
             for t, s in meeting.gaps or []
@@ -441,7 +284,7 @@ class MeetingsApi:
             TranscriptLine(
                 s.start_ms, s.end_ms, s.track, s.text, s.words or [], labels.get(s.track)
             )
-            for s in segments
+            for s in record.segments
         ]
         body = render(
             lines,

@@ -17,7 +17,7 @@ from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Met
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from server.auth import OWNER
-from storage.backlog import Backlog, backlog_snapshot
+from storage.backlog import Backlog, read_backlog
 from storage.database import Database
 from storage.metric_rollups import HistogramCounts
 from storage.outbox import OutboxStats, outbox_stats
@@ -136,8 +136,7 @@ class Metrics:
 
     async def handle(self, request: web.Request) -> web.Response:
         now = time.time()
-        async with self.db.read() as session:
-            snapshot = await backlog_snapshot(session, now, with_histograms=True)
+        snapshot = await read_backlog(self.db, now, with_histograms=True)
         outbox = await outbox_stats(self.db, now)
         # No await from here to the render: concurrent scrapes cannot mix their views.
         self.backlog.snapshot, self.backlog.outbox = snapshot, outbox

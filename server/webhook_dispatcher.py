@@ -24,9 +24,9 @@ from email.utils import parsedate_to_datetime
 import aiohttp
 from yarl import URL
 
-from server.params import ascii_int
 from server.webhook_targets import GuardedResolver, TargetPolicy, TargetRefused, literal_host
 from storage.database import Database
+from storage.field_rules import ascii_int
 from storage.outbox import DueDelivery, claim_due, fan_out, record_outcome
 
 log = logging.getLogger("rollscribe.webhooks")

@@ -4,23 +4,21 @@ from __future__ import annotations
 
 import base64
 import binascii
-import secrets
-import time
 from typing import Any
 from urllib.parse import urlparse
 
 from aiohttp import web
-from sqlalchemy import func, select
 
 from server.auth import OWNER
 from server.errors import ApiError, Errors
 from server.json_body import read_json_object
-from server.key_limits import LIMITS, check_webhooks
-from server.params import ascii_int
+from server.key_limits import LIMITS
 from server.webhook_targets import TargetPolicy
 from storage.database import Database
-from storage.models import Delivery, Event, Webhook
+from storage.field_rules import ascii_int
+from storage.models import Webhook
 from storage.outbox import replay
+from storage.webhook_subscriptions import DELIVERY_STATUSES, WebhookSubscriptions
 
 EVENT_TYPES = frozenset(
     {
@@ -46,6 +44,7 @@ def _view(hook: Webhook) -> dict[str, Any]:
 class WebhooksApi:
     def __init__(self, db: Database, targets: TargetPolicy) -> None:
         self.db = db
+        self.hooks = WebhookSubscriptions(db)
         self.targets = targets
 
     def routes(self) -> list[web.RouteDef]:
@@ -59,11 +58,7 @@ class WebhooksApi:
         ]
 
     async def _hook(self, request: web.Request) -> Webhook:
-        async with self.db.read() as session:
-            hook = await session.get(Webhook, request.match_info["webhook_id"])
-        if hook is None or hook.owner != request[OWNER]:
-            raise ApiError(Errors.WEBHOOK_NOT_FOUND, request.match_info["webhook_id"])
-        return hook
+        return await self.hooks.get(request.match_info["webhook_id"], request[OWNER])
 
     async def create(self, request: web.Request) -> web.Response:
         body = await read_json_object(request)
@@ -98,58 +93,26 @@ class WebhooksApi:
         refusal = await self.targets.check_host(host)
         if refusal is not None:
             raise ApiError(Errors.WEBHOOK_TARGET_REFUSED, refusal)
-        async with self.db.write() as session:
-            await check_webhooks(session, request[OWNER], request[LIMITS])
-            # Only events from now on: a new subscriber is not flooded with history.
-            cursor = (await session.execute(select(func.max(Event.id)))).scalar_one() or 0
-            hook = Webhook(
-                id="wh_" + secrets.token_urlsafe(12),
-                owner=request[OWNER],
-                url=url,
-                secret=secret,
-                events=sorted(set(events)),
-                cursor=cursor,
-                created_at=time.time(),
-            )
-            session.add(hook)
+        hook = await self.hooks.create(
+            request[OWNER], url, secret, events, request[LIMITS].max_webhooks
+        )
         return web.json_response(_view(hook), status=201)
 
     async def list(self, request: web.Request) -> web.Response:
-        async with self.db.read() as session:
-            hooks = (
-                (
-                    await session.execute(
-                        select(Webhook)
-                        .where(Webhook.owner == request[OWNER])
-                        .order_by(Webhook.created_at)
-                    )
-                )
-                .scalars()
-                .all()
-            )
+        hooks = await self.hooks.of_owner(request[OWNER])
         return web.json_response({"webhooks": [_view(h) for h in hooks]})
 
     async def delete(self, request: web.Request) -> web.Response:
         hook = await self._hook(request)
-        async with self.db.write() as session:
-            await session.execute(Delivery.__table__.delete().where(Delivery.webhook_id == hook.id))
-            await session.execute(Webhook.__table__.delete().where(Webhook.id == hook.id))
+        await self.hooks.delete(hook.id)
         return web.Response(status=204)
 
     async def deliveries(self, request: web.Request) -> web.Response:
         hook = await self._hook(request)
         status = request.query.get("status")
-        if status not in (None, "pending", "delivered", "dead"):
+        if status is not None and status not in DELIVERY_STATUSES:
             raise ApiError(Errors.INVALID_FIELD, "status must be pending, delivered or dead")
-        query = (
-            select(Delivery, Event.type)
-            .join(Event, Event.id == Delivery.event_id)
-            .where(Delivery.webhook_id == hook.id)
-        )
-        if status:
-            query = query.where(Delivery.status == status)
-        async with self.db.read() as session:
-            rows = (await session.execute(query.order_by(Delivery.event_id).limit(1000))).all()
+        rows = await self.hooks.deliveries(hook.id, status)
         return web.json_response(
             {
                 "deliveries": [

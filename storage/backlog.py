@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from storage.chunk_state_counts import chunks_by_state
+from storage.database import Database
 from storage.job_queue import CLAIM_ORDER
 from storage.metric_rollups import HistogramCounts, histograms
 from storage.models import Chunk, Meeting
@@ -51,14 +53,21 @@ def _first_hole(present: set[int]) -> int:
     return next(s for s in range(len(present) + 1) if s not in present)
 
 
+async def read_backlog(db: Database, now: float, *, with_histograms: bool = False) -> Backlog:
+    async with db.read() as session:
+        return await backlog_snapshot(session, now, with_histograms=with_histograms)
+
+
+async def read_recent_rtf(db: Database) -> float:
+    async with db.read() as session:
+        return await recent_rtf(session)
+
+
 async def backlog_snapshot(
     session: AsyncSession, now: float, *, with_histograms: bool = False
 ) -> Backlog:
     b = Backlog()
-    for state, count in (
-        await session.execute(select(Chunk.state, func.count()).group_by(Chunk.state))
-    ).all():
-        b.chunks_by_state[state] = count
+    b.chunks_by_state = await chunks_by_state(session)
     b.transcribing = b.chunks_by_state.get(ChunkState.TRANSCRIBING.value, 0)
     queued = (ChunkState.QUEUED.value, ChunkState.WAITING.value)
     rows = (

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -28,6 +30,18 @@ from sqlalchemy.orm import Session, UOWTransaction
 from storage.models import Base, Event
 
 SQLITE_BUSY_TIMEOUT_S = 30.0
+
+# What the database driver raises (a malformed URL, an unreachable server, a failed query),
+# for callers outside `storage`, which do not import sqlalchemy.
+DatabaseError = SQLAlchemyError
+
+
+def printable_url(url: str) -> str:
+    """The URL to show in a message: never its password."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url.split("@")[-1]
 
 
 def sqlite_url(data_dir: Path) -> str:

@@ -109,7 +109,8 @@ def _lease_free(now: float) -> Any:
     return or_(Chunk.lease_owner.is_(None), Chunk.lease_expires_at < now)
 
 
-async def _chunk_at(session: AsyncSession, meeting_id: str, track: str, seq: int) -> Chunk | None:
+async def chunk_at(session: AsyncSession, meeting_id: str, track: str, seq: int) -> Chunk | None:
+    """The chunk at a key (meeting, track, seq): unique, so at most one."""
     return (
         await session.execute(
             select(Chunk).where(
@@ -128,7 +129,7 @@ async def ready_state_for(session: AsyncSession, chunk: Chunk) -> ChunkState:
     """QUEUED if the previous seq of the track is done or a gap (or this is seq 0)."""
     if chunk.seq == 0:
         return ChunkState.QUEUED
-    previous = await _chunk_at(session, chunk.meeting_id, chunk.track, chunk.seq - 1)
+    previous = await chunk_at(session, chunk.meeting_id, chunk.track, chunk.seq - 1)
     if previous is not None and ChunkState(previous.state) in CHUNK_DONE_STATES:
         return ChunkState.QUEUED
     if previous is None:
@@ -140,7 +141,7 @@ async def ready_state_for(session: AsyncSession, chunk: Chunk) -> ChunkState:
 
 async def promote_successor(session: AsyncSession, chunk: Chunk) -> None:
     """Called in the transaction that makes `chunk` done: its successor may run now."""
-    successor = await _chunk_at(session, chunk.meeting_id, chunk.track, chunk.seq + 1)
+    successor = await chunk_at(session, chunk.meeting_id, chunk.track, chunk.seq + 1)
     if successor is not None and successor.state == ChunkState.WAITING.value:
         await transition_chunk(
             session, successor, ChunkState.QUEUED, event="chunk.queued", queued_at=time.time()
@@ -160,7 +161,7 @@ async def _tail_is_due(session: AsyncSession, meeting: Meeting, chunk: Chunk) ->
         return True
     if is_gap(meeting, chunk.track, chunk.seq + 1):
         return True
-    successor = await _chunk_at(session, chunk.meeting_id, chunk.track, chunk.seq + 1)
+    successor = await chunk_at(session, chunk.meeting_id, chunk.track, chunk.seq + 1)
     return successor is not None and successor.state in (
         ChunkState.REJECTED.value,
         ChunkState.FAILED.value,
@@ -240,7 +241,7 @@ async def _claim_chunk(session: AsyncSession, owner: str, lease_s: float, now: f
         await session.execute(
             update(Meeting).where(Meeting.id == meeting.id).values(last_served_at=now)
         )
-        previous = await _chunk_at(session, chunk.meeting_id, chunk.track, chunk.seq - 1)
+        previous = await chunk_at(session, chunk.meeting_id, chunk.track, chunk.seq - 1)
         carry_in = None
         if (
             previous is not None

@@ -22,9 +22,6 @@ from storage.database import Database
 from storage.models import KeyUploadBytes, Meeting, Webhook
 from storage.state_machine import MeetingState
 
-# The session type, for callers outside `storage` (which do not import sqlalchemy).
-Session = AsyncSession
-
 
 def utc_day(now: float) -> str:
     return datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%d")

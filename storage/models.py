@@ -16,6 +16,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    SmallInteger,
     String,
     Text,
     UniqueConstraint,
@@ -203,3 +204,23 @@ class MetricRollup(Base):
     le: Mapped[float] = mapped_column(Double, primary_key=True)  # upper bound; 1e308: +Inf
     count: Mapped[int] = mapped_column(BigInteger, default=0)
     sum: Mapped[float] = mapped_column(Double, default=0.0)  # of the values counted here
+
+
+class ChunkStateCount(Base):
+    """How many chunks were in a state when the deltas were last folded in (triggers on
+    `chunks` append the changes since to `chunk_state_deltas`: storage/chunk_state_counts.py)."""
+
+    __tablename__ = "chunk_state_counts"
+
+    state: Mapped[str] = mapped_column(String(20), primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger)
+
+
+class ChunkStateDelta(Base):
+    __tablename__ = "chunk_state_deltas"
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), primary_key=True
+    )
+    state: Mapped[str] = mapped_column(String(20))
+    delta: Mapped[int] = mapped_column(SmallInteger)

@@ -1,15 +1,26 @@
-"""Durable tus upload records: the offset in the database is the acknowledged truth."""
+"""The tus handler's store, as tusd's handler has its DataStore: create, write (the blob
+store's writer), commit offset, declare length, finish, terminate and concatenate. Locks are
+`storage/upload_locks.py`'s.
+
+The offset in the database is the acknowledged truth. What uploads mean to meetings (the
+chunk intake) runs inside the same transactions, so the handler never sees a session and
+a chunk's state never disagrees with its upload's.
+"""
 
 from __future__ import annotations
 
 import secrets
 import time
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from storage.blob_store import BlobStore
+from storage.chunk_intake import ExistingUpload
 from storage.database import Database
+from storage.key_usage import add_upload_bytes
 from storage.models import Chunk, Upload
 from storage.state_machine import ChunkState
 
@@ -35,9 +46,130 @@ _KEPT_WITH_MEETING = [
 ]
 
 
+class UploadIntake(Protocol):
+    """What an upload's life means beyond its bytes (`storage/chunk_intake.py`)."""
+
+    async def on_create(self, session: AsyncSession, upload: Upload) -> None:
+        """In the creating transaction. May raise Refused, or ExistingUpload to answer with
+        an upload that exists already."""
+
+    async def inspect(self, upload: Upload) -> object:
+        """Every byte is durable: look at them (off the event loop) before the transaction
+        that records completion. The result is handed to `on_complete` as it is."""
+
+    async def on_progress(self, session: AsyncSession, upload: Upload) -> None:
+        """In the transaction that records the upload's first bytes."""
+
+    async def on_complete(self, session: AsyncSession, upload: Upload, verdict: object) -> None:
+        """In the transaction that records the last bytes (or creates a complete upload)."""
+
+    async def on_terminate(self, session: AsyncSession, upload: Upload) -> None:
+        """In the transaction that terminates the upload. May raise Refused."""
+
+    async def on_expire(self, upload: Upload) -> None:
+        """Before an expired upload is terminated by the sweep."""
+
+
 class UploadStore:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, blobs: BlobStore, intake: UploadIntake) -> None:
         self.db = db
+        self.blobs = blobs
+        self.intake = intake
+
+    async def create(self, upload: Upload) -> Upload | None:
+        """Create the blob and the row; None when created, the existing upload when the
+        creation names one that exists (a resumed chunk)."""
+        await self.blobs.create(upload.id, upload.length)
+        try:
+            async with self.db.write() as session:
+                session.add(upload)
+                await session.flush()
+                await self.intake.on_create(session, upload)
+            return None
+        except ExistingUpload as existing:
+            await self.blobs.delete(upload.id)
+            return await self._existing(existing.upload_id)
+        except IntegrityError:
+            # Lost a race with an identical creation: the winner's row answers.
+            await self.blobs.delete(upload.id)
+            async with self.db.write() as session:
+                try:
+                    await self.intake.on_create(session, upload)
+                except ExistingUpload as existing:
+                    return await self._existing(existing.upload_id)
+            raise
+        except BaseException:
+            await self.blobs.delete(upload.id)
+            raise
+
+    async def concatenate(self, upload: Upload, part_ids: list[str]) -> Upload | None:
+        """A final upload from complete partial ones: its bytes are the parts' bytes, and it
+        is complete (finished) at once. As `create`, the existing upload it names if any."""
+        await self.blobs.create(upload.id, None)
+        try:
+            await self.blobs.concatenate(upload.id, part_ids)
+            upload.offset = upload.length or 0
+            async with self.db.write() as session:
+                session.add(upload)
+                await session.flush()
+                await self.intake.on_create(session, upload)
+        except ExistingUpload as existing:
+            await self.blobs.delete(upload.id)
+            return await self._existing(existing.upload_id)
+        except BaseException:
+            await self.blobs.delete(upload.id)
+            raise
+        await self.finish(upload)
+        return None
+
+    async def _existing(self, upload_id: str) -> Upload:
+        found = await self.get(upload_id)
+        assert found is not None, "the intake named an upload that does not exist"
+        return found
+
+    async def commit_offset(
+        self, upload: Upload, old: int, new: int, expires_at: float | None
+    ) -> bool:
+        """Record `new` as the offset (compare-and-set from `old`) once its bytes are durable,
+        with the key's byte count and what the upload means (its first bytes, or its
+        completion) in one transaction. False: the upload moved under the caller. Progress
+        also pushes the expiry back: an upload expires when it stops moving, not while sent."""
+        complete = upload.length is not None and new == upload.length
+        verdict = await self.intake.inspect(upload) if complete else None
+        async with self.db.write() as session:
+            result = await session.execute(
+                update(Upload)
+                .where(Upload.id == upload.id, Upload.offset == old)
+                .values(offset=new, expires_at=expires_at)
+            )
+            if result.rowcount != 1:
+                return False
+            upload.offset = new
+            await add_upload_bytes(session, upload.owner, new - old)
+            if complete:
+                await self.intake.on_complete(session, upload, verdict)
+            elif old == 0:
+                await self.intake.on_progress(session, upload)
+        upload.expires_at = expires_at
+        return True
+
+    async def finish(self, upload: Upload) -> None:
+        """An upload complete at creation (zero length, or a final concatenation)."""
+        verdict = await self.intake.inspect(upload)
+        async with self.db.write() as session:
+            await self.intake.on_complete(session, upload, verdict)
+
+    async def terminate(self, upload: Upload) -> None:
+        """tus DELETE: the intake may refuse (an accepted chunk); then the row is marked and
+        the bytes go."""
+        async with self.db.write() as session:
+            await self.intake.on_terminate(session, upload)
+            await session.execute(
+                update(Upload).where(Upload.id == upload.id).values(terminated_at=time.time())
+            )
+        await self.blobs.delete(upload.id)
+
+    # ---- for the expiry sweep and meeting deletion ---------------------------------------
 
     async def expired(self, now: float, expiry_s: float) -> list[Upload]:
         """Uploads past their expiry that no meeting keeps. Rows written before finals had
@@ -57,6 +189,17 @@ class UploadStore:
             )
             return list(rows.scalars().all())
 
+    async def expire(self, now: float, expiry_s: float) -> tuple[int, int]:
+        """Terminate what `expired` finds: an unfinished chunk's key is freed, the bytes go.
+        Returns (uploads, bytes reclaimed)."""
+        expired = await self.expired(now, expiry_s)
+        reclaimed = 0
+        for upload in expired:
+            await self.intake.on_expire(upload)
+            await self.mark_terminated(upload.id, now)
+            reclaimed += await self.blobs.delete(upload.id)
+        return len(expired), reclaimed
+
     async def mark_terminated(self, upload_id: str, now: float) -> None:
         async with self.db.write() as session:
             await session.execute(
@@ -67,20 +210,7 @@ class UploadStore:
         async with self.db.read() as session:
             return await session.get(Upload, upload_id)
 
-    @staticmethod
-    async def commit_offset(
-        session: AsyncSession, upload_id: str, old: int, new: int, expires_at: float | None
-    ) -> bool:
-        """Move the offset (compare-and-set), in the caller's transaction. Progress also
-        pushes the expiry back: an upload expires when it stops moving, not while sent."""
-        result = await session.execute(
-            update(Upload)
-            .where(Upload.id == upload_id, Upload.offset == old)
-            .values(offset=new, expires_at=expires_at)
-        )
-        return result.rowcount == 1
-
-    async def set_length(self, upload_id: str, length: int) -> bool:
+    async def declare_length(self, upload_id: str, length: int) -> bool:
         async with self.db.write() as session:
             result = await session.execute(
                 update(Upload)
@@ -88,12 +218,6 @@ class UploadStore:
                 .values(length=length)
             )
             return result.rowcount == 1
-
-    async def terminate(self, upload_id: str) -> None:
-        async with self.db.write() as session:
-            await session.execute(
-                update(Upload).where(Upload.id == upload_id).values(terminated_at=time.time())
-            )
 
 
 def make_upload(

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.in_process_server import InProcessServer
 from tests.server_process import JFK, ServerProcess
 
 TUS = {"Tus-Resumable": "1.0.0"}
@@ -30,24 +31,32 @@ def metadata(**values: object) -> str:
     return ",".join(f"{k} {b64(str(v))}" for k, v in values.items())
 
 
+# What the protocol tests' servers run with: short expiry and read timeouts, 64 MiB uploads.
+PROTOCOL_ARGS = [
+    "--upload-expiry-seconds",
+    "3",
+    "--read-timeout-seconds",
+    "4",
+    "--max-upload-bytes",
+    str(64 * 1024 * 1024),
+    "--cors-origins",
+    "http://app.example",
+]
+
+
+@pytest.fixture(scope="session")
+def tus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessServer]:
+    """The app in this process (the tus protocol tests' fast path): no server process."""
+    server = InProcessServer(tmp_path_factory.mktemp("tus") / "data", extra=PROTOCOL_ARGS).start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture(scope="session")
 def protocol_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """A server with no transcription workers: fast, for protocol and API tests."""
     data = tmp_path_factory.mktemp("protocol") / "data"
-    server = ServerProcess(
-        data,
-        workers=0,
-        extra=[
-            "--upload-expiry-seconds",
-            "3",
-            "--read-timeout-seconds",
-            "4",
-            "--max-upload-bytes",
-            str(64 * 1024 * 1024),
-            "--cors-origins",
-            "http://app.example",
-        ],
-    ).start()
+    server = ServerProcess(data, workers=0, extra=PROTOCOL_ARGS).start()
     yield server
     server.stop()
 

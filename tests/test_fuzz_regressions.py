@@ -87,7 +87,7 @@ def test_meeting_tracks_follow_the_chunk_track_rule(server: ServerProcess, track
     """Bug: a meeting took tracks no chunk could ever name (chunk metadata wants printable
     characters), e.g. "\\x1b", so it would wait for ever; and "\\x1f" matched the described
     pattern but was refused as blank (Python strips \\x1c-\\x1f). Both now follow one rule,
-    server/params.py's is_track_name, which the description's pattern follows."""
+    storage/field_rules.py's is_track_name, which the description's pattern follows."""
     r = requests.post(server.url + "/meetings", json={"tracks": [track]}, timeout=10)
     assert r.status_code == 400
     assert r.json()["error"]["code"] == "ERR_INVALID_FIELD"

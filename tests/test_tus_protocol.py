@@ -1,4 +1,5 @@
-"""The tus 1.0.0 protocol against a running server: every status code the issue names."""
+"""The tus 1.0.0 protocol against the server app run in this process (the fast path:
+`tests/in_process_server.py`): every status code the issue names."""
 
 from __future__ import annotations
 
@@ -25,8 +26,8 @@ def _offset(url: str) -> int:
     return int(r.headers["Upload-Offset"])
 
 
-def test_options_advertises_extensions_with_200(protocol_server):
-    r = requests.options(protocol_server.url + "/files/", timeout=10)
+def test_options_advertises_extensions_with_200(tus_server):
+    r = requests.options(tus_server.url + "/files/", timeout=10)
     assert r.status_code == 200
     assert r.headers["Tus-Version"] == "1.0.0"
     assert r.headers["Tus-Resumable"] == "1.0.0"
@@ -44,10 +45,10 @@ def test_options_advertises_extensions_with_200(protocol_server):
     assert {"sha1", "md5", "sha256"} <= set(r.headers["Tus-Checksum-Algorithm"].split(","))
 
 
-def test_create_patch_head_download(protocol_server):
+def test_create_patch_head_download(tus_server):
     body = b"0123456789"
-    url = _upload(protocol_server, len(body), metadata(filename="a.bin", filetype="x/y"))
-    assert "Upload-Expires" in tus_create(protocol_server.url, 3).headers
+    url = _upload(tus_server, len(body), metadata(filename="a.bin", filetype="x/y"))
+    assert "Upload-Expires" in tus_create(tus_server.url, 3).headers
     r = tus_patch(url, 0, body[:4])
     assert r.status_code == 204 and r.headers["Upload-Offset"] == "4"
     assert "Upload-Expires" in r.headers
@@ -61,10 +62,10 @@ def test_create_patch_head_download(protocol_server):
     assert download.status_code == 200 and download.content == body
 
 
-def test_every_412_carries_tus_version(protocol_server):
-    url = _upload(protocol_server)
+def test_every_412_carries_tus_version(tus_server):
+    url = _upload(tus_server)
     for method, target in [
-        ("POST", protocol_server.url + "/files/"),
+        ("POST", tus_server.url + "/files/"),
         ("HEAD", url),
         ("PATCH", url),
         ("DELETE", url),
@@ -84,25 +85,25 @@ def test_every_412_carries_tus_version(protocol_server):
     assert _offset(url) == 0
 
 
-def test_offset_mismatch_is_409_and_changes_nothing(protocol_server):
-    url = _upload(protocol_server, 6)
+def test_offset_mismatch_is_409_and_changes_nothing(tus_server):
+    url = _upload(tus_server, 6)
     assert tus_patch(url, 0, b"abc").status_code == 204
     r = tus_patch(url, 1, b"xyz")
     assert r.status_code == 409
     assert r.json()["error"]["code"] == "ERR_MISMATCHED_OFFSET"
     assert _offset(url) == 3
-    assert received_bytes(protocol_server.data_dir, url) == b"abc"
+    assert received_bytes(tus_server.data_dir, url) == b"abc"
 
 
-def test_patch_with_wrong_content_type_is_415(protocol_server):
-    url = _upload(protocol_server, 3)
+def test_patch_with_wrong_content_type_is_415(tus_server):
+    url = _upload(tus_server, 3)
     r = tus_patch(url, 0, b"abc", **{"Content-Type": "application/octet-stream"})
     assert r.status_code == 415 and _offset(url) == 0
 
 
-def test_creation_body_must_be_offset_octet_stream(protocol_server):
+def test_creation_body_must_be_offset_octet_stream(tus_server):
     r = requests.post(
-        protocol_server.url + "/files/",
+        tus_server.url + "/files/",
         headers={**TUS, "Upload-Length": "3", "Content-Type": "text/plain"},
         data=b"abc",
         timeout=10,
@@ -110,9 +111,9 @@ def test_creation_body_must_be_offset_octet_stream(protocol_server):
     assert r.status_code == 415
 
 
-def test_creation_with_upload(protocol_server):
+def test_creation_with_upload(tus_server):
     r = requests.post(
-        protocol_server.url + "/files/",
+        tus_server.url + "/files/",
         headers={**TUS, "Upload-Length": "5", "Content-Type": "application/offset+octet-stream"},
         data=b"hello",
         timeout=10,
@@ -121,30 +122,30 @@ def test_creation_with_upload(protocol_server):
     assert requests.get(r.headers["Location"], headers=TUS, timeout=10).content == b"hello"
 
 
-def test_sizes_over_max_and_past_length_are_413(protocol_server):
-    assert tus_create(protocol_server.url, 64 * 1024 * 1024 + 1).status_code == 413
-    url = _upload(protocol_server, 4)
+def test_sizes_over_max_and_past_length_are_413(tus_server):
+    assert tus_create(tus_server.url, 64 * 1024 * 1024 + 1).status_code == 413
+    url = _upload(tus_server, 4)
     r = tus_patch(url, 0, b"12345")
     assert r.status_code == 413
     assert _offset(url) == 0
 
 
-def test_unknown_upload_404_and_path_tricks(protocol_server):
+def test_unknown_upload_404_and_path_tricks(tus_server):
     for upload_id in ("doesnotexist12345", "..%2F..%2Fetc%2Fpasswd", "a%00b", "x" * 300):
-        r = requests.head(protocol_server.url + "/files/" + upload_id, headers=TUS, timeout=10)
+        r = requests.head(tus_server.url + "/files/" + upload_id, headers=TUS, timeout=10)
         assert r.status_code == 404, upload_id
 
 
-def test_terminated_upload_is_410(protocol_server):
-    url = _upload(protocol_server, 4)
+def test_terminated_upload_is_410(tus_server):
+    url = _upload(tus_server, 4)
     r = requests.delete(url, headers=TUS, timeout=10)
     assert r.status_code == 204
     assert requests.head(url, headers=TUS, timeout=10).status_code == 410
     assert tus_patch(url, 0, b"abcd").status_code == 410
 
 
-def test_expired_upload_is_410(protocol_server):
-    url = _upload(protocol_server, 4)
+def test_expired_upload_is_410(tus_server):
+    url = _upload(tus_server, 4)
     r = tus_patch(url, 0, b"ab")
     expires = r.headers["Upload-Expires"]
     assert expires.endswith("GMT")
@@ -152,9 +153,9 @@ def test_expired_upload_is_410(protocol_server):
     assert requests.head(url, headers=TUS, timeout=10).status_code == 410
 
 
-def test_checksums(protocol_server):
+def test_checksums(tus_server):
     for algorithm in ("sha1", "md5", "sha256"):
-        url = _upload(protocol_server, 6)
+        url = _upload(tus_server, 6)
         good = base64.b64encode(hashlib.new(algorithm, b"abc").digest()).decode()
         bad = base64.b64encode(hashlib.new(algorithm, b"abd").digest()).decode()
         r = tus_patch(url, 0, b"abc", **{"Upload-Checksum": f"{algorithm} {bad}"})
@@ -162,17 +163,17 @@ def test_checksums(protocol_server):
         assert _offset(url) == 0
         r = tus_patch(url, 0, b"abc", **{"Upload-Checksum": f"{algorithm} {good}"})
         assert r.status_code == 204 and r.headers["Upload-Offset"] == "3"
-    url = _upload(protocol_server, 3)
+    url = _upload(tus_server, 3)
     assert tus_patch(url, 0, b"abc", **{"Upload-Checksum": "crc99 AAAA"}).status_code == 400
     assert tus_patch(url, 0, b"abc", **{"Upload-Checksum": "sha1 !!"}).status_code == 400
     assert _offset(url) == 0
 
 
-def test_defer_length(protocol_server):
-    assert tus_create(protocol_server.url, 3, **{"Upload-Defer-Length": "1"}).status_code == 400
-    assert tus_create(protocol_server.url, None).status_code == 400
-    assert tus_create(protocol_server.url, None, **{"Upload-Defer-Length": "2"}).status_code == 400
-    r = tus_create(protocol_server.url, None, **{"Upload-Defer-Length": "1"})
+def test_defer_length(tus_server):
+    assert tus_create(tus_server.url, 3, **{"Upload-Defer-Length": "1"}).status_code == 400
+    assert tus_create(tus_server.url, None).status_code == 400
+    assert tus_create(tus_server.url, None, **{"Upload-Defer-Length": "2"}).status_code == 400
+    r = tus_create(tus_server.url, None, **{"Upload-Defer-Length": "1"})
     url = r.headers["Location"]
     head = requests.head(url, headers=TUS, timeout=10)
     assert head.headers["Upload-Defer-Length"] == "1" and "Upload-Length" not in head.headers
@@ -181,20 +182,20 @@ def test_defer_length(protocol_server):
     assert r.status_code == 204
     assert requests.head(url, headers=TUS, timeout=10).headers["Upload-Length"] == "5"
     # A length once set never changes.
-    url2 = _upload(protocol_server, 5)
+    url2 = _upload(tus_server, 5)
     r = tus_patch(url2, 0, b"ab", **{"Upload-Length": "7"})
     assert r.status_code == 400 and r.json()["error"]["code"] == "ERR_LENGTH_ALREADY_SET"
 
 
-def test_concatenation(protocol_server):
+def test_concatenation(tus_server):
     parts = []
     for piece in (b"hello ", b"world"):
-        r = tus_create(protocol_server.url, len(piece), **{"Upload-Concat": "partial"})
+        r = tus_create(tus_server.url, len(piece), **{"Upload-Concat": "partial"})
         assert r.status_code == 201
         assert tus_patch(r.headers["Location"], 0, piece).status_code == 204
         parts.append(r.headers["Location"])
     r = requests.post(
-        protocol_server.url + "/files/",
+        tus_server.url + "/files/",
         headers={**TUS, "Upload-Concat": "final;" + " ".join(parts)},
         timeout=10,
     )
@@ -207,28 +208,28 @@ def test_concatenation(protocol_server):
     assert requests.get(final, headers=TUS, timeout=10).content == b"hello world"
     assert tus_patch(final, 11, b"x").status_code == 403
     # An unfinished part cannot be concatenated.
-    r = tus_create(protocol_server.url, 5, **{"Upload-Concat": "partial"})
+    r = tus_create(tus_server.url, 5, **{"Upload-Concat": "partial"})
     r = requests.post(
-        protocol_server.url + "/files/",
+        tus_server.url + "/files/",
         headers={**TUS, "Upload-Concat": "final;" + r.headers["Location"]},
         timeout=10,
     )
     assert r.status_code == 400
 
 
-def test_malformed_and_oversized_metadata(protocol_server):
+def test_malformed_and_oversized_metadata(tus_server):
     for bad in ("key not-base64!", "key a b", "dup YQ==,dup YQ==", "a YQ==,,b", "k\u00e9y YQ=="):
-        r = tus_create(protocol_server.url, 3, bad)
+        r = tus_create(tus_server.url, 3, bad)
         assert r.status_code == 400, bad
         assert r.json()["error"]["code"] == "ERR_INVALID_METADATA"
-    r = tus_create(protocol_server.url, 3, "big " + "A" * 8000)
+    r = tus_create(tus_server.url, 3, "big " + "A" * 8000)
     assert r.status_code == 400 and r.json()["error"]["code"] == "ERR_METADATA_TOO_LARGE"
 
 
-def test_bad_numbers_are_400(protocol_server):
+def test_bad_numbers_are_400(tus_server):
     for length in ("-1", "abc", "1e3", "99999999999999999999999"):
-        assert tus_create(protocol_server.url, None, **{"Upload-Length": length}).status_code == 400
-    url = _upload(protocol_server, 3)
+        assert tus_create(tus_server.url, None, **{"Upload-Length": length}).status_code == 400
+    url = _upload(tus_server, 3)
     for offset in ("-1", "x", ""):
         assert tus_patch(url, 0, b"a", **{"Upload-Offset": offset}).status_code == 400
     assert _offset(url) == 0
@@ -249,9 +250,9 @@ def _raw_patch(url: str, offset: int, declared: int, body: bytes) -> None:
         time.sleep(0.5)
 
 
-def test_resume_after_interrupted_patch(protocol_server):
+def test_resume_after_interrupted_patch(tus_server):
     data = bytes(range(256)) * 4096  # 1 MiB
-    url = _upload(protocol_server, len(data))
+    url = _upload(tus_server, len(data))
     _raw_patch(url, 0, len(data), data[:300_000])
     deadline = time.monotonic() + 5
     while _offset(url) == 0 and time.monotonic() < deadline:
@@ -262,8 +263,8 @@ def test_resume_after_interrupted_patch(protocol_server):
     assert requests.get(url, headers=TUS, timeout=10).content == data
 
 
-def test_stalled_patch_times_out_and_keeps_bytes(protocol_server):
-    url = _upload(protocol_server, 100)
+def test_stalled_patch_times_out_and_keeps_bytes(tus_server):
+    url = _upload(tus_server, 100)
     host, port = url.split("//", 1)[1].split("/", 1)[0].split(":")
     with socket.create_connection((host, int(port))) as sock:
         sock.sendall(
@@ -280,9 +281,9 @@ def test_stalled_patch_times_out_and_keeps_bytes(protocol_server):
     assert _offset(url) == 40
 
 
-def test_cors_preflight_and_exposed_headers(protocol_server):
+def test_cors_preflight_and_exposed_headers(tus_server):
     r = requests.options(
-        protocol_server.url + "/files/",
+        tus_server.url + "/files/",
         headers={
             "Origin": "http://app.example",
             "Access-Control-Request-Method": "POST",
@@ -293,30 +294,30 @@ def test_cors_preflight_and_exposed_headers(protocol_server):
     assert r.status_code in (200, 204)
     assert r.headers["Access-Control-Allow-Origin"] == "http://app.example"
     assert "Upload-Offset" in r.headers["Access-Control-Allow-Headers"]
-    r = tus_create(protocol_server.url, 3, Origin="http://app.example")
+    r = tus_create(tus_server.url, 3, Origin="http://app.example")
     exposed = r.headers["Access-Control-Expose-Headers"]
     for name in ("Location", "Upload-Offset", "Upload-Length", "Tus-Resumable", "Retry-After"):
         assert name in exposed
 
 
-def test_chunk_key_returns_existing_upload(protocol_server):
-    meeting = create_meeting(protocol_server.url, tracks=["mic"])
+def test_chunk_key_returns_existing_upload(tus_server):
+    meeting = create_meeting(tus_server.url, tracks=["mic"])
     meta = metadata(meeting_id=meeting["id"], track="mic", seq=0, start_ms=0)
-    first = tus_create(protocol_server.url, 10, meta)
+    first = tus_create(tus_server.url, 10, meta)
     assert tus_patch(first.headers["Location"], 0, b"12345").status_code == 204
-    again = tus_create(protocol_server.url, 10, meta)
+    again = tus_create(tus_server.url, 10, meta)
     assert again.status_code == 201
     assert again.headers["Location"] == first.headers["Location"]
     assert again.headers["Upload-Offset"] == "5"
-    conflict = tus_create(protocol_server.url, 11, meta)
+    conflict = tus_create(tus_server.url, 11, meta)
     assert conflict.status_code == 409
     assert "different Upload-Length" in conflict.json()["error"]["message"]
-    view = requests.get(f"{protocol_server.url}/meetings/{meeting['id']}", timeout=10).json()
+    view = requests.get(f"{tus_server.url}/meetings/{meeting['id']}", timeout=10).json()
     assert len(view["chunks"]) == 1 and view["chunks"][0]["bytes"] == 5
 
 
-def test_chunk_metadata_errors(protocol_server):
-    meeting = create_meeting(protocol_server.url, tracks=["mic"])
+def test_chunk_metadata_errors(tus_server):
+    meeting = create_meeting(tus_server.url, tracks=["mic"])
     cases = [
         (metadata(meeting_id="nope", track="mic", seq=0, start_ms=0), 404),
         (metadata(meeting_id=meeting["id"], track="other", seq=0, start_ms=0), 400),
@@ -325,13 +326,13 @@ def test_chunk_metadata_errors(protocol_server):
         (metadata(meeting_id=meeting["id"], track="mic", seq=0), 400),
     ]
     for meta, status in cases:
-        r = tus_create(protocol_server.url, 10, meta)
+        r = tus_create(tus_server.url, 10, meta)
         assert r.status_code == status, (meta, r.text)
         assert "error" in r.json()
 
 
-def test_two_concurrent_patches_one_gets_423(protocol_server):
-    url = _upload(protocol_server, 1000)
+def test_two_concurrent_patches_one_gets_423(tus_server):
+    url = _upload(tus_server, 1000)
     host, port = url.split("//", 1)[1].split("/", 1)[0].split(":")
     with socket.create_connection((host, int(port))) as sock:
         sock.sendall(
@@ -346,17 +347,17 @@ def test_two_concurrent_patches_one_gets_423(protocol_server):
         r = tus_patch(url, 0, b"y" * 1000)
         assert r.status_code in (409, 423)
     time.sleep(0.5)
-    stored = received_bytes(protocol_server.data_dir, url)
+    stored = received_bytes(tus_server.data_dir, url)
     assert stored is not None and set(stored) <= {ord("x")}
 
 
-def test_tuspy_resumes_after_an_interrupted_patch(protocol_server, tmp_path):
+def test_tuspy_resumes_after_an_interrupted_patch(tus_server, tmp_path):
     from tusclient import client as tus_client
 
     data = bytes(range(256)) * 2048  # 512 KiB
     source = tmp_path / "blob.bin"
     source.write_bytes(data)
-    client = tus_client.TusClient(protocol_server.url + "/files/")
+    client = tus_client.TusClient(tus_server.url + "/files/")
     first = client.uploader(str(source), chunk_size=64 * 1024)
     first.upload(stop_at=128 * 1024)  # the client stops here ...
     url = first.url

@@ -10,7 +10,7 @@ from storage.upload_locks import SingleNodeLocks
 
 def _handler() -> TusHandler:
     # Only the lock bookkeeping runs here: no database, blob store or hooks are touched.
-    return TusHandler(None, None, None, TusSettings(), SingleNodeLocks())  # type: ignore[arg-type]
+    return TusHandler(None, None, TusSettings(), SingleNodeLocks())  # type: ignore[arg-type]
 
 
 def test_slots_go_when_their_requests_are_done():

@@ -31,8 +31,8 @@ from storage.job_queue import (
     extend_lease,
     fail_job,
 )
+from storage.meeting_completion import assemble_if_ready
 from storage.schema import SchemaMismatch, ensure_schema
-from transcribe.assembly import assemble_if_ready
 from transcribe.carry import SAMPLE_RATE, AudioPiece
 from transcribe.engine import EngineSettings, WhisperEngine
 from transcribe.track_step import TrackCarry, transcribe_blocks

@@ -7,10 +7,10 @@ from server.api_description.parts import (
     ref,
 )
 from server.errors import TUS_VERSION, ErrorKind, Errors
-from server.params import MAX_DB_INT, MAX_TRACK_CHARS, MAX_TRACK_LABEL_CHARS
 from server.tus.handler import EXTENSIONS
 from server.tus.headers import CHECKSUM_ALGORITHMS
 from server.webhooks_api import EVENT_TYPES
+from storage.field_rules import MAX_DB_INT, MAX_TRACK_CHARS, MAX_TRACK_LABEL_CHARS
 
 # Every named error code (server/errors.py), listed in the Error schema.
 ERROR_CODES = sorted({v.code for v in vars(Errors).values() if isinstance(v, ErrorKind)})
@@ -19,7 +19,7 @@ NULLABLE_NUM = {"type": ["number", "null"]}
 NULLABLE_INT = {"type": ["integer", "null"]}
 NON_BLANK = "\\S"
 
-# server/params.py's is_track_name, as near as a pattern gets: printable is Python's
+# storage/field_rules.py's is_track_name, as near as a pattern gets: printable is Python's
 # str.isprintable (no control, format or separator characters but the space).
 TRACK_NAME: Json = {
     "type": "string",
@@ -29,7 +29,7 @@ TRACK_NAME: Json = {
     "description": "1 to 200 printable characters, not all blank.",
 }
 
-# server/params.py's is_track_label, as near as a pattern gets.
+# storage/field_rules.py's is_track_label, as near as a pattern gets.
 TRACK_LABEL: Json = {
     **TRACK_NAME,
     "maxLength": MAX_TRACK_LABEL_CHARS,

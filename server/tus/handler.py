@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from email.utils import formatdate
 
 from aiohttp import web
-from sqlalchemy.exc import IntegrityError
 
 from server.auth import OWNER
 from server.body_rate import MinimumRate
@@ -32,7 +31,6 @@ from server.tus.headers import (
     parse_metadata,
     parse_non_negative,
 )
-from server.tus.hooks import ExistingUpload, UploadHooks
 from storage.blob_store import (
     BadBlobId,
     BlobLost,
@@ -41,8 +39,6 @@ from storage.blob_store import (
     UploadWriter,
     check_upload_id,
 )
-from storage.database import Database
-from storage.key_usage import add_upload_bytes
 from storage.models import Upload
 from storage.upload_locks import UploadLocks
 from storage.upload_store import UploadStore, make_upload, new_upload_id
@@ -103,9 +99,8 @@ def _http_date(ts: float) -> str:
 class TusHandler:
     def __init__(
         self,
-        db: Database,
+        uploads: UploadStore,
         blobs: BlobStore,
-        hooks: UploadHooks,
         settings: TusSettings,
         locks: UploadLocks,
         on_bytes: Callable[[int], None] | None = None,
@@ -114,10 +109,8 @@ class TusHandler:
         self.on_bytes = on_bytes
         self.quota = quota
         self.locks = locks
-        self.db = db
         self.blobs = blobs
-        self.uploads = UploadStore(db)
-        self.hooks = hooks
+        self.uploads = uploads
         self.settings = settings
         self._slots: dict[str, UploadSlot] = {}
 
@@ -338,7 +331,7 @@ class TusHandler:
             expires_at=time.time() + self.settings.expiry_s,
             owner=request[OWNER],
         )
-        existing = await self._insert(upload)
+        existing = await self.uploads.create(upload)
         if existing is not None:
             return await self._answer_existing(request, existing)
         status_headers: dict[str, str] = {}
@@ -359,7 +352,7 @@ class TusHandler:
                 raise
             status_headers["Upload-Offset"] = str(upload.offset)
         elif length == 0:
-            await self._complete_now(upload)
+            await self.uploads.finish(upload)
         return web.Response(
             status=201,
             headers=self._headers(
@@ -368,35 +361,6 @@ class TusHandler:
                 **self._expires_header(upload),
             ),
         )
-
-    async def _insert(self, upload: Upload) -> Upload | None:
-        """Create the blob and the row; returns the existing upload if the chunk key exists."""
-        await self.blobs.create(upload.id, upload.length)
-        try:
-            async with self.db.write() as session:
-                session.add(upload)
-                await session.flush()
-                await self.hooks.on_create(session, upload)
-            return None
-        except ExistingUpload as existing:
-            await self.blobs.delete(upload.id)
-            found = await self.uploads.get(existing.upload_id)
-            assert found is not None
-            return found
-        except IntegrityError:
-            # Lost a race with an identical creation: the winner's row answers.
-            await self.blobs.delete(upload.id)
-            async with self.db.write() as session:
-                try:
-                    await self.hooks.on_create(session, upload)
-                except ExistingUpload as existing:
-                    found = await self.uploads.get(existing.upload_id)
-                    assert found is not None
-                    return found
-            raise
-        except BaseException:
-            await self.blobs.delete(upload.id)
-            raise
 
     async def _answer_existing(self, request: web.Request, upload: Upload) -> web.Response:
         return web.Response(
@@ -448,23 +412,9 @@ class TusHandler:
             expires_at=time.time() + self.settings.expiry_s,
             owner=owner,
         )
-        await self.blobs.create(upload.id, None)
-        await self.blobs.concatenate(upload.id, part_ids)
-        upload.offset = length
-        try:
-            async with self.db.write() as session:
-                session.add(upload)
-                await session.flush()
-                await self.hooks.on_create(session, upload)
-        except ExistingUpload as existing:
-            await self.blobs.delete(upload.id)
-            found = await self.uploads.get(existing.upload_id)
-            assert found is not None
-            return await self._answer_existing(request, found)
-        except BaseException:
-            await self.blobs.delete(upload.id)
-            raise
-        await self._complete_now(upload)
+        existing = await self.uploads.concatenate(upload, part_ids)
+        if existing is not None:
+            return await self._answer_existing(request, existing)
         return web.Response(
             status=201, headers=self._headers(Location=self._location(request, upload.id))
         )
@@ -584,7 +534,7 @@ class TusHandler:
             raise ApiError(
                 Errors.INVALID_LENGTH, f"{length} is less than the {upload.offset} bytes stored"
             )
-        if not await self.uploads.set_length(upload.id, length):
+        if not await self.uploads.declare_length(upload.id, length):
             raise ApiError(Errors.LENGTH_ALREADY_SET)
         upload.length = length
 
@@ -758,31 +708,13 @@ class TusHandler:
         if not self.locks.holds(upload.id):
             # The cross-node lock's session dropped: another node may be writing now.
             raise UploadMoved(Errors.UPLOAD_TAKEN_OVER, "this node lost the upload's lock")
-        complete = upload.length is not None and new_offset == upload.length
-        await writer.sync(final=complete)
-        verdict = await self.hooks.inspect(upload) if complete else None
+        await writer.sync(final=upload.length is not None and new_offset == upload.length)
         expires_at = time.time() + self.settings.expiry_s
-        async with self.db.write() as session:
-            if not await self.uploads.commit_offset(
-                session, upload.id, committed, new_offset, expires_at
-            ):
-                raise UploadMoved(Errors.MISMATCHED_OFFSET, "the upload moved under this request")
-            upload.offset = new_offset
-            await add_upload_bytes(session, upload.owner, new_offset - committed)
-            if complete:
-                await self.hooks.on_complete(session, upload, verdict)
-            elif committed == 0:
-                await self.hooks.on_progress(session, upload)
-        upload.expires_at = expires_at
+        if not await self.uploads.commit_offset(upload, committed, new_offset, expires_at):
+            raise UploadMoved(Errors.MISMATCHED_OFFSET, "the upload moved under this request")
         if self.on_bytes is not None:
             self.on_bytes(new_offset - committed)
         return new_offset
-
-    async def _complete_now(self, upload: Upload) -> None:
-        """An upload that is complete at creation (zero length, or a final concatenation)."""
-        verdict = await self.hooks.inspect(upload)
-        async with self.db.write() as session:
-            await self.hooks.on_complete(session, upload, verdict)
 
     # ---- DELETE (termination) ------------------------------------------------------------
 
@@ -791,7 +723,5 @@ class TusHandler:
         upload_id = request.match_info["upload_id"]
         upload = await self._load(upload_id, request[OWNER])
         async with self._locked(upload_id):
-            await self.hooks.on_terminate(upload)
-            await self.uploads.terminate(upload_id)
-            await self.blobs.delete(upload_id)
+            await self.uploads.terminate(upload)
         return web.Response(status=204, headers=self._headers())

@@ -1,5 +1,8 @@
 """Turns tus uploads into meeting chunks: registers the chunk key at creation, moves the
 chunk through its upload states, validates completed bytes as Ogg Opus and queues them.
+
+The upload store (`storage/upload_store.py`) calls it inside the transactions that create
+an upload and commit its offset, so a chunk's state never disagrees with its upload's.
 """
 
 from __future__ import annotations
@@ -13,19 +16,18 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from codec.errors import InvalidOpusError
 from codec.validate import validate_ogg_opus
-from server.errors import ApiError, Errors
-from server.params import (
+from storage.blob_store import BlobStore
+from storage.database import Database
+from storage.field_rules import (
     MAX_TRACK_CHARS,
     MAX_TRACK_LABEL_CHARS,
     ascii_int,
     is_track_label,
     is_track_name,
 )
-from server.tus.hooks import ExistingUpload
-from storage.blob_store import BlobStore
-from storage.database import Database
-from storage.job_queue import is_gap, promote_successor, ready_state_for
+from storage.job_queue import chunk_at, is_gap, promote_successor, ready_state_for
 from storage.models import Chunk, Meeting, Upload
+from storage.refusals import Refused, Rule
 from storage.state_machine import (
     ChunkState,
     MeetingState,
@@ -62,8 +64,8 @@ def _int_field(meta: dict[str, str | None], key: str, maximum: int) -> int:
     raw = meta.get(key)
     value = ascii_int(raw, maximum)
     if value is None:
-        raise ApiError(
-            Errors.CHUNK_METADATA,
+        raise Refused(
+            Rule.CHUNK_METADATA,
             f"{key} must be a non-negative integer of ASCII digits, at most {maximum};"
             f" got {(raw or '')[:20]!r}",
         )
@@ -77,19 +79,19 @@ def parse_chunk_key(meta: dict[str, str | None]) -> ChunkKey | None:
         return None
     missing = [k for k in CHUNK_KEYS if k not in meta]
     if missing:
-        raise ApiError(Errors.CHUNK_METADATA, f"missing {', '.join(missing)}")
+        raise Refused(Rule.CHUNK_METADATA, f"missing {', '.join(missing)}")
     meeting_id = meta["meeting_id"] or ""
     track = meta["track"] or ""
     if not meeting_id:
-        raise ApiError(Errors.CHUNK_METADATA, "meeting_id is empty")
+        raise Refused(Rule.CHUNK_METADATA, "meeting_id is empty")
     if not is_track_name(track):
-        raise ApiError(
-            Errors.CHUNK_METADATA, f"track must be 1 to {MAX_TRACK_CHARS} printable characters"
+        raise Refused(
+            Rule.CHUNK_METADATA, f"track must be 1 to {MAX_TRACK_CHARS} printable characters"
         )
     label = meta.get("track_label")
     if "track_label" in meta and not is_track_label(label):  # a key without a value too
-        raise ApiError(
-            Errors.CHUNK_METADATA,
+        raise Refused(
+            Rule.CHUNK_METADATA,
             f"track_label must be 1 to {MAX_TRACK_LABEL_CHARS} printable characters, not all blank",
         )
     return ChunkKey(
@@ -101,8 +103,16 @@ def parse_chunk_key(meta: dict[str, str | None]) -> ChunkKey | None:
     )
 
 
-class ChunkIngest:
-    """The tus handler's hooks (server.tus.hooks.UploadHooks) for meeting chunks."""
+class ExistingUpload(Exception):
+    """Creation resolved to an upload that already exists (a resumed chunk): answer with it."""
+
+    def __init__(self, upload_id: str) -> None:
+        super().__init__(upload_id)
+        self.upload_id = upload_id
+
+
+class ChunkIntake:
+    """What uploads mean to meetings: the upload store's hooks for meeting chunks."""
 
     def __init__(self, db: Database, blobs: BlobStore, max_chunk_s: float = 600.0) -> None:
         self.db = db
@@ -117,18 +127,10 @@ class ChunkIngest:
             return
         meeting = await session.get(Meeting, key.meeting_id)
         if meeting is None or meeting.owner != upload.owner:
-            raise ApiError(Errors.MEETING_NOT_FOUND, key.meeting_id)
+            raise Refused(Rule.MEETING_NOT_FOUND, key.meeting_id)
         if meeting.tracks and key.track not in meeting.tracks:
-            raise ApiError(Errors.UNKNOWN_TRACK, f"{key.track!r}; declared: {meeting.tracks}")
-        existing = (
-            await session.execute(
-                select(Chunk).where(
-                    Chunk.meeting_id == key.meeting_id,
-                    Chunk.track == key.track,
-                    Chunk.seq == key.seq,
-                )
-            )
-        ).scalar_one_or_none()
+            raise Refused(Rule.UNKNOWN_TRACK, f"{key.track!r}; declared: {meeting.tracks}")
+        existing = await chunk_at(session, key.meeting_id, key.track, key.seq)
         if existing is not None and existing.state != ChunkState.CANCELLED.value:
             previous = await session.get(Upload, existing.upload_id)
             if (
@@ -137,16 +139,16 @@ class ChunkIngest:
                 and upload.length is not None
                 and previous.length != upload.length
             ):
-                raise ApiError(
-                    Errors.CHUNK_LENGTH_CONFLICT,
+                raise Refused(
+                    Rule.CHUNK_LENGTH_CONFLICT,
                     f"stored upload has {previous.length} bytes, request says {upload.length}",
                 )
             raise ExistingUpload(existing.upload_id)
         if meeting.state == MeetingState.COMPLETE.value:
-            raise ApiError(Errors.MEETING_CLOSED, f"meeting {meeting.id}")
+            raise Refused(Rule.MEETING_CLOSED, f"meeting {meeting.id}")
         if is_gap(meeting, key.track, key.seq):
-            raise ApiError(
-                Errors.SEQ_AFTER_FINALIZE,
+            raise Refused(
+                Rule.SEQ_AFTER_FINALIZE,
                 f"seq {key.seq} of {key.track!r} was given up as missing after the grace period",
             )
         if meeting.state == MeetingState.ABANDONED.value:
@@ -157,8 +159,8 @@ class ChunkIngest:
         if meeting.state != MeetingState.RECORDING.value:
             last = (meeting.last_seq or {}).get(key.track)
             if last is None or key.seq > last:
-                raise ApiError(
-                    Errors.SEQ_AFTER_FINALIZE,
+                raise Refused(
+                    Rule.SEQ_AFTER_FINALIZE,
                     f"meeting is {meeting.state}; last seq of {key.track!r} is {last}",
                 )
         if key.label is not None:  # the latest chunk's label wins: a renamed speaker
@@ -239,6 +241,32 @@ class ChunkIngest:
         if isinstance(verdict, Verdict) and chunk.state == ChunkState.UPLOADED.value:
             await self._apply(session, chunk, verdict)
 
+    async def settle_unfinished(self) -> None:
+        """Recovery: chunks whose upload completed but whose chunk did not hear of it (a
+        crash between the offset's commit and the chunk's transition), and uploaded chunks
+        nobody validated."""
+        async with self.db.read() as session:
+            rows = (
+                await session.execute(
+                    select(Chunk, Upload)
+                    .join(Upload, Upload.id == Chunk.upload_id)
+                    .where(
+                        Chunk.state.in_(
+                            [
+                                ChunkState.CREATED.value,
+                                ChunkState.UPLOADING.value,
+                                ChunkState.UPLOADED.value,
+                            ]
+                        )
+                    )
+                )
+            ).all()
+        for chunk, upload in rows:
+            if chunk.state == ChunkState.UPLOADED.value:
+                await self.validate(chunk.id)
+            elif upload.length is not None and upload.offset == upload.length:
+                await self.settle_complete(upload)
+
     async def settle_complete(self, upload: Upload) -> None:
         """Recovery: every byte arrived but the crash came before the chunk heard of it."""
         verdict = await self.inspect(upload)
@@ -299,11 +327,10 @@ class ChunkIngest:
                     error="upload expired before it completed; upload the chunk again",
                 )
 
-    async def on_terminate(self, upload: Upload) -> None:
-        async with self.db.write() as session:
-            chunk = await self._chunk_for(session, upload.id)
-            if chunk is None:
-                return
-            if chunk.state not in (ChunkState.CREATED.value, ChunkState.UPLOADING.value):
-                raise ApiError(Errors.UPLOAD_ACCEPTED, f"chunk is {chunk.state}")
-            await transition_chunk(session, chunk, ChunkState.CANCELLED, event="chunk.cancelled")
+    async def on_terminate(self, session: AsyncSession, upload: Upload) -> None:
+        chunk = await self._chunk_for(session, upload.id)
+        if chunk is None:
+            return
+        if chunk.state not in (ChunkState.CREATED.value, ChunkState.UPLOADING.value):
+            raise Refused(Rule.UPLOAD_ACCEPTED, f"chunk is {chunk.state}")
+        await transition_chunk(session, chunk, ChunkState.CANCELLED, event="chunk.cancelled")

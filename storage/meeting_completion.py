@@ -1,4 +1,5 @@
-"""Assembly: the one code path that completes a meeting, whoever calls it.
+"""Assembly: the one code path that completes a meeting, whoever calls it; and the other
+ends a meeting comes to (missing chunks given up as gaps, silent meetings abandoned).
 
 Finalize, every worker commit and restart recovery all call `assemble_if_ready`; the
 compare-and-set on the meeting's state makes it happen exactly once.
@@ -148,3 +149,40 @@ async def assemble_if_ready(db: Database, meeting_id: str) -> bool:
         except StaleState:
             pass
         return True
+
+
+async def finalizing_meetings(db: Database) -> list[str]:
+    async with db.read() as session:
+        rows = await session.execute(
+            select(Meeting.id).where(Meeting.state == MeetingState.FINALIZING.value)
+        )
+        return list(rows.scalars().all())
+
+
+async def abandon_silent_meetings(db: Database, abandon_after_s: float) -> int:
+    """Meetings still recording that got no chunk within `abandon_after_s` of creation."""
+    cutoff = time.time() - abandon_after_s
+    abandoned = 0
+    async with db.write() as session:
+        silent = (
+            await session.execute(
+                select(Meeting).where(
+                    Meeting.state == MeetingState.RECORDING.value,
+                    Meeting.created_at < cutoff,
+                    ~select(Chunk.id).where(Chunk.meeting_id == Meeting.id).exists(),
+                )
+            )
+        ).scalars()
+        for meeting in list(silent):
+            try:
+                await transition_meeting(
+                    session,
+                    meeting,
+                    MeetingState.ABANDONED,
+                    event="meeting.abandoned",
+                    payload={"reason": f"no chunk within {abandon_after_s:g}s"},
+                )
+                abandoned += 1
+            except StaleState:
+                pass
+    return abandoned

@@ -1,4 +1,5 @@
-"""Integers from headers, paths and tus metadata, parsed one way everywhere."""
+"""What stored fields may hold, checked one way everywhere: integers that fit the
+database's columns (from headers, paths and tus metadata), track names and labels."""
 
 from __future__ import annotations
 
