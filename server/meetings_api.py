@@ -224,9 +224,7 @@ class MeetingsApi:
                     "duration_s": chunk.duration_s,
                     "attempts": chunk.attempts,
                     "transcribed_at": chunk.transcribed_at,
-                    "worker": chunk.lease_owner
-                    if chunk.state == ChunkState.TRANSCRIBING.value
-                    else None,
+                    "worker": chunk.lease_owner if chunk.state == ChunkState.TRANSCRIBING else None,
                     "upload_url": f"{self.upload_prefix}{upload.id}",
                 }
                 for chunk, upload in rows
@@ -290,7 +288,7 @@ class MeetingsApi:
             lines,
             fmt,
             meeting_id=meeting_id,
-            final=meeting.state == MeetingState.COMPLETE.value,
+            final=meeting.state == MeetingState.COMPLETE,
             gaps=gaps,
         )
         return web.Response(text=body, headers={"Content-Type": FORMATS[fmt]})

@@ -16,12 +16,12 @@ from storage.models import Chunk, Meeting
 from storage.state_machine import ChunkState, MeetingState
 
 PENDING = (
-    ChunkState.UPLOADED.value,
-    ChunkState.WAITING.value,
-    ChunkState.QUEUED.value,
-    ChunkState.TRANSCRIBING.value,
+    ChunkState.UPLOADED,
+    ChunkState.WAITING,
+    ChunkState.QUEUED,
+    ChunkState.TRANSCRIBING,
 )
-ACTIVE_MEETINGS = (MeetingState.RECORDING.value, MeetingState.FINALIZING.value)
+ACTIVE_MEETINGS = (MeetingState.RECORDING, MeetingState.FINALIZING)
 DEFAULT_RTF = 0.15  # before any job finished: tiny.en int8 on 2 threads is about this
 
 
@@ -68,8 +68,8 @@ async def backlog_snapshot(
 ) -> Backlog:
     b = Backlog()
     b.chunks_by_state = await chunks_by_state(session)
-    b.transcribing = b.chunks_by_state.get(ChunkState.TRANSCRIBING.value, 0)
-    queued = (ChunkState.QUEUED.value, ChunkState.WAITING.value)
+    b.transcribing = b.chunks_by_state.get(ChunkState.TRANSCRIBING, 0)
+    queued = (ChunkState.QUEUED, ChunkState.WAITING)
     rows = (
         await session.execute(
             select(
@@ -98,7 +98,7 @@ async def backlog_snapshot(
         if state in PENDING:
             b.pending_audio_s += duration or 0.0
             pending[meeting_id] += duration or 0.0
-            if state != ChunkState.WAITING.value or seq <= hole[meeting_id, track]:
+            if state != ChunkState.WAITING or seq <= hole[meeting_id, track]:
                 b.workable_audio_s += duration or 0.0
         if state in queued:
             b.queued_jobs += 1
@@ -128,7 +128,7 @@ async def queue_position(session: AsyncSession, meeting_id: str, now: float) -> 
             await session.execute(
                 select(Chunk.meeting_id)
                 .join(Meeting, Meeting.id == Chunk.meeting_id)
-                .where(Chunk.state == ChunkState.QUEUED.value, Chunk.next_attempt_at <= now)
+                .where(Chunk.state == ChunkState.QUEUED, Chunk.next_attempt_at <= now)
                 .order_by(*CLAIM_ORDER)
             )
         )

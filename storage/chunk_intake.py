@@ -131,7 +131,7 @@ class ChunkIntake:
         if meeting.tracks and key.track not in meeting.tracks:
             raise Refused(Rule.UNKNOWN_TRACK, f"{key.track!r}; declared: {meeting.tracks}")
         existing = await chunk_at(session, key.meeting_id, key.track, key.seq)
-        if existing is not None and existing.state != ChunkState.CANCELLED.value:
+        if existing is not None and existing.state != ChunkState.CANCELLED:
             previous = await session.get(Upload, existing.upload_id)
             if (
                 previous is not None
@@ -144,19 +144,19 @@ class ChunkIntake:
                     f"stored upload has {previous.length} bytes, request says {upload.length}",
                 )
             raise ExistingUpload(existing.upload_id)
-        if meeting.state == MeetingState.COMPLETE.value:
+        if meeting.state == MeetingState.COMPLETE:
             raise Refused(Rule.MEETING_CLOSED, f"meeting {meeting.id}")
         if is_gap(meeting, key.track, key.seq):
             raise Refused(
                 Rule.SEQ_AFTER_FINALIZE,
                 f"seq {key.seq} of {key.track!r} was given up as missing after the grace period",
             )
-        if meeting.state == MeetingState.ABANDONED.value:
+        if meeting.state == MeetingState.ABANDONED:
             # A chunk for a meeting given up as abandoned: the recorder is alive after all.
             await transition_meeting(
                 session, meeting, MeetingState.RECORDING, event="meeting.revived"
             )
-        if meeting.state != MeetingState.RECORDING.value:
+        if meeting.state != MeetingState.RECORDING:
             last = (meeting.last_seq or {}).get(key.track)
             if last is None or key.seq > last:
                 raise Refused(
@@ -195,7 +195,7 @@ class ChunkIntake:
 
     async def on_progress(self, session: AsyncSession, upload: Upload) -> None:
         chunk = await self._chunk_for(session, upload.id)
-        if chunk is not None and chunk.state == ChunkState.CREATED.value:
+        if chunk is not None and chunk.state == ChunkState.CREATED:
             await transition_chunk(session, chunk, ChunkState.UPLOADING)
 
     async def inspect(self, upload: Upload) -> Verdict | None:
@@ -223,7 +223,7 @@ class ChunkIntake:
         chunk = await self._chunk_for(session, upload.id)
         if chunk is None:
             return
-        if chunk.state in (ChunkState.CREATED.value, ChunkState.UPLOADING.value):
+        if chunk.state in (ChunkState.CREATED, ChunkState.UPLOADING):
             try:
                 await transition_chunk(
                     session,
@@ -238,7 +238,7 @@ class ChunkIntake:
                 # The chunk moved meanwhile (cancelled): the bytes are still recorded, and
                 # recovery settles the chunk from what the database then says.
                 return
-        if isinstance(verdict, Verdict) and chunk.state == ChunkState.UPLOADED.value:
+        if isinstance(verdict, Verdict) and chunk.state == ChunkState.UPLOADED:
             await self._apply(session, chunk, verdict)
 
     async def settle_unfinished(self) -> None:
@@ -253,16 +253,16 @@ class ChunkIntake:
                     .where(
                         Chunk.state.in_(
                             [
-                                ChunkState.CREATED.value,
-                                ChunkState.UPLOADING.value,
-                                ChunkState.UPLOADED.value,
+                                ChunkState.CREATED,
+                                ChunkState.UPLOADING,
+                                ChunkState.UPLOADED,
                             ]
                         )
                     )
                 )
             ).all()
         for chunk, upload in rows:
-            if chunk.state == ChunkState.UPLOADED.value:
+            if chunk.state == ChunkState.UPLOADED:
                 await self.validate(chunk.id)
             elif upload.length is not None and upload.offset == upload.length:
                 await self.settle_complete(upload)
@@ -277,12 +277,12 @@ class ChunkIntake:
         """UPLOADED -> QUEUED / WAITING / REJECTED. Safe to repeat (restart recovery calls it)."""
         async with self.db.read() as session:
             chunk = await session.get(Chunk, chunk_id)
-        if chunk is None or chunk.state != ChunkState.UPLOADED.value:
+        if chunk is None or chunk.state != ChunkState.UPLOADED:
             return
         verdict = await self._verdict(chunk.upload_id)
         async with self.db.write() as session:
             chunk = await session.get(Chunk, chunk_id)
-            if chunk is not None and chunk.state == ChunkState.UPLOADED.value:
+            if chunk is not None and chunk.state == ChunkState.UPLOADED:
                 await self._apply(session, chunk, verdict)
 
     async def _apply(self, session: AsyncSession, chunk: Chunk, verdict: Verdict) -> None:
@@ -315,8 +315,8 @@ class ChunkIntake:
         async with self.db.write() as session:
             chunk = await self._chunk_for(session, upload.id)
             if chunk is not None and chunk.state in (
-                ChunkState.CREATED.value,
-                ChunkState.UPLOADING.value,
+                ChunkState.CREATED,
+                ChunkState.UPLOADING,
             ):
                 await transition_chunk(
                     session,
@@ -331,6 +331,6 @@ class ChunkIntake:
         chunk = await self._chunk_for(session, upload.id)
         if chunk is None:
             return
-        if chunk.state not in (ChunkState.CREATED.value, ChunkState.UPLOADING.value):
+        if chunk.state not in (ChunkState.CREATED, ChunkState.UPLOADING):
             raise Refused(Rule.UPLOAD_ACCEPTED, f"chunk is {chunk.state}")
         await transition_chunk(session, chunk, ChunkState.CANCELLED, event="chunk.cancelled")

@@ -98,7 +98,7 @@ class RetryPolicy:
 # round-robin between meetings (the one served longest ago), oldest first within a meeting,
 # so one long meeting cannot starve the others.
 CLAIM_ORDER = (
-    (Meeting.state == MeetingState.FINALIZING.value).desc(),
+    (Meeting.state == MeetingState.FINALIZING).desc(),
     Meeting.last_served_at,
     Chunk.queued_at,
     Chunk.id,
@@ -142,7 +142,7 @@ async def ready_state_for(session: AsyncSession, chunk: Chunk) -> ChunkState:
 async def promote_successor(session: AsyncSession, chunk: Chunk) -> None:
     """Called in the transaction that makes `chunk` done: its successor may run now."""
     successor = await chunk_at(session, chunk.meeting_id, chunk.track, chunk.seq + 1)
-    if successor is not None and successor.state == ChunkState.WAITING.value:
+    if successor is not None and successor.state == ChunkState.WAITING:
         await transition_chunk(
             session, successor, ChunkState.QUEUED, event="chunk.queued", queued_at=time.time()
         )
@@ -150,7 +150,7 @@ async def promote_successor(session: AsyncSession, chunk: Chunk) -> None:
 
 def _is_last_of_track(meeting: Meeting, chunk: Chunk) -> bool:
     return (
-        meeting.state == MeetingState.FINALIZING.value
+        meeting.state == MeetingState.FINALIZING
         and meeting.last_seq is not None
         and meeting.last_seq.get(chunk.track) == chunk.seq
     )
@@ -163,8 +163,8 @@ async def _tail_is_due(session: AsyncSession, meeting: Meeting, chunk: Chunk) ->
         return True
     successor = await chunk_at(session, chunk.meeting_id, chunk.track, chunk.seq + 1)
     return successor is not None and successor.state in (
-        ChunkState.REJECTED.value,
-        ChunkState.FAILED.value,
+        ChunkState.REJECTED,
+        ChunkState.FAILED,
     )
 
 
@@ -174,7 +174,7 @@ async def _claim_tail(session: AsyncSession, owner: str, lease_s: float, now: fl
             select(Chunk, Meeting)
             .join(Meeting, Meeting.id == Chunk.meeting_id)
             .where(
-                Chunk.state == ChunkState.TRANSCRIBED.value,
+                Chunk.state == ChunkState.TRANSCRIBED,
                 Chunk.carry_done.is_(False),
                 Chunk.carry_samples > 0,
                 _lease_free(now),
@@ -218,7 +218,7 @@ async def _claim_chunk(session: AsyncSession, owner: str, lease_s: float, now: f
         await session.execute(
             select(Chunk, Meeting)
             .join(Meeting, Meeting.id == Chunk.meeting_id)
-            .where(Chunk.state == ChunkState.QUEUED.value, Chunk.next_attempt_at <= now)
+            .where(Chunk.state == ChunkState.QUEUED, Chunk.next_attempt_at <= now)
             .order_by(*CLAIM_ORDER)
             .limit(20)
             .with_for_update(skip_locked=True, of=Chunk)
@@ -245,7 +245,7 @@ async def _claim_chunk(session: AsyncSession, owner: str, lease_s: float, now: f
         carry_in = None
         if (
             previous is not None
-            and previous.state == ChunkState.TRANSCRIBED.value
+            and previous.state == ChunkState.TRANSCRIBED
             and not previous.carry_done
             and previous.carry_samples > 0
             and previous.carry_path is not None
@@ -448,7 +448,7 @@ async def reap_expired_leases(db: Database, policy: RetryPolicy, now: float | No
             (
                 await session.execute(
                     select(Chunk).where(
-                        Chunk.state == ChunkState.TRANSCRIBING.value,
+                        Chunk.state == ChunkState.TRANSCRIBING,
                         Chunk.lease_expires_at < now,
                     )
                 )
@@ -472,7 +472,7 @@ async def promote_stuck_waiting(db: Database) -> int:
     promoted = 0
     async with db.write() as session:
         waiting = (
-            (await session.execute(select(Chunk).where(Chunk.state == ChunkState.WAITING.value)))
+            (await session.execute(select(Chunk).where(Chunk.state == ChunkState.WAITING)))
             .scalars()
             .all()
         )

@@ -39,7 +39,7 @@ async def open_meetings(session: AsyncSession, owner: str) -> int:
         await session.execute(
             select(func.count())
             .select_from(Meeting)
-            .where(Meeting.owner == owner, Meeting.state == MeetingState.RECORDING.value)
+            .where(Meeting.owner == owner, Meeting.state == MeetingState.RECORDING)
         )
     ).scalar_one()
 

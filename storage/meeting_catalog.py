@@ -13,7 +13,7 @@ from storage.state_machine import ChunkState, record_event
 
 # A meeting is not deleted while bytes are being written into one of its chunks or a worker
 # holds one: both would write rows and files for a meeting that no longer exists.
-BUSY_STATES = (ChunkState.CREATED.value, ChunkState.UPLOADING.value, ChunkState.TRANSCRIBING.value)
+BUSY_STATES = (ChunkState.CREATED, ChunkState.UPLOADING, ChunkState.TRANSCRIBING)
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,7 @@ def readiness(meeting: Meeting, chunks: list[Chunk]) -> Readiness:
             continue
         if ChunkState(chunk.state) not in CHUNK_DONE_STATES:
             pending.append({"track": chunk.track, "seq": chunk.seq, "state": chunk.state})
-        elif chunk.state == ChunkState.TRANSCRIBED.value and not chunk.carry_done:
+        elif chunk.state == ChunkState.TRANSCRIBED and not chunk.carry_done:
             pending.append({"track": chunk.track, "seq": chunk.seq, "state": "flushing carry"})
     missing: list[dict[str, object]] = []
     unbounded = False
@@ -63,10 +63,7 @@ def readiness(meeting: Meeting, chunks: list[Chunk]) -> Readiness:
         ]
     waited_on = [m for m in missing if not m["gap"]]
     ready = (
-        meeting.state == MeetingState.FINALIZING.value
-        and not waited_on
-        and not pending
-        and not unbounded
+        meeting.state == MeetingState.FINALIZING and not waited_on and not pending and not unbounded
     )
     return Readiness(ready, missing, pending)
 
@@ -78,7 +75,7 @@ async def give_up_missing(db: Database, meeting_id: str, grace_s: float) -> bool
         meeting = await session.get(Meeting, meeting_id)
         if (
             meeting is None
-            or meeting.state != MeetingState.FINALIZING.value
+            or meeting.state != MeetingState.FINALIZING
             or meeting.finalized_at is None
             or time.time() < meeting.finalized_at + grace_s
         ):
@@ -109,14 +106,14 @@ async def assemble_if_ready(db: Database, meeting_id: str) -> bool:
         meeting = await session.get(Meeting, meeting_id)
         if meeting is None:
             return False
-        if meeting.state == MeetingState.COMPLETE.value:
+        if meeting.state == MeetingState.COMPLETE:
             return True
-        if meeting.state != MeetingState.FINALIZING.value:
+        if meeting.state != MeetingState.FINALIZING:
             return False
     async with db.write() as session:
         meeting = await session.get(Meeting, meeting_id)
-        if meeting is None or meeting.state != MeetingState.FINALIZING.value:
-            return meeting is not None and meeting.state == MeetingState.COMPLETE.value
+        if meeting is None or meeting.state != MeetingState.FINALIZING:
+            return meeting is not None and meeting.state == MeetingState.COMPLETE
         chunks = list(
             (await session.execute(select(Chunk).where(Chunk.meeting_id == meeting_id)))
             .scalars()
@@ -132,7 +129,7 @@ async def assemble_if_ready(db: Database, meeting_id: str) -> bool:
         failed = [
             {"track": c.track, "seq": c.seq, "state": c.state, "error": c.error}
             for c in chunks
-            if c.state in (ChunkState.REJECTED.value, ChunkState.FAILED.value)
+            if c.state in (ChunkState.REJECTED, ChunkState.FAILED)
         ] + [
             {"track": track, "seq": seq, "state": "missing", "error": "never uploaded"}
             for track, seq in meeting.gaps or []
@@ -154,7 +151,7 @@ async def assemble_if_ready(db: Database, meeting_id: str) -> bool:
 async def finalizing_meetings(db: Database) -> list[str]:
     async with db.read() as session:
         rows = await session.execute(
-            select(Meeting.id).where(Meeting.state == MeetingState.FINALIZING.value)
+            select(Meeting.id).where(Meeting.state == MeetingState.FINALIZING)
         )
         return list(rows.scalars().all())
 
@@ -167,7 +164,7 @@ async def abandon_silent_meetings(db: Database, abandon_after_s: float) -> int:
         silent = (
             await session.execute(
                 select(Meeting).where(
-                    Meeting.state == MeetingState.RECORDING.value,
+                    Meeting.state == MeetingState.RECORDING,
                     Meeting.created_at < cutoff,
                     ~select(Chunk.id).where(Chunk.meeting_id == Meeting.id).exists(),
                 )

@@ -172,7 +172,7 @@ class MeetingStore:
             chunk = await chunk_at(session, meeting_id, track, seq)
             if chunk is None:
                 raise Refused(Rule.CHUNK_NOT_FOUND, f"{track}/{seq}")
-            if chunk.state != ChunkState.FAILED.value:
+            if chunk.state != ChunkState.FAILED:
                 raise Refused(Rule.NOT_RETRYABLE, f"chunk is {chunk.state}")
             await requeue_failed(session, chunk)
 
@@ -190,7 +190,7 @@ class MeetingStore:
                 await session.execute(
                     select(Chunk).where(
                         Chunk.meeting_id == meeting_id,
-                        Chunk.state.in_([ChunkState.REJECTED.value, ChunkState.FAILED.value]),
+                        Chunk.state.in_([ChunkState.REJECTED, ChunkState.FAILED]),
                     )
                 )
             ).scalars()

@@ -6,6 +6,7 @@ without dialect-specific date functions.
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
@@ -21,7 +22,29 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+from storage.states import ChunkState, MeetingState
+
+
+class _StateColumn(TypeDecorator[StrEnum]):
+    """A state column: stored as its value (VARCHAR(20), as ever), read back as the enum
+    member, and a write of anything that is not a state fails before it reaches SQL."""
+
+    impl = String(20)
+    cache_ok = True
+
+    def __init__(self, states: type[StrEnum]) -> None:
+        super().__init__()
+        self.states = states
+
+    def process_bind_param(self, value: object, dialect: Dialect) -> str | None:
+        return None if value is None else self.states(value).value
+
+    def process_result_value(self, value: object, dialect: Dialect) -> StrEnum | None:
+        return None if value is None else self.states(value)
 
 
 class Base(DeclarativeBase):
@@ -41,7 +64,7 @@ class Meeting(Base):
     tracks: Mapped[list[str]] = mapped_column(JSON, default=list)
     # {"track": "label"}: the name a track is shown under in transcripts (None: none yet).
     track_labels: Mapped[dict[str, str] | None] = mapped_column(JSON)
-    state: Mapped[str] = mapped_column(String(20), index=True)
+    state: Mapped[MeetingState] = mapped_column(_StateColumn(MeetingState), index=True)
     # {"track": last_seq} as given to finalize; None while recording.
     last_seq: Mapped[dict[str, int] | None] = mapped_column(JSON)
     # Chunk keys finalize named that never arrived within the grace period: [[track, seq]].
@@ -93,7 +116,7 @@ class Chunk(Base):
     seq: Mapped[int] = mapped_column(Integer)
     start_ms: Mapped[int] = mapped_column(Integer)
     upload_id: Mapped[str] = mapped_column(ForeignKey("uploads.id"), unique=True)
-    state: Mapped[str] = mapped_column(String(20))
+    state: Mapped[ChunkState] = mapped_column(_StateColumn(ChunkState))
     error: Mapped[str | None] = mapped_column(Text)
     bytes: Mapped[int | None] = mapped_column(BigInteger)
     duration_s: Mapped[float | None] = mapped_column(Double)

@@ -9,36 +9,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import ColumnElement, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 
 from storage.metric_rollups import observe
 from storage.models import Chunk, Event, Meeting
-
-
-class ChunkState(StrEnum):
-    CREATED = "created"  # upload created, no byte yet
-    UPLOADING = "uploading"  # some bytes stored
-    UPLOADED = "uploaded"  # every byte stored, not yet validated
-    REJECTED = "rejected"  # not valid Ogg Opus; bytes kept until the upload expires
-    WAITING = "waiting"  # valid, waits for the previous seq of its track
-    QUEUED = "queued"  # claimable by a worker (at or after next_attempt_at)
-    TRANSCRIBING = "transcribing"  # leased by a worker
-    TRANSCRIBED = "transcribed"
-    FAILED = "failed"  # gave up after max attempts; can be retried by hand
-    CANCELLED = "cancelled"  # the incomplete upload was terminated; the key may be re-created
-
-
-class MeetingState(StrEnum):
-    RECORDING = "recording"
-    FINALIZING = "finalizing"  # finalize received; waits for chunks and transcription
-    COMPLETE = "complete"
-    FAILED = "failed"
-    ABANDONED = "abandoned"  # no chunk arrived within the configured time; revived by one
-
+from storage.states import ChunkState, MeetingState
 
 CHUNK_TRANSITIONS: dict[ChunkState, frozenset[ChunkState]] = {
     ChunkState.CREATED: frozenset(
@@ -120,9 +99,11 @@ async def transition_chunk(
     )
     if result.rowcount != 1:
         raise StaleState(f"chunk {chunk.id} is no longer {current.value!r}")
-    chunk.state = target.value
+    # What the row now holds, as loaded: marked as changed, the session would write the same
+    # values again in a second UPDATE at flush.
+    set_committed_value(chunk, "state", target)
     for name, value in fields.items():
-        setattr(chunk, name, value)
+        set_committed_value(chunk, name, value)
     if target is ChunkState.TRANSCRIBED:
         await _observe_transcribed(session, chunk)
     if event is not None:
@@ -151,9 +132,9 @@ async def transition_meeting(
     )
     if result.rowcount != 1:
         raise StaleState(f"meeting {meeting.id} is no longer {current.value!r}")
-    meeting.state = target.value
+    set_committed_value(meeting, "state", target)
     for name, value in fields.items():
-        setattr(meeting, name, value)
+        set_committed_value(meeting, name, value)
     if target is MeetingState.COMPLETE and meeting.finalized_at and meeting.completed_at:
         await observe(session, "meeting_end_s", meeting.completed_at - meeting.finalized_at)
     if event is not None:
@@ -178,7 +159,7 @@ def new_chunk(*, meeting_id: str, track: str, seq: int, start_ms: int, upload_id
         seq=seq,
         start_ms=start_ms,
         upload_id=upload_id,
-        state=ChunkState.CREATED.value,
+        state=ChunkState.CREATED,
         created_at=time.time(),
         attempts=0,
         next_attempt_at=0.0,
@@ -205,6 +186,6 @@ def new_meeting(
         track_labels=track_labels,
         gaps=[],
         last_served_at=0.0,
-        state=MeetingState.RECORDING.value,
+        state=MeetingState.RECORDING,
         created_at=time.time(),
     )

@@ -13,7 +13,7 @@ import secrets
 import time
 from typing import Any, Protocol
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Table, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -23,6 +23,12 @@ from storage.database import Database
 from storage.key_usage import add_upload_bytes
 from storage.models import Chunk, Upload
 from storage.state_machine import ChunkState
+
+UPLOADS: Table = Upload.__table__  # type: ignore[assignment]
+
+
+def _row(upload: Upload) -> dict[str, Any]:
+    return {column.name: getattr(upload, column.name) for column in UPLOADS.columns}
 
 
 def new_upload_id() -> str:
@@ -82,8 +88,7 @@ class UploadStore:
         await self.blobs.create(upload.id, upload.length)
         try:
             async with self.db.write() as session:
-                session.add(upload)
-                await session.flush()
+                await session.execute(insert(UPLOADS).values(_row(upload)))
                 await self.intake.on_create(session, upload)
             return None
         except ExistingUpload as existing:
@@ -110,8 +115,7 @@ class UploadStore:
             await self.blobs.concatenate(upload.id, part_ids)
             upload.offset = upload.length or 0
             async with self.db.write() as session:
-                session.add(upload)
-                await session.flush()
+                await session.execute(insert(UPLOADS).values(_row(upload)))
                 await self.intake.on_create(session, upload)
         except ExistingUpload as existing:
             await self.blobs.delete(upload.id)
@@ -207,8 +211,11 @@ class UploadStore:
             )
 
     async def get(self, upload_id: str) -> Upload | None:
+        """The upload as a detached object (every tus request reads one: a Core select is a
+        good part cheaper than the ORM's identity-mapped load)."""
         async with self.db.read() as session:
-            return await session.get(Upload, upload_id)
+            row = (await session.execute(select(UPLOADS).where(UPLOADS.c.id == upload_id))).first()
+        return None if row is None else Upload(**row._mapping)
 
     async def declare_length(self, upload_id: str, length: int) -> bool:
         async with self.db.write() as session:
