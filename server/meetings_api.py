@@ -68,7 +68,7 @@ def _tracks(body: dict[str, Any]) -> list[str]:
     if (
         not isinstance(tracks, list)
         or len(tracks) > MAX_TRACKS
-        # The rule a chunk's track must meet (server/ingest.py): a declared track no chunk
+        # The rule a chunk's track must meet (storage/chunk_intake.py): a declared track no chunk
         # could name would keep its meeting waiting for ever.
         or not all(is_track_name(t) and t.strip() for t in tracks)
         or len(set(tracks)) != len(tracks)

@@ -44,7 +44,7 @@ def _view(hook: Webhook) -> dict[str, Any]:
 class WebhooksApi:
     def __init__(self, db: Database, targets: TargetPolicy) -> None:
         self.db = db
-        self.hooks = WebhookSubscriptions(db)
+        self.subscriptions = WebhookSubscriptions(db)
         self.targets = targets
 
     def routes(self) -> list[web.RouteDef]:
@@ -58,7 +58,7 @@ class WebhooksApi:
         ]
 
     async def _hook(self, request: web.Request) -> Webhook:
-        return await self.hooks.get(request.match_info["webhook_id"], request[OWNER])
+        return await self.subscriptions.get(request.match_info["webhook_id"], request[OWNER])
 
     async def create(self, request: web.Request) -> web.Response:
         body = await read_json_object(request)
@@ -93,18 +93,18 @@ class WebhooksApi:
         refusal = await self.targets.check_host(host)
         if refusal is not None:
             raise ApiError(Errors.WEBHOOK_TARGET_REFUSED, refusal)
-        hook = await self.hooks.create(
+        hook = await self.subscriptions.create(
             request[OWNER], url, secret, events, request[LIMITS].max_webhooks
         )
         return web.json_response(_view(hook), status=201)
 
     async def list(self, request: web.Request) -> web.Response:
-        hooks = await self.hooks.of_owner(request[OWNER])
+        hooks = await self.subscriptions.of_owner(request[OWNER])
         return web.json_response({"webhooks": [_view(h) for h in hooks]})
 
     async def delete(self, request: web.Request) -> web.Response:
         hook = await self._hook(request)
-        await self.hooks.delete(hook.id)
+        await self.subscriptions.delete(hook.id)
         return web.Response(status=204)
 
     async def deliveries(self, request: web.Request) -> web.Response:
@@ -112,7 +112,7 @@ class WebhooksApi:
         status = request.query.get("status")
         if status is not None and status not in DELIVERY_STATUSES:
             raise ApiError(Errors.INVALID_FIELD, "status must be pending, delivered or dead")
-        rows = await self.hooks.deliveries(hook.id, status)
+        rows = await self.subscriptions.deliveries(hook.id, status)
         return web.json_response(
             {
                 "deliveries": [
