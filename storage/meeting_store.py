@@ -36,6 +36,7 @@ from storage.state_machine import (
     new_meeting,
     transition_meeting,
 )
+from storage.upload_store import mark_terminated
 
 
 @dataclass(frozen=True)
@@ -220,11 +221,7 @@ class MeetingStore:
                 await self.blobs.delete(upload_id)
             if gone.upload_ids:
                 async with self.db.write() as session:
-                    await session.execute(
-                        Upload.__table__.update()
-                        .where(Upload.id.in_(gone.upload_ids))
-                        .values(terminated_at=time.time())
-                    )
+                    await mark_terminated(session, gone.upload_ids, time.time())
             for name in gone.carry_names:
                 await self.blobs.delete_carry(name)
         return len(gone.upload_ids)

@@ -168,9 +168,7 @@ class UploadStore:
         the bytes go."""
         async with self.db.write() as session:
             await self.intake.on_terminate(session, upload)
-            await session.execute(
-                update(Upload).where(Upload.id == upload.id).values(terminated_at=time.time())
-            )
+            await mark_terminated(session, [upload.id], time.time())
         await self.blobs.delete(upload.id)
 
     # ---- for the expiry sweep and meeting deletion ---------------------------------------
@@ -200,15 +198,10 @@ class UploadStore:
         reclaimed = 0
         for upload in expired:
             await self.intake.on_expire(upload)
-            await self.mark_terminated(upload.id, now)
+            async with self.db.write() as session:
+                await mark_terminated(session, [upload.id], now)
             reclaimed += await self.blobs.delete(upload.id)
         return len(expired), reclaimed
-
-    async def mark_terminated(self, upload_id: str, now: float) -> None:
-        async with self.db.write() as session:
-            await session.execute(
-                update(Upload).where(Upload.id == upload_id).values(terminated_at=now)
-            )
 
     async def get(self, upload_id: str) -> Upload | None:
         """The upload as a detached object (every tus request reads one: a Core select is a
@@ -225,6 +218,11 @@ class UploadStore:
                 .values(length=length)
             )
             return result.rowcount == 1
+
+
+async def mark_terminated(session: AsyncSession, upload_ids: list[str], now: float) -> None:
+    """In the caller's transaction: the uploads' bytes are gone (or going)."""
+    await session.execute(update(Upload).where(Upload.id.in_(upload_ids)).values(terminated_at=now))
 
 
 def make_upload(

@@ -7,6 +7,7 @@ serve` processes for what only a process shows (signals, restarts, siblings, cra
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import threading
 from concurrent.futures import Future
@@ -35,8 +36,6 @@ class InProcessServer:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> InProcessServer:
-        import argparse
-
         parser = argparse.ArgumentParser()
         add_serve_arguments(parser)
         args = parser.parse_args(
@@ -85,6 +84,7 @@ class InProcessServer:
     def stop(self) -> None:
         if self._loop is None or self._thread is None:
             return
+
         async def shut_down() -> None:
             if self._runner is not None:
                 await self._runner.cleanup()

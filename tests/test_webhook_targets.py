@@ -6,11 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import time
+from urllib.parse import urlparse
 
 import pytest
 import requests
 
-from server.webhook_targets import GuardedResolver, TargetPolicy, TargetRefused, parse_networks
+from server.webhook_targets import (
+    GuardedResolver,
+    TargetPolicy,
+    TargetRefused,
+    literal_host,
+    parse_networks,
+)
 from tests.conftest import create_meeting
 from tests.server_process import ServerProcess
 from tests.test_webhooks import FAST_RETRY, SECRET, Receiver
@@ -82,6 +89,13 @@ def test_registration_refuses_every_spelling_of_inside(protocol_server):
         "http://169.254.169.254/latest/meta-data/",
         "http://[fd00::1]/x",
     ]
+    # The addresses that are not loopback must be refused from the address alone (no
+    # lookup, no connection) before any of them is offered to the server: should the
+    # policy ever accept one, the test stops here and nothing is registered to reach it.
+    policy = TargetPolicy()
+    for url in urls[-3:]:
+        literal = literal_host(urlparse(url).hostname)
+        assert literal is not None and policy.refusal(literal) is not None, url
     for url in urls:
         r = requests.post(
             base + "/webhooks",
