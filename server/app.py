@@ -6,6 +6,7 @@ import logging
 
 from aiohttp import web
 
+from codec.validation_pool import ValidationPool
 from server.admission import Admission
 from server.auth import ApiKeys, auth_middleware
 from server.config import ServerConfig
@@ -73,7 +74,8 @@ def build_app(config: ServerConfig, keys: KeyRing | ApiKeys | None = None) -> we
     database_url = config.database_url or sqlite_url(config.data_dir)
     db = Database(database_url)
     blobs = blob_store_for(config.data_dir, config.blob_url, config.s3_endpoint_url)
-    intake = ChunkIntake(db, blobs, max_chunk_s=config.max_chunk_s)
+    validation = ValidationPool()
+    intake = ChunkIntake(db, blobs, validation, max_chunk_s=config.max_chunk_s)
     uploads = UploadStore(db, blobs, intake)
     locks = upload_locks_for(db, config.data_dir)
     pool = WorkerPool(config.workers, worker_args(config, database_url))
@@ -185,6 +187,7 @@ def build_app(config: ServerConfig, keys: KeyRing | ApiKeys | None = None) -> we
         await sweeper.stop()
         await pool.stop()
         await locks.close()
+        validation.close()
         await blobs.close()
         await db.close()
 

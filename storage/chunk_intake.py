@@ -7,7 +7,6 @@ an upload and commit its offset, so a chunk's state never disagrees with its upl
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass
 
@@ -15,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from codec.errors import InvalidOpusError
-from codec.validate import validate_ogg_opus
+from codec.validation_pool import ValidationPool
 from storage.blob_store import BlobStore
 from storage.database import Database
 from storage.field_rules import (
@@ -114,9 +113,16 @@ class ExistingUpload(Exception):
 class ChunkIntake:
     """What uploads mean to meetings: the upload store's hooks for meeting chunks."""
 
-    def __init__(self, db: Database, blobs: BlobStore, max_chunk_s: float = 600.0) -> None:
+    def __init__(
+        self,
+        db: Database,
+        blobs: BlobStore,
+        validation: ValidationPool,
+        max_chunk_s: float = 600.0,
+    ) -> None:
         self.db = db
         self.blobs = blobs
+        self.validation = validation
         self.max_chunk_s = max_chunk_s
 
     async def on_create(self, session: AsyncSession, upload: Upload) -> None:
@@ -199,7 +205,7 @@ class ChunkIntake:
             await transition_chunk(session, chunk, ChunkState.UPLOADING)
 
     async def inspect(self, upload: Upload) -> Verdict | None:
-        """Validates a completed chunk's bytes as Ogg Opus, in a thread."""
+        """Validates a completed chunk's bytes as Ogg Opus, in a worker process."""
         if upload.concat == "partial" or parse_chunk_key(upload.meta) is None:
             return None
         return await self._verdict(upload.id)
@@ -207,7 +213,7 @@ class ChunkIntake:
     async def _verdict(self, upload_id: str) -> Verdict:
         try:
             async with self.blobs.local_copy(upload_id) as path:
-                info = await asyncio.to_thread(validate_ogg_opus, path)
+                info = await self.validation.validate(path)
         except InvalidOpusError as exc:
             return Verdict(str(exc), None)
         if info.duration_s > self.max_chunk_s:

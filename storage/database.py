@@ -10,7 +10,6 @@ The schema itself is `storage.schema`'s job (Alembic migrations).
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -27,7 +26,9 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm import Session, UOWTransaction
 
+from storage import sqlite_connection
 from storage.models import Base, Event
+from storage.write_batches import WriteBatches
 
 SQLITE_BUSY_TIMEOUT_S = 30.0
 
@@ -48,8 +49,11 @@ def sqlite_url(data_dir: Path) -> str:
     return f"sqlite+aiosqlite:///{(data_dir / 'rollscribe.db').resolve()}"
 
 
-def _sqlite_engine(url: str, begin: str) -> AsyncEngine:
-    engine = create_async_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S})
+def _sqlite_engine(url: str, begin: str, inline: bool = False) -> AsyncEngine:
+    path = make_url(url).database or ":memory:"
+    engine = create_async_engine(
+        url, async_creator=sqlite_connection.connector(path, SQLITE_BUSY_TIMEOUT_S, inline)
+    )
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -66,6 +70,9 @@ def _sqlite_engine(url: str, begin: str) -> AsyncEngine:
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
         conn.exec_driver_sql(begin)
+        if begin == "BEGIN IMMEDIATE":
+            # This process holds the write lock now: the transaction's statements run inline.
+            conn.connection.driver_connection.holds_write_lock = True
 
     return engine
 
@@ -130,11 +137,14 @@ class Database:
         self.is_sqlite = url.startswith("sqlite")
         if self.is_sqlite:
             self._read_engine = _sqlite_engine(url, "BEGIN")
+            self._point_read_engine = _sqlite_engine(url, "BEGIN", inline=True)
             self._write_engine = _sqlite_engine(url, "BEGIN IMMEDIATE")
         else:
             self._read_engine = create_async_engine(url, pool_pre_ping=True)
+            self._point_read_engine = self._read_engine
             self._write_engine = self._read_engine
         self._read = async_sessionmaker(self._read_engine, expire_on_commit=False)
+        self._point_read = async_sessionmaker(self._point_read_engine, expire_on_commit=False)
         self._write = async_sessionmaker(
             self._write_engine,
             expire_on_commit=False,
@@ -145,8 +155,8 @@ class Database:
         # SQLite has one writer at a time. Left to its busy handler, every waiting
         # transaction of every process sleeps and retries, and under load a process can
         # starve past the busy timeout ("database is locked"); queued here, a process offers
-        # one transaction at a time and the others wait their turn without spinning.
-        self._one_writer = asyncio.Lock() if self.is_sqlite else None
+        # one transaction at a time, and those that queue up share it (group commit).
+        self._batches = WriteBatches(self._write_engine) if self.is_sqlite else None
 
     @property
     def write_engine(self) -> AsyncEngine:
@@ -158,28 +168,38 @@ class Database:
             yield session
 
     @asynccontextmanager
+    async def point_read(self) -> AsyncIterator[AsyncSession]:
+        """For a few lookups by key, nothing that scans: on SQLite they run on the event
+        loop's thread, without the trips to a connection thread (storage/sqlite_connection)."""
+        async with self._point_read() as session:
+            yield session
+
+    @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:
         """A transaction: committed when the block ends, rolled back if it raises."""
-        async with self._writer_turn(), self._write() as session:
-            async with session.begin():
-                yield session
+        async with self._transaction() as session:
+            yield session
         if session.info.get("logged_events"):
             for callback in self.on_events_committed:
                 callback()
 
     @asynccontextmanager
-    async def _writer_turn(self) -> AsyncIterator[None]:
-        if self._one_writer is None:
-            yield
+    async def _transaction(self) -> AsyncIterator[AsyncSession]:
+        if self._batches is not None:
+            async with self._batches.transaction() as session:
+                yield session
             return
-        async with self._one_writer:
-            yield
+        async with self._write() as session, session.begin():
+            yield session
 
     async def ping(self) -> None:
         async with self.read() as session:
             await session.execute(Base.metadata.tables["meetings"].select().limit(1))
 
     async def close(self) -> None:
+        if self._batches is not None:
+            await self._batches.close()
         await self._read_engine.dispose()
         if self._write_engine is not self._read_engine:
             await self._write_engine.dispose()
+            await self._point_read_engine.dispose()

@@ -54,7 +54,7 @@ async def webhooks(session: AsyncSession, owner: str) -> int:
 
 async def upload_bytes_today(db: Database, owner: str, now: float | None = None) -> int:
     day = utc_day(time.time() if now is None else now)
-    async with db.read() as session:
+    async with db.point_read() as session:
         found = (
             await session.execute(
                 select(KeyUploadBytes.bytes).where(

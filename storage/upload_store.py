@@ -142,8 +142,8 @@ class UploadStore:
         verdict = await self.intake.inspect(upload) if complete else None
         async with self.db.write() as session:
             result = await session.execute(
-                update(Upload)
-                .where(Upload.id == upload.id, Upload.offset == old)
+                update(UPLOADS)
+                .where(UPLOADS.c.id == upload.id, UPLOADS.c.offset == old)
                 .values(offset=new, expires_at=expires_at)
             )
             if result.rowcount != 1:
@@ -206,7 +206,7 @@ class UploadStore:
     async def get(self, upload_id: str) -> Upload | None:
         """The upload as a detached object (every tus request reads one: a Core select is a
         good part cheaper than the ORM's identity-mapped load)."""
-        async with self.db.read() as session:
+        async with self.db.point_read() as session:
             row = (await session.execute(select(UPLOADS).where(UPLOADS.c.id == upload_id))).first()
         return None if row is None else Upload(**row._mapping)
 

@@ -1,0 +1,209 @@
+"""SQLite group commit (storage/write_batches.py) and the connections under it
+(storage/sqlite_connection.py): shared commits, a failing member alone rolled back, a
+failed COMMIT failing every member, durability before return, cancellation, and where
+statements run."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from pathlib import Path
+
+from sqlalchemy import event, text
+
+from storage.database import Database
+
+
+async def _db(tmp_path: Path) -> Database:
+    db = Database(f"sqlite+aiosqlite:///{(tmp_path / 'batches.db').resolve()}")
+    async with db.write_engine.begin() as connection:
+        await connection.execute(text("CREATE TABLE parent (id INTEGER PRIMARY KEY)"))
+        await connection.execute(
+            text(
+                "CREATE TABLE row (id INTEGER PRIMARY KEY, parent INTEGER REFERENCES parent(id)"
+                " DEFERRABLE INITIALLY DEFERRED)"
+            )
+        )
+        await connection.execute(text("INSERT INTO parent (id) VALUES (1)"))
+    return db
+
+
+def _count_commits(db: Database) -> list[int]:
+    commits: list[int] = []
+
+    @event.listens_for(db.write_engine.sync_engine, "commit")
+    def _on_commit(_conn: object) -> None:
+        commits.append(1)
+
+    return commits
+
+
+async def _rows(db: Database) -> list[int]:
+    async with db.read() as session:
+        return [r[0] for r in (await session.execute(text("SELECT id FROM row ORDER BY id")))]
+
+
+async def _insert(db: Database, row_id: int, parent: int = 1) -> None:
+    async with db.write() as session:
+        await session.execute(
+            text("INSERT INTO row (id, parent) VALUES (:id, :parent)"),
+            {"id": row_id, "parent": parent},
+        )
+
+
+def test_writers_that_queue_up_share_one_commit(tmp_path: Path) -> None:
+    async def main() -> tuple[list[int], int]:
+        db = await _db(tmp_path)
+        commits = _count_commits(db)
+        await asyncio.gather(*(_insert(db, i) for i in range(40)))
+        rows = await _rows(db)
+        await db.close()
+        return rows, len(commits)
+
+    rows, commits = asyncio.run(main())
+    assert rows == list(range(40))
+    # 40 writers queued at once: at most 32 share a commit, so two or three commits.
+    assert 2 <= commits <= 3, commits
+
+
+def test_a_lone_writer_commits_before_it_returns(tmp_path: Path) -> None:
+    async def main() -> None:
+        db = await _db(tmp_path)
+        await _insert(db, 7)
+        # Another connection (another process would see the same) finds the row at once.
+        import sqlite3
+
+        with sqlite3.connect(tmp_path / "batches.db") as other:
+            assert other.execute("SELECT id FROM row").fetchall() == [(7,)]
+        await db.close()
+
+    asyncio.run(main())
+
+
+def test_a_failing_member_alone_is_rolled_back(tmp_path: Path) -> None:
+    async def failing() -> None:
+        async with db.write() as session:
+            await session.execute(text("INSERT INTO row (id, parent) VALUES (100, 1)"))
+            raise RuntimeError("refused by a rule")
+
+    async def main() -> list[BaseException | None]:
+        nonlocal db
+        db = await _db(tmp_path)
+        results = await asyncio.gather(
+            _insert(db, 1), failing(), _insert(db, 2), return_exceptions=True
+        )
+        assert await _rows(db) == [1, 2]
+        await db.close()
+        return results
+
+    db: Database
+    results = asyncio.run(main())
+    assert results[0] is None and results[2] is None
+    assert isinstance(results[1], RuntimeError)
+
+
+def test_a_failed_commit_fails_every_member_and_keeps_nothing(tmp_path: Path) -> None:
+    async def main() -> list[BaseException | None]:
+        db = await _db(tmp_path)
+        # Row 2 names a parent that does not exist; the deferred foreign key is checked at
+        # COMMIT, after every member's savepoint was released.
+        results = await asyncio.gather(
+            _insert(db, 1), _insert(db, 2, parent=99), _insert(db, 3), return_exceptions=True
+        )
+        assert await _rows(db) == []
+        # The next transaction starts afresh.
+        await _insert(db, 4)
+        assert await _rows(db) == [4]
+        await db.close()
+        return results
+
+    results = asyncio.run(main())
+    assert all(isinstance(r, Exception) and "FOREIGN KEY" in str(r) for r in results), results
+
+
+def test_a_cancelled_member_does_not_stop_the_commit(tmp_path: Path) -> None:
+    async def main() -> None:
+        db = await _db(tmp_path)
+        block_done = asyncio.Event()
+
+        async def member() -> None:
+            async with db.write() as session:
+                await session.execute(text("INSERT INTO row (id, parent) VALUES (1, 1)"))
+                block_done.set()
+
+        task = asyncio.create_task(member())
+        await block_done.wait()
+        # The member has left its block and waits for the shared COMMIT: cancel it there.
+        assert not task.done()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await asyncio.sleep(0.2)
+        assert await _rows(db) == [1]
+        await _insert(db, 2)
+        assert await _rows(db) == [1, 2]
+        await db.close()
+
+    asyncio.run(main())
+
+
+def test_members_have_their_own_sessions(tmp_path: Path) -> None:
+    async def member(name: str, seen: list[object]) -> None:
+        async with db.write() as session:
+            seen.append(session)
+            session.info["mine"] = name
+            await session.execute(text("INSERT INTO row (parent) VALUES (1)"))
+        # After the shared commit, what this member put in its session is still its own.
+        assert session.info["mine"] == name
+
+    async def main() -> list[object]:
+        nonlocal db
+        db = await _db(tmp_path)
+        seen: list[object] = []
+        await asyncio.gather(member("a", seen), member("b", seen))
+        await db.close()
+        return seen
+
+    db: Database
+    seen = asyncio.run(main())
+    assert len(seen) == 2 and seen[0] is not seen[1]
+
+
+def test_statements_run_inline_only_while_the_write_lock_is_held(tmp_path: Path) -> None:
+    """Between BEGIN IMMEDIATE and COMMIT statements run on the loop's thread; BEGIN
+    IMMEDIATE and COMMIT, and an ordinary reader's statements, on the connection's."""
+
+    async def main() -> list[tuple[bool, str]]:
+        db = await _db(tmp_path)
+        loop_thread = threading.get_ident()
+        trace: list[tuple[bool, str]] = []
+
+        def traced(conn: object) -> None:
+            raw = conn.driver_connection._connection  # type: ignore[attr-defined]
+            raw.set_trace_callback(
+                lambda sql: trace.append((threading.get_ident() == loop_thread, sql.strip()))
+            )
+
+        async with db.write_engine.connect() as c:
+            await c.run_sync(lambda sync: traced(sync.connection))
+        async with db.write() as session:
+            await session.execute(text("INSERT INTO row (id, parent) VALUES (1, 1)"))
+        async with db.read() as session:
+            connection = await session.connection()
+            await connection.run_sync(lambda sync: traced(sync.connection))
+            await session.execute(text("SELECT count(*) FROM row"))
+        async with db.point_read() as session:
+            connection = await session.connection()
+            await connection.run_sync(lambda sync: traced(sync.connection))
+            await session.execute(text("SELECT id FROM row WHERE id = 1"))
+        await db.close()
+        return trace
+
+    trace = asyncio.run(main())
+    on_loop = {sql: inline for inline, sql in trace}
+    assert on_loop["BEGIN IMMEDIATE"] is False
+    assert on_loop["COMMIT"] is False
+    assert on_loop["INSERT INTO row (id, parent) VALUES (1, 1)"] is True
+    assert on_loop["SELECT count(*) FROM row"] is False
+    assert on_loop["SELECT id FROM row WHERE id = 1"] is True
