@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -95,6 +98,31 @@ class RollscribeServer:
     def stop(self) -> None:
         self.process.send_signal(signal.SIGTERM)
         self.process.wait(20)
+
+
+@contextmanager
+def fresh_postgres_database(server_url: str) -> Iterator[str]:
+    """A new, empty database on the PostgreSQL server at `server_url` (no database name,
+    e.g. postgresql+asyncpg://rollscribe:rollscribe@127.0.0.1:5432); dropped afterwards."""
+    import asyncio
+
+    import asyncpg
+
+    admin = server_url.rstrip("/").replace("+asyncpg", "") + "/postgres"
+    name = f"bench_{secrets.token_hex(6)}"
+
+    async def sql(statement: str) -> None:
+        connection = await asyncpg.connect(admin)
+        try:
+            await connection.execute(statement)
+        finally:
+            await connection.close()
+
+    asyncio.run(sql(f'CREATE DATABASE "{name}"'))
+    try:
+        yield f"{server_url.rstrip('/')}/{name}"
+    finally:
+        asyncio.run(sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 def machine() -> dict[str, object]:

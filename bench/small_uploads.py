@@ -5,12 +5,15 @@ upload latency (POST + PATCH) percentiles. Run: `./dev bench small_uploads`.
 For rollscribe each upload is a real meeting chunk (meeting, track, seq metadata), so it is
 validated as Ogg Opus and queued: the production path, with every acknowledgement fsynced.
 The load is generated with aiohttp, not 200 tuspy threads, so the client is not the limit.
+With `--postgres URL` (or ROLLSCRIBE_BENCH_POSTGRES) rollscribe also runs on PostgreSQL.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import base64
+import contextlib
 import os
 import statistics
 import tempfile
@@ -21,7 +24,7 @@ import aiohttp
 import numpy as np
 
 from bench.comparison_servers import WORK, RunningServer, start_all
-from bench.server_under_test import RollscribeServer, save_results
+from bench.server_under_test import RollscribeServer, fresh_postgres_database, save_results
 from codec.segmenter import OggOpusFileWriter, iter_pcm
 
 JFK = Path(__file__).resolve().parents[2] / "shared" / "data" / "jfk.flac"
@@ -110,9 +113,18 @@ async def make_meetings(base: str) -> list[str | None]:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument(
+        "--postgres",
+        default=os.environ.get("ROLLSCRIBE_BENCH_POSTGRES"),
+        help="a PostgreSQL server URL without a database (postgresql+asyncpg://user:pw@host:"
+        "port): adds rollscribe on PostgreSQL, one process and one per core, each on a "
+        "fresh database",
+    )
+    args = parser.parse_args()
     WORK.mkdir(exist_ok=True)
     rows = {}
-    with tempfile.TemporaryDirectory(dir=WORK) as tmp:
+    with tempfile.TemporaryDirectory(dir=WORK) as tmp, contextlib.ExitStack() as databases:
         root = Path(tmp)
         body = segment(root)
         servers = start_all(root)  # rollscribe as it starts by default: one process
@@ -120,6 +132,16 @@ def main() -> None:
         several = RollscribeServer(root / "rsn", "--processes", "0")
         name = f"rollscribe, {os.cpu_count()} processes"
         servers.insert(1, RunningServer(name, several.url + "/files/", several.process))
+        if args.postgres:
+            for label, processes in (("1 process", "1"), (f"{os.cpu_count()} processes", "0")):
+                url = databases.enter_context(fresh_postgres_database(args.postgres))
+                on_pg = RollscribeServer(
+                    root / f"pg{processes}", "--processes", processes, "--database-url", url
+                )
+                servers.insert(
+                    2,
+                    RunningServer(f"rollscribe PG, {label}", on_pg.url + "/files/", on_pg.process),
+                )
         try:
             for srv in servers:
                 meetings: list[str | None] = [None] * CLIENTS
@@ -133,10 +155,10 @@ def main() -> None:
         f"\n{CLIENTS} clients x {UPLOADS_PER_CLIENT} uploads of a {len(body) // 1000} KB "
         "30 s Ogg Opus segment (POST + PATCH each)\n"
     )
-    print(f"{'server':22} {'req/s':>7} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
+    print(f"{'server':30} {'req/s':>7} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
     for name, r in rows.items():
         print(
-            f"{name:22} {r['requests_per_s']:7.0f} {r['p50_ms']:8.0f} {r['p99_ms']:8.0f} "
+            f"{name:30} {r['requests_per_s']:7.0f} {r['p50_ms']:8.0f} {r['p99_ms']:8.0f} "
             f"{r['max_ms']:8.0f}"
         )
     rs = rows["rollscribe"]["requests_per_s"]

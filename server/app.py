@@ -14,6 +14,7 @@ from server.cors import cors_middleware
 from server.docs_api import DocsApi
 from server.errors import error_middleware
 from server.events_api import EventsApi
+from server.heap_trim import HeapTrimmer
 from server.host_check import allowed_names, host_check_middleware
 from server.json_body import BODY_TIMEOUT_S
 from server.key_limits import UploadQuota
@@ -166,6 +167,8 @@ def build_app(config: ServerConfig, keys: KeyRing | ApiKeys | None = None) -> we
     app.add_routes(DocsApi(ring.keyed).routes())
     app.add_routes(WebPages().routes())
 
+    trimmer = HeapTrimmer()
+
     async def lifecycle(_app: web.Application):  # type: ignore[no-untyped-def]
         await ensure_schema(db)  # SchemaMismatch stops the start: `rollscribe db upgrade`
         await blobs.start()  # BlobStoreError stops the start: a bad bucket or endpoint
@@ -176,6 +179,7 @@ def build_app(config: ServerConfig, keys: KeyRing | ApiKeys | None = None) -> we
             sweeper.start()
             dispatcher.start()
         ring.start()
+        trimmer.start()
         await feed.start()
         events.start()
         await pool.start()
@@ -183,6 +187,7 @@ def build_app(config: ServerConfig, keys: KeyRing | ApiKeys | None = None) -> we
         await events.stop()
         await feed.stop()
         await ring.stop()
+        await trimmer.stop()
         await dispatcher.stop()
         await sweeper.stop()
         await pool.stop()

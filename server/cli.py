@@ -73,7 +73,14 @@ async def _serve(args: argparse.Namespace, argv: list[str]) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    orphan_watch = None
+    if config.sibling:
+        from server.sibling_processes import stop_when_orphaned
+
+        orphan_watch = asyncio.create_task(stop_when_orphaned(stop))
     await stop.wait()
+    if orphan_watch is not None:
+        orphan_watch.cancel()
     if siblings is not None:
         await siblings.stop()
     await runner.cleanup()

@@ -14,11 +14,12 @@ the first process's duties), for what is a few supervised child processes here.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 from pathlib import Path
 
-from transcribe.pool import SupervisedProcesses
+from transcribe.pool import SUPERVISOR_PID_ENV, SupervisedProcesses
 
 
 def metrics_folder(data_dir: Path) -> Path:
@@ -35,3 +36,14 @@ def sibling_processes(count: int, argv: list[str], port: int) -> SupervisedProce
     # The first process's own arguments, then what makes a sibling (later flags win).
     args = ["serve", *argv, "--processes", "1", "--workers", "0", "--port", str(port), "--sibling"]
     return SupervisedProcesses(count, args, module="server.cli", what="server process")
+
+
+async def stop_when_orphaned(stop: asyncio.Event, every_s: float = 1.0) -> None:
+    """A sibling serves for the process that started it. If that one dies without stopping
+    it (SIGKILL, the OOM killer), the sibling must not go on serving the port alone, with
+    nobody running the sweeps or restarting it: it stops like on SIGTERM."""
+    parent = int(os.environ.get(SUPERVISOR_PID_ENV) or os.getppid())
+    while not stop.is_set():
+        await asyncio.sleep(every_s)
+        if os.getppid() != parent:
+            stop.set()

@@ -19,6 +19,7 @@ from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -144,7 +145,6 @@ class Database:
             self._point_read_engine = self._read_engine
             self._write_engine = self._read_engine
         self._read = async_sessionmaker(self._read_engine, expire_on_commit=False)
-        self._point_read = async_sessionmaker(self._point_read_engine, expire_on_commit=False)
         self._write = async_sessionmaker(
             self._write_engine,
             expire_on_commit=False,
@@ -168,11 +168,13 @@ class Database:
             yield session
 
     @asynccontextmanager
-    async def point_read(self) -> AsyncIterator[AsyncSession]:
-        """For a few lookups by key, nothing that scans: on SQLite they run on the event
-        loop's thread, without the trips to a connection thread (storage/sqlite_connection)."""
-        async with self._point_read() as session:
-            yield session
+    async def point_read(self) -> AsyncIterator[AsyncConnection]:
+        """For a few Core lookups by key, nothing that scans: on SQLite they run on the event
+        loop's thread, without the trips to a connection thread (storage/sqlite_connection).
+        A connection, not a session: no identity map or unit of work to set up and tear down
+        for what is one SELECT on every tus request."""
+        async with self._point_read_engine.connect() as connection:
+            yield connection
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:

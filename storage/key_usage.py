@@ -54,9 +54,9 @@ async def webhooks(session: AsyncSession, owner: str) -> int:
 
 async def upload_bytes_today(db: Database, owner: str, now: float | None = None) -> int:
     day = utc_day(time.time() if now is None else now)
-    async with db.point_read() as session:
+    async with db.point_read() as connection:
         found = (
-            await session.execute(
+            await connection.execute(
                 select(KeyUploadBytes.bytes).where(
                     KeyUploadBytes.owner == owner, KeyUploadBytes.day == day
                 )

@@ -206,8 +206,9 @@ class UploadStore:
     async def get(self, upload_id: str) -> Upload | None:
         """The upload as a detached object (every tus request reads one: a Core select is a
         good part cheaper than the ORM's identity-mapped load)."""
-        async with self.db.point_read() as session:
-            row = (await session.execute(select(UPLOADS).where(UPLOADS.c.id == upload_id))).first()
+        async with self.db.point_read() as connection:
+            found = await connection.execute(select(UPLOADS).where(UPLOADS.c.id == upload_id))
+            row = found.first()
         return None if row is None else Upload(**row._mapping)
 
     async def declare_length(self, upload_id: str, length: int) -> bool:

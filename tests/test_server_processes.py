@@ -112,6 +112,25 @@ def test_stopping_the_server_stops_every_process(tmp_path):
     assert not list((tmp_path / "data" / "run").glob("metrics-*"))
 
 
+def test_siblings_stop_when_the_first_process_is_killed(tmp_path):
+    """SIGKILL gives the first process no chance to stop its siblings: they notice that
+    their parent is gone and leave the port instead of serving on alone."""
+    server = ServerProcess(tmp_path / "data", workers=0, extra=["--processes", "3"]).start()
+    port = server.port
+    left = siblings(port)
+    assert len(left) == 2
+    try:
+        server.process.send_signal(signal.SIGKILL)
+        server.process.wait(10)
+        deadline = time.monotonic() + 15
+        while server_pids(port) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert server_pids(port) == []
+    finally:
+        for pid in server_pids(port):
+            os.kill(pid, signal.SIGKILL)
+
+
 @pytest.mark.parametrize("value", ["-1", "two", "²"])
 def test_a_bad_process_count_is_refused(tmp_path, value):
     result = subprocess.run(

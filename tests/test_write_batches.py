@@ -193,10 +193,9 @@ def test_statements_run_inline_only_while_the_write_lock_is_held(tmp_path: Path)
             connection = await session.connection()
             await connection.run_sync(lambda sync: traced(sync.connection))
             await session.execute(text("SELECT count(*) FROM row"))
-        async with db.point_read() as session:
-            connection = await session.connection()
+        async with db.point_read() as connection:
             await connection.run_sync(lambda sync: traced(sync.connection))
-            await session.execute(text("SELECT id FROM row WHERE id = 1"))
+            await connection.execute(text("SELECT id FROM row WHERE id = 1"))
         await db.close()
         return trace
 

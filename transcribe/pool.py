@@ -10,11 +10,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 log = logging.getLogger("rollscribe.pool")
+
+
+# Set for every supervised process: the pid of the process that supervises it, so that a
+# child can tell that it was orphaned even if that happened before it got to look.
+SUPERVISOR_PID_ENV = "ROLLSCRIBE_SUPERVISOR_PID"
 
 
 @dataclass
@@ -41,7 +47,11 @@ class SupervisedProcesses:
     async def _supervise(self, slot: int) -> None:
         while not self._stopping:
             process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", self.module, *self.args
+                sys.executable,
+                "-m",
+                self.module,
+                *self.args,
+                env={**os.environ, SUPERVISOR_PID_ENV: str(os.getpid())},
             )
             self.processes[slot] = process
             code = await process.wait()
