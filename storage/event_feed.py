@@ -144,7 +144,8 @@ class EventFeed:
             await asyncio.gather(self._task, return_exceptions=True)
         if self._listener is not None:
             with contextlib.suppress(Exception):
-                await self._listener.close()
+                # Bounded: a server that stopped answering must not hold up a shutdown.
+                await self._listener.close(timeout=5)
 
     async def _listen(self) -> None:
         """PostgreSQL: every commit that logged events notifies EVENTS_CHANNEL."""
