@@ -4,9 +4,10 @@ aiosqlite runs every call on the connection's own thread and hands the result ba
 event loop, so each statement costs several trips through the loop (cursor, execute, fetch,
 close). A write transaction pays them while it holds SQLite's one write lock: under load the
 loop is busy with other requests, every trip waits its turn, and the lock stays held for
-that whole time. The server measured a PATCH's transaction holding the lock about 15 ms of
-which the statements themselves took a small part: every upload of a process queued behind
-that (`bench/README.md`, "small uploads").
+that whole time. Under 200 uploading clients a write transaction held the lock about
+15 ms, of which about 5 ms were its own statements (the rest trips to the thread and back,
+and BEGIN and COMMIT): every upload of a process queued behind that (`bench/README.md`,
+"small uploads").
 
 Once BEGIN IMMEDIATE has returned, this process holds the write lock and no other connection
 can make a statement wait, so the statements of the transaction run inline on the loop's

@@ -4,7 +4,7 @@ SQLite transaction, each in a savepoint of its own, and one COMMIT.
 SQLite has one writer at a time, so a process's write transactions take turns. Alone, each
 turn pays for BEGIN IMMEDIATE and COMMIT on the connection's thread (two trips through a
 busy event loop, and the WAL's fsync) besides its own statements; measured under 200
-uploading clients that overhead was about two thirds of every turn. Here the turns that are
+uploading clients that overhead was about 60 % of every turn. Here the turns that are
 already waiting when one ends join its transaction: BEGIN, COMMIT and the fsync are paid
 once for all of them (`bench/README.md`, "small uploads").
 
