@@ -20,7 +20,7 @@ from storage.models import Chunk, Event, Meeting
 from storage.states import ChunkState, MeetingState
 
 # Transitions write through the tables (Core), not the mapped classes: an ORM-enabled
-# UPDATE costs several times the CPU for the same statement, and every upload makes three.
+# UPDATE costs several times the CPU for the same statement, and every upload makes two.
 CHUNKS: Table = Chunk.__table__  # type: ignore[assignment]
 MEETINGS: Table = Meeting.__table__  # type: ignore[assignment]
 
