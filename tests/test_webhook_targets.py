@@ -5,6 +5,8 @@ address here is either loopback or never connected to (refused before any connec
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import socket
 import time
 from urllib.parse import urlparse
 
@@ -73,8 +75,36 @@ def test_the_resolver_refuses_at_connect_time():
     asyncio.run(run())
 
 
-def test_registration_refuses_every_spelling_of_inside(protocol_server):
-    base = protocol_server.url  # default: nothing but public addresses
+@pytest.fixture
+def loopback_only(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """Any connect() in this process (the test's client and the in-process server alike)
+    to an address that is not loopback fails before a packet is sent, and is recorded."""
+    attempts: list[object] = []
+    real_connect, real_connect_ex = socket.socket.connect, socket.socket.connect_ex
+
+    def checked(address: object) -> None:
+        if isinstance(address, tuple):
+            host = str(address[0]).split("%")[0]
+            if not ipaddress.ip_address(host).is_loopback:
+                attempts.append(address)
+                raise ConnectionRefusedError(f"test guard: {address} is not loopback")
+
+    def connect(self: socket.socket, address: object) -> None:
+        checked(address)
+        real_connect(self, address)  # type: ignore[arg-type]
+
+    def connect_ex(self: socket.socket, address: object) -> int:
+        checked(address)
+        return real_connect_ex(self, address)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
+    return attempts
+
+
+def test_registration_refuses_every_spelling_of_inside(tus_server, loopback_only):
+    # The app runs in this process, under the guard: nothing can connect outside loopback.
+    base = tus_server.url  # default: nothing but public addresses
     # Refused from the address alone, before any lookup or connection: nothing is sent.
     urls = [
         "http://127.0.0.1:9/x",
@@ -105,6 +135,7 @@ def test_registration_refuses_every_spelling_of_inside(protocol_server):
         assert r.status_code == 400, (url, r.text)
         assert r.json()["error"]["code"] == "ERR_WEBHOOK_TARGET_REFUSED", url
     assert requests.get(base + "/webhooks", timeout=10).json()["webhooks"] == []
+    assert loopback_only == []  # nothing tried to connect outside loopback
 
 
 def _finalize_a_meeting(base: str) -> str:
