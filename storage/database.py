@@ -145,10 +145,9 @@ class Database:
             self._point_read_engine = self._read_engine
             self._write_engine = self._read_engine
         self._read = async_sessionmaker(self._read_engine, expire_on_commit=False)
+        # PostgreSQL's write sessions; on SQLite they come from the write batches below.
         self._write = async_sessionmaker(
-            self._write_engine,
-            expire_on_commit=False,
-            sync_session_class=Session if self.is_sqlite else OrderedEventsSession,
+            self._write_engine, expire_on_commit=False, sync_session_class=OrderedEventsSession
         )
         # Called after a write transaction that logged events has committed.
         self.on_events_committed: list[Callable[[], None]] = []

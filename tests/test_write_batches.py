@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 import threading
 from pathlib import Path
 
@@ -72,8 +73,6 @@ def test_a_lone_writer_commits_before_it_returns(tmp_path: Path) -> None:
         db = await _db(tmp_path)
         await _insert(db, 7)
         # Another connection (another process would see the same) finds the row at once.
-        import sqlite3
-
         with sqlite3.connect(tmp_path / "batches.db") as other:
             assert other.execute("SELECT id FROM row").fetchall() == [(7,)]
         await db.close()
