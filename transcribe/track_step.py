@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from transcribe.carry import SAMPLE_RATE, AudioPiece, Window, build_window
-from transcribe.engine import WhisperEngine
+from transcribe.engine import Detection, WhisperEngine
 from transcribe.long_form import DecodedSegment, DecoderState, windows_ready
 from transcribe.word_timing import (
     Span,
@@ -77,6 +77,8 @@ class TrackCarry:
 class StepResult:
     segments: list[CommittedSegment]
     carry: TrackCarry | None
+    # The track's language when this step found it (`auto` and the first speech), else None.
+    detected: Detection | None = None
 
 
 def _samples(seconds: float) -> int:
@@ -124,8 +126,14 @@ def _lines(window: Window, decoded: DecodedSegment, speech: list[Span]) -> list[
 
 
 def transcribe_step(
-    engine: WhisperEngine, carry: TrackCarry | None, chunk: AudioPiece, flush: bool
+    engine: WhisperEngine,
+    carry: TrackCarry | None,
+    chunk: AudioPiece,
+    flush: bool,
+    language: str = "auto",
 ) -> StepResult:
+    """`language`: the track's, or `auto` while it is not known yet; then it is detected
+    from the first speech decoded and kept for the rest of the track (the caller stores it)."""
     pieces = [p for p in (carry.audio if carry else None, chunk) if p and len(p.samples)]
     state = carry.state if carry else DecoderState()
     if not pieces:
@@ -135,7 +143,14 @@ def transcribe_step(
         # No whole window yet: nothing is decoded, the audio waits for the next chunk.
         return StepResult([], TrackCarry(window.tail(0), state))
     speech = engine.detect_speech(window.audio)
-    result = engine.decode_windows(window.audio, state, speech, final=flush)
+    detected = None
+    if language == "auto":
+        detected = engine.detect_language(window.audio, speech)
+        if detected is None:  # no speech: nothing to decode, nothing to detect from
+            language = "en"
+        else:
+            language = detected.language
+    result = engine.decode_windows(window.audio, state, speech, final=flush, language=language)
 
     segments = [
         committed for decoded in result.segments for committed in _lines(window, decoded, speech)
@@ -143,46 +158,73 @@ def transcribe_step(
     next_carry = None
     if not flush and result.consumed < len(window.audio):
         next_carry = TrackCarry(window.tail(result.consumed), result.state)
-    return StepResult(segments, next_carry)
+    return StepResult(segments, next_carry, detected)
 
 
 def transcribe_blocks(
-    engine: WhisperEngine, carry: TrackCarry | None, blocks: Iterable[AudioPiece], flush: bool
+    engine: WhisperEngine,
+    carry: TrackCarry | None,
+    blocks: Iterable[AudioPiece],
+    flush: bool,
+    language: str = "auto",
 ) -> StepResult:
     """One chunk given as consecutive blocks: each block is a step with the carry, as if it
     were a chunk of its own, so the audio held at once is two blocks and the carry, however
     long the chunk. No blocks at all (a track's tail job): the carry alone is flushed."""
     segments: list[CommittedSegment] = []
+    detected: Detection | None = None
     pending = iter(blocks)
     block = next(pending, None)
     if block is None:
         block = AudioPiece(round(carry.audio.end_ms) if carry else 0, np.zeros(0, np.float32))
     while block is not None:
         following = next(pending, None)  # read ahead: the last block is the one to flush
-        result = transcribe_step(engine, carry, block, flush=flush and following is None)
+        result = transcribe_step(
+            engine, carry, block, flush=flush and following is None, language=language
+        )
+        if result.detected is not None:
+            detected = result.detected
+            language = detected.language  # the rest of the track keeps it
         segments += result.segments
         carry = result.carry
         block = following
-    return StepResult(segments, carry)
+    return StepResult(segments, carry, detected)
 
 
 def track_steps(
-    engine: WhisperEngine, audio: np.ndarray, segment_seconds: float, carry: bool = True
+    engine: WhisperEngine,
+    audio: np.ndarray,
+    segment_seconds: float,
+    carry: bool = True,
+    language: str = "auto",
 ) -> Iterator[tuple[int, list[CommittedSegment]]]:
     """A whole track cut by the clock into segments, each step run as a worker runs it (with
-    the carry), or with `carry=False` each segment alone. Yields, for each segment, the
-    track time its audio reached (ms) and what was committed then. For benchmarks and tests."""
+    the carry, and the language detected once), or with `carry=False` each segment alone.
+    Yields, for each segment, the track time its audio reached (ms) and what was committed
+    then. For benchmarks and tests."""
     step = round(segment_seconds * SAMPLE_RATE)
     held: TrackCarry | None = None
     for i in range(0, len(audio), step):
         piece = AudioPiece(round(i * 1000 / SAMPLE_RATE), audio[i : i + step])
         last = i + step >= len(audio)
-        result = transcribe_step(engine, held if carry else None, piece, flush=last or not carry)
+        result = transcribe_step(
+            engine, held if carry else None, piece, flush=last or not carry, language=language
+        )
+        if result.detected is not None:
+            language = result.detected.language
         held = result.carry
         yield round(min(i + step, len(audio)) * 1000 / SAMPLE_RATE), result.segments
 
 
 def transcribe_track(
-    engine: WhisperEngine, audio: np.ndarray, segment_seconds: float, carry: bool = True
+    engine: WhisperEngine,
+    audio: np.ndarray,
+    segment_seconds: float,
+    carry: bool = True,
+    language: str = "auto",
 ) -> list[CommittedSegment]:
-    return [s for _, step in track_steps(engine, audio, segment_seconds, carry) for s in step]
+    return [
+        s
+        for _, step in track_steps(engine, audio, segment_seconds, carry, language)
+        for s in step
+    ]
