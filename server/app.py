@@ -19,6 +19,7 @@ from server.host_check import allowed_names, host_check_middleware
 from server.json_body import BODY_TIMEOUT_S
 from server.key_limits import UploadQuota
 from server.key_ring import KeyRing
+from server.meeting_languages import LanguagePolicy
 from server.meetings_api import MeetingsApi
 from server.metrics import Metrics
 from server.recovery import RecoverySweeper
@@ -36,6 +37,8 @@ from storage.meeting_store import MeetingStore
 from storage.schema import ensure_schema
 from storage.upload_locks import upload_locks_for
 from storage.upload_store import UploadStore
+from transcribe.engine import usable_cores
+from transcribe.model_catalog import resolve as resolve_model
 from transcribe.pool import WorkerPool
 
 log = logging.getLogger("rollscribe")
@@ -51,14 +54,18 @@ def worker_args(config: ServerConfig, database_url: str) -> list[str]:
         "--data-dir",
         str(config.data_dir),
         "--threads",
-        str(config.worker_threads),
+        str(config.worker_threads or max(1, usable_cores() // max(1, config.workers))),
+        "--device",
+        config.device,
         "--lease-seconds",
         str(config.lease_s),
         "--max-attempts",
         str(config.max_attempts),
     ]
-    if config.model_dir:
-        args += ["--model-dir", config.model_dir]
+    if config.model:
+        args += ["--model", config.model]
+    if config.compute_type:
+        args += ["--compute-type", config.compute_type]
     if config.blob_url:
         args += ["--blob-url", config.blob_url]
     if config.s3_endpoint_url:
@@ -71,6 +78,8 @@ async def healthz(_request: web.Request) -> web.Response:
 
 
 def build_app(config: ServerConfig, keys: KeyRing | ApiKeys | None = None) -> web.Application:
+    # First: a model or language that cannot be used stops the server before anything starts.
+    languages = LanguagePolicy.for_model(resolve_model(config.model), config.language)
     config.data_dir.mkdir(parents=True, exist_ok=True)
     database_url = config.database_url or sqlite_url(config.data_dir)
     db = Database(database_url)
@@ -138,6 +147,7 @@ def build_app(config: ServerConfig, keys: KeyRing | ApiKeys | None = None) -> we
     meetings = MeetingsApi(
         MeetingStore(db, blobs),
         admission,
+        languages=languages,
         workers=config.workers,
         max_missing_chunks=config.max_missing_chunks,
     )

@@ -1,4 +1,5 @@
-"""`rollscribe serve | worker | record | discord | keys add|list|revoke | db upgrade|status`."""
+"""`rollscribe serve | worker | models | record | discord | keys add|list|revoke |
+db upgrade|status`."""
 
 from __future__ import annotations
 
@@ -35,15 +36,19 @@ async def _serve(args: argparse.Namespace, argv: list[str]) -> None:
             )
         if not config.sibling:
             print("rollscribe: no API keys configured: serving loopback only", flush=True)
+    from server.meeting_languages import LanguageUnavailable
     from storage.blob_store import BlobStoreError
     from storage.schema import SchemaMismatch
+    from transcribe.model_catalog import ModelUnavailable
 
     try:
         app = build_app(config, keys)
     except DatabaseError as exc:  # a malformed --database-url
         sys.exit(_database_error(config.database_url or "", exc))
-    except BlobStoreError as exc:
+    except (BlobStoreError, ModelUnavailable, LanguageUnavailable) as exc:
         sys.exit(f"rollscribe: {exc}")
+    if config.workers and not config.sibling:
+        _check_device(config.device, config.compute_type)
     runner = AppRunner(app, header_timeout_s=config.header_timeout_s)
     try:
         await runner.setup()
@@ -88,6 +93,33 @@ async def _serve(args: argparse.Namespace, argv: list[str]) -> None:
         import shutil
 
         shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
+
+
+def _list_models() -> None:
+    from transcribe.model_catalog import catalog
+
+    for entry in catalog():
+        where = str(entry.path) if entry.path else "-"
+        state = "installed" if entry.installed else "not installed"
+        print(f"{entry.name:8} {state:13} {entry.note}\n{'':8} {where}")
+    print("or --model DIR: any CTranslate2 Whisper folder (config.json, model.bin, ...)")
+
+
+def _check_device(device: str, compute_type: str | None) -> None:
+    """Where the workers will run the model, said (or refused) before they start: each
+    worker logs its own choice too, but a refusal there would only restart it forever."""
+    import ctranslate2
+
+    from transcribe.engine import EngineUnavailable, choose_device
+
+    try:
+        choice = choose_device(device, compute_type, ctranslate2.get_cuda_device_count())
+    except EngineUnavailable as exc:
+        sys.exit(f"rollscribe: {exc}")
+    print(
+        f"rollscribe: workers run on {choice.device} ({choice.reason}), {choice.compute_type}",
+        flush=True,
+    )
 
 
 def _database_error(url: str, exc: BaseException) -> str:
@@ -164,6 +196,8 @@ def main(argv: list[str] | None = None) -> None:
     keys = sub.add_parser("keys", help="API keys: add (prints a token once), list, revoke")
     add_keys_arguments(keys)
 
+    sub.add_parser("models", help="the Whisper models installed, and where")
+
     db = sub.add_parser("db", help="database schema: upgrade (apply migrations) or status")
     db.add_argument("db_command", choices=["upgrade", "status"])
     db.add_argument("--database-url", default=os.environ.get("ROLLSCRIBE_DATABASE_URL"))
@@ -187,6 +221,8 @@ def main(argv: list[str] | None = None) -> None:
 
             metrics_folder(Path(args.data_dir))  # before prometheus_client is imported
         asyncio.run(_serve(args, serve_argv))
+    elif args.command == "models":
+        _list_models()
     elif args.command == "record":
         from client.recorder import run_from_args as record_from_args
 

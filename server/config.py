@@ -10,6 +10,7 @@ from pathlib import Path
 from server.key_limits import KeyLimits
 from server.webhook_targets import IpNetwork, parse_networks
 from storage.blob_store import add_blob_store_arguments
+from transcribe.worker_config import add_model_arguments
 
 
 @dataclass(frozen=True)
@@ -25,8 +26,11 @@ class ServerConfig:
     # webhook deliveries and the worker pool. The flag's 0 means one per core.
     processes: int = 1
     sibling: bool = False  # one of the extra processes (started by the first)
-    worker_threads: int = 2
-    model_dir: str | None = None
+    worker_threads: int = 0  # 0: the machine's cores shared among the workers
+    model: str | None = None  # a name or folder (transcribe/model_catalog.py); None: tiny.en
+    device: str = "auto"
+    compute_type: str | None = None
+    language: str | None = None  # meetings' default; None: auto, or en for an English model
     max_upload_bytes: int = 8 * 1024**3
     upload_expiry_s: float = 24 * 3600.0
     read_timeout_s: float = 30.0
@@ -91,12 +95,17 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     # Internal: how the first process starts the others.
     parser.add_argument("--sibling", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument(
-        "--worker-threads", type=int, default=int(_env("WORKER_THREADS", str(d.worker_threads)))
+        "--worker-threads",
+        type=_non_negative,
+        default=_env("WORKER_THREADS", str(d.worker_threads)),
+        help="CPU threads per worker (default 0: the machine's cores shared among the workers)",
     )
+    add_model_arguments(parser)
     parser.add_argument(
-        "--model-dir",
-        default=os.environ.get("ROLLSCRIBE_MODEL_DIR"),
-        help="CTranslate2 Whisper model folder; default: bundled tiny.en",
+        "--language",
+        default=_env("LANGUAGE", "") or None,
+        help="the language of meetings that name none: auto (detected once per track) or a "
+        "code such as en, de, es; default: auto, or en with an English-only model",
     )
     parser.add_argument(
         "--max-upload-bytes",
@@ -255,7 +264,10 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         processes=args.processes or (os.cpu_count() or 1),  # main() resolved 0 already
         sibling=args.sibling,
         worker_threads=args.worker_threads,
-        model_dir=args.model_dir,
+        model=args.model,
+        device=args.device,
+        compute_type=args.compute_type,
+        language=args.language,
         max_upload_bytes=args.max_upload_bytes,
         upload_expiry_s=args.upload_expiry_seconds,
         read_timeout_s=args.read_timeout_seconds,

@@ -120,6 +120,9 @@ class Errors:
     CHUNK_NOT_FOUND = _e("ERR_CHUNK_NOT_FOUND", 404, "no such chunk")
     INVALID_JSON = _e("ERR_INVALID_JSON", 400, "the body must be a JSON object")
     INVALID_FIELD = _e("ERR_INVALID_FIELD", 400, "invalid field")
+    LANGUAGE_NOT_IN_MODEL = _e(
+        "ERR_LANGUAGE_NOT_IN_MODEL", 400, "the server's model cannot transcribe this language"
+    )
     FINALIZE_CONFLICT = _e(
         "ERR_FINALIZE_CONFLICT", 409, "the meeting was already finalized with other last seqs"
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import secrets
+from collections.abc import Iterable
 from typing import Any
 
 from aiohttp import web
@@ -13,10 +14,12 @@ from server.auth import OWNER
 from server.errors import ApiError, Errors
 from server.json_body import read_json_object
 from server.key_limits import LIMITS
+from server.meeting_languages import LanguagePolicy
 from storage.backlog import PENDING
 from storage.field_rules import (
     MAX_TRACK_CHARS,
     MAX_TRACK_LABEL_CHARS,
+    MAX_TRACKS,
     ascii_int,
     is_track_label,
     is_track_name,
@@ -24,10 +27,11 @@ from storage.field_rules import (
 from storage.meeting_catalog import Cursor
 from storage.meeting_completion import readiness
 from storage.meeting_store import MeetingStore
+from storage.models import Meeting
 from storage.state_machine import ChunkState, MeetingState
+from storage.track_languages import AUTO, LEGACY, track_language
 from transcribe.transcript_formats import FORMATS, TranscriptLine, render
 
-MAX_TRACKS = 64
 MAX_TITLE = 500
 MAX_EXTERNAL_ID = 200
 
@@ -81,6 +85,12 @@ def _tracks(body: dict[str, Any]) -> list[str]:
     return tracks
 
 
+def _known_tracks(meeting: Meeting, seen: Iterable[str]) -> list[str]:
+    """The declared tracks, then any other track seen on a chunk or line (a meeting that
+    declares none takes every track)."""
+    return list(meeting.tracks) + sorted(set(seen) - set(meeting.tracks))
+
+
 DEFAULT_PAGE = 20
 MAX_PAGE = 100
 
@@ -108,9 +118,11 @@ class MeetingsApi:
         meetings: MeetingStore,
         admission: Admission,
         workers: int,
+        languages: LanguagePolicy,
         upload_prefix: str = "/files/",
         max_missing_chunks: int = 1000,
     ) -> None:
+        self.languages = languages
         self.max_missing_chunks = max_missing_chunks
         self.meetings = meetings
         self.admission = admission
@@ -134,6 +146,8 @@ class MeetingsApi:
         external_id = _optional_str(body, "external_id", MAX_EXTERNAL_ID)
         tracks = _tracks(body)
         track_labels = _track_labels(body, tracks)
+        language = self.languages.meeting_language(body)
+        track_languages = self.languages.track_languages(body, tracks)
         owner = request[OWNER]
         if external_id is not None:
             existing = await self.meetings.by_external_id(owner, external_id)
@@ -147,6 +161,8 @@ class MeetingsApi:
             external_id=external_id,
             tracks=tracks,
             track_labels=track_labels,
+            language=language,
+            track_languages=track_languages,
             max_open_meetings=request[LIMITS].max_open_meetings,
         )
         return web.json_response(await self.view(meeting_id, owner), status=201 if created else 200)
@@ -192,6 +208,13 @@ class MeetingsApi:
             "title": meeting.title,
             "tracks": meeting.tracks,
             "track_labels": meeting.track_labels or {},
+            "language": meeting.language or LEGACY,
+            "track_languages": meeting.track_languages or {},
+            # Each track's language as its jobs use it: asked for, or detected once.
+            "languages": {
+                track: vars(track_language(meeting, track))
+                for track in _known_tracks(meeting, (c.track for c in chunks))
+            },
             "state": meeting.state,
             "last_seq": meeting.last_seq,
             "error": meeting.error,
@@ -278,6 +301,11 @@ class MeetingsApi:
             for t, s in meeting.gaps or []
         ]
         labels = meeting.track_labels or {}
+        languages = {
+            track: language
+            for track in _known_tracks(meeting, (s.track for s in record.segments))
+            if (language := track_language(meeting, track).language) != AUTO
+        }
         lines = [
             TranscriptLine(
                 s.start_ms, s.end_ms, s.track, s.text, s.words or [], labels.get(s.track)
@@ -290,5 +318,6 @@ class MeetingsApi:
             meeting_id=meeting_id,
             final=meeting.state == MeetingState.COMPLETE,
             gaps=gaps,
+            languages=languages,
         )
         return web.Response(text=body, headers={"Content-Type": FORMATS[fmt]})

@@ -24,6 +24,9 @@ def ascii_int(raw: str | None, maximum: int = MAX_DB_INT) -> int | None:
 # A track's name, in a meeting's declared tracks and in a chunk's metadata alike.
 MAX_TRACK_CHARS = 200
 
+# Tracks a meeting may declare (and name in its per-track fields).
+MAX_TRACKS = 64
+
 
 # What a transcript shows a track as (a Discord display name is at most 32 characters).
 MAX_TRACK_LABEL_CHARS = 100

@@ -32,6 +32,7 @@ from storage.state_machine import (
     record_event,
     transition_chunk,
 )
+from storage.track_languages import record_detected, track_language
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,13 @@ class Job:
     flush: bool  # transcribe everything, keep no carry
     carry_in: Carry | None  # audio that comes before this job's own audio
     carry_from_chunk: int | None  # whose carry this job consumes
+    language: str  # the track's language, or "auto" while it is to be detected
+
+
+@dataclass(frozen=True)
+class DetectedLanguage:
+    language: str
+    probability: float
 
 
 @dataclass(frozen=True)
@@ -209,6 +217,7 @@ async def _claim_tail(session: AsyncSession, owner: str, lease_s: float, now: fl
                 chunk.carry_path, chunk.carry_start_ms, chunk.carry_samples, chunk.carry_state
             ),
             carry_from_chunk=chunk.id,
+            language=track_language(meeting, chunk.track).language,
         )
     return None
 
@@ -269,6 +278,7 @@ async def _claim_chunk(session: AsyncSession, owner: str, lease_s: float, now: f
             flush=_is_last_of_track(meeting, chunk),
             carry_in=carry_in,
             carry_from_chunk=previous.id if carry_in is not None and previous else None,
+            language=track_language(meeting, chunk.track).language,
         )
     return None
 
@@ -327,8 +337,10 @@ async def complete_job(
     segments: list[NewSegment],
     carry_out: Carry | None,
     elapsed_s: float | None = None,
+    detected: DetectedLanguage | None = None,
 ) -> bool:
-    """Commit a job's segments and carry in one transaction. False if the lease was lost."""
+    """Commit a job's segments and carry in one transaction, and the track's language if
+    this job detected it. False if the lease was lost."""
     now = time.time()
     async with db.write() as session:
         chunk = await session.get(Chunk, job.chunk_id)
@@ -353,6 +365,7 @@ async def complete_job(
                 "chunk.tail_transcribed",
                 {"track": job.track, "seq": job.seq, "segments": _segments_payload(segments)},
             )
+            await _keep_language(session, job, detected)
             return True
         try:
             await transition_chunk(
@@ -380,8 +393,28 @@ async def complete_job(
                 update(Chunk).where(Chunk.id == job.carry_from_chunk).values(carry_done=True)
             )
         session.add_all(_segment_rows(job, segments))
+        await _keep_language(session, job, detected)
         await promote_successor(session, chunk)
         return True
+
+
+async def _keep_language(
+    session: AsyncSession, job: Job, detected: DetectedLanguage | None
+) -> None:
+    """A detected language, kept once the job's own commit is certain (its lease held)."""
+    if detected is not None and await record_detected(
+        session, job.meeting_id, job.track, detected.language, detected.probability
+    ):
+        record_event(
+            session,
+            job.meeting_id,
+            "track.language_detected",
+            {
+                "track": job.track,
+                "language": detected.language,
+                "probability": detected.probability,
+            },
+        )
 
 
 async def fail_job(db: Database, job: Job, error: str, policy: RetryPolicy) -> None:

@@ -89,6 +89,8 @@ class MeetingStore:
         tracks: list[str],
         track_labels: dict[str, str] | None,
         max_open_meetings: int,
+        language: str = "en",
+        track_languages: dict[str, str] | None = None,
     ) -> tuple[str, bool]:
         """(the meeting's id, whether it was created now). With an `external_id` the key has
         used before, its meeting. Refused past `max_open_meetings` (0: no limit)."""
@@ -113,6 +115,8 @@ class MeetingStore:
                         tracks=tracks,
                         owner=owner,
                         track_labels=track_labels,
+                        language=language,
+                        track_languages=track_languages,
                     )
                 )
         except IntegrityError:

@@ -64,6 +64,14 @@ class Meeting(Base):
     tracks: Mapped[list[str]] = mapped_column(JSON, default=list)
     # {"track": "label"}: the name a track is shown under in transcripts (None: none yet).
     track_labels: Mapped[dict[str, str] | None] = mapped_column(JSON)
+    # The language the meeting's tracks are transcribed in: "auto" (each track detects its
+    # own) or a code; None on meetings from before languages, which were English.
+    language: Mapped[str | None] = mapped_column(String(16))
+    # {"track": "de"}: a track's language where the meeting named one (else `language`).
+    track_languages: Mapped[dict[str, str] | None] = mapped_column(JSON)
+    # {"track": {"language": "de", "probability": 0.93}}: found once per `auto` track, from
+    # its first speech, and kept for the rest of the track (storage/track_languages.py).
+    detected_languages: Mapped[dict[str, dict[str, Any]] | None] = mapped_column(JSON)
     state: Mapped[MeetingState] = mapped_column(_StateColumn(MeetingState), index=True)
     # {"track": last_seq} as given to finalize; None while recording.
     last_seq: Mapped[dict[str, int] | None] = mapped_column(JSON)

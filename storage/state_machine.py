@@ -180,8 +180,12 @@ def new_meeting(
     tracks: list[str],
     owner: str = "",
     track_labels: dict[str, str] | None = None,
+    language: str = "en",
+    track_languages: dict[str, str] | None = None,
 ) -> Meeting:
     return Meeting(
+        language=language,
+        track_languages=track_languages,
         id=meeting_id,
         owner=owner,
         external_id=external_id,

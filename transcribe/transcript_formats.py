@@ -68,13 +68,16 @@ def render(
     meeting_id: str,
     final: bool,
     gaps: list[dict[str, Any]] | None = None,
+    languages: dict[str, str] | None = None,
 ) -> str:
+    """`languages`: {"track": "de"}, each track whose language is known (JSON only)."""
     gaps = gaps or []
     if fmt == "json":
         return json.dumps(
             {
                 "meeting_id": meeting_id,
                 "final": final,
+                "languages": languages or {},
                 "segments": [
                     {
                         "start": line.start_ms / 1000,

@@ -23,6 +23,7 @@ from storage.blob_store import BlobStore, BlobStoreError, blob_store_for
 from storage.database import Database
 from storage.job_queue import (
     Carry,
+    DetectedLanguage,
     Job,
     NewSegment,
     NewWord,
@@ -34,7 +35,8 @@ from storage.job_queue import (
 from storage.meeting_completion import assemble_if_ready
 from storage.schema import SchemaMismatch, ensure_schema
 from transcribe.carry import SAMPLE_RATE, AudioPiece
-from transcribe.engine import EngineSettings, WhisperEngine
+from transcribe.engine import EngineSettings, EngineUnavailable, WhisperEngine
+from transcribe.model_catalog import ModelUnavailable
 from transcribe.track_step import TrackCarry, transcribe_blocks
 from transcribe.worker_config import WorkerSettings, add_worker_arguments, settings_from_args
 
@@ -45,6 +47,7 @@ log = logging.getLogger("rollscribe.worker")
 class JobOutcome:
     segments: list[NewSegment]
     carry: Carry | None
+    detected: DetectedLanguage | None = None
 
 
 def chunk_blocks(path: str | os.PathLike[str], start_ms: int) -> Iterator[AudioPiece]:
@@ -63,11 +66,15 @@ async def run_job(engine: WhisperEngine, blobs: BlobStore, job: Job) -> JobOutco
         carry = TrackCarry.from_stored(job.carry_in.start_ms, samples, job.carry_in.state)
     if job.kind == "tail":
         assert carry is not None
-        result = await asyncio.to_thread(transcribe_blocks, engine, carry, [], job.flush)
+        result = await asyncio.to_thread(
+            transcribe_blocks, engine, carry, [], job.flush, job.language
+        )
     else:
         async with blobs.local_copy(job.upload_id) as path:
             blocks = chunk_blocks(path, job.start_ms)
-            result = await asyncio.to_thread(transcribe_blocks, engine, carry, blocks, job.flush)
+            result = await asyncio.to_thread(
+                transcribe_blocks, engine, carry, blocks, job.flush, job.language
+            )
     carry_out = None
     if result.carry is not None and len(result.carry.audio.samples) > 0:
         audio = result.carry.audio
@@ -82,7 +89,12 @@ async def run_job(engine: WhisperEngine, blobs: BlobStore, job: Job) -> JobOutco
         )
         for s in result.segments
     ]
-    return JobOutcome(segments, carry_out)
+    detected = result.detected
+    return JobOutcome(
+        segments,
+        carry_out,
+        DetectedLanguage(detected.language, detected.probability) if detected else None,
+    )
 
 
 class Worker:
@@ -120,7 +132,7 @@ class Worker:
         heartbeat.cancel()
         elapsed = time.monotonic() - started
         if lost.is_set() or not await complete_job(
-            self.db, job, outcome.segments, outcome.carry, elapsed
+            self.db, job, outcome.segments, outcome.carry, elapsed, outcome.detected
         ):
             log.warning("lease on chunk %s was lost; result discarded", job.chunk_id)
             return True
@@ -138,7 +150,10 @@ class Worker:
             self.engine = await asyncio.to_thread(
                 WhisperEngine,
                 EngineSettings(
-                    model_dir=self.settings.model_dir, cpu_threads=self.settings.cpu_threads
+                    model=self.settings.model,
+                    device=self.settings.device,
+                    compute_type=self.settings.compute_type,
+                    cpu_threads=self.settings.cpu_threads,
                 ),
             )
         log.info("worker %s ready", self.owner)
@@ -172,7 +187,7 @@ def run_from_args(args: argparse.Namespace) -> None:
 
     try:
         asyncio.run(_main())
-    except (SchemaMismatch, BlobStoreError) as exc:
+    except (SchemaMismatch, BlobStoreError, ModelUnavailable, EngineUnavailable) as exc:
         sys.exit(f"rollscribe worker: {exc}")
 
 

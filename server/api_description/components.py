@@ -85,6 +85,23 @@ SCHEMAS: Json = {
                 "is given; null or absent: none. Chunks may set or change a label later "
                 "(`track_label` metadata).",
             },
+            "language": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 16,
+                "description": "The language the tracks are spoken in: `auto` (each track's "
+                "is detected once, from its first speech, and kept) or one of the model's "
+                "codes. Absent: the server's `--language` (`auto`, or `en` with an "
+                "English-only model). An English-only model asked for another language: "
+                "400 `ERR_LANGUAGE_NOT_IN_MODEL`.",
+            },
+            "track_languages": {
+                "type": ["object", "null"],
+                "maxProperties": 64,
+                "additionalProperties": {"type": "string", "minLength": 1, "maxLength": 16},
+                "description": "A language (or `auto`) for tracks whose language differs "
+                "from the meeting's; keys must be declared tracks when `tracks` is given.",
+            },
         },
     },
     "Finalize": {
@@ -106,6 +123,9 @@ SCHEMAS: Json = {
             "title",
             "tracks",
             "track_labels",
+            "language",
+            "track_languages",
+            "languages",
             "state",
             "last_seq",
             "error",
@@ -124,6 +144,28 @@ SCHEMAS: Json = {
             "title": NULLABLE_STR,
             "tracks": {"type": "array", "items": {"type": "string"}},
             "track_labels": {"type": "object", "additionalProperties": {"type": "string"}},
+            "language": {"type": "string", "description": "`auto` or a language code."},
+            "track_languages": {
+                "type": "object",
+                "additionalProperties": {"type": "string"},
+                "description": "The languages asked for per track at creation.",
+            },
+            "languages": {
+                "type": "object",
+                "description": "Each track's language as its transcription uses it: "
+                "`source` says whether the meeting or the track asked for it or it was "
+                "detected (then with the detector's `probability`); `auto` until a track's "
+                "first speech.",
+                "additionalProperties": {
+                    "type": "object",
+                    "required": ["language", "source", "probability"],
+                    "properties": {
+                        "language": {"type": "string"},
+                        "source": {"type": "string", "enum": ["meeting", "track", "detected"]},
+                        "probability": NULLABLE_NUM,
+                    },
+                },
+            },
             "state": {
                 "type": "string",
                 "enum": ["recording", "finalizing", "complete", "failed", "abandoned"],
@@ -232,10 +274,15 @@ SCHEMAS: Json = {
     },
     "Transcript": {
         "type": "object",
-        "required": ["meeting_id", "final", "segments", "gaps"],
+        "required": ["meeting_id", "final", "languages", "segments", "gaps"],
         "properties": {
             "meeting_id": {"type": "string"},
             "final": {"type": "boolean"},
+            "languages": {
+                "type": "object",
+                "additionalProperties": {"type": "string"},
+                "description": "Each track's language, where it is known.",
+            },
             "segments": {
                 "type": "array",
                 "items": {

@@ -41,7 +41,10 @@ def meeting_paths() -> Json:
                         "description": "Created.",
                         "content": json_content(ref("schemas", "Meeting")),
                     },
-                    "400": error_answer("ERR_INVALID_JSON or ERR_INVALID_FIELD."),
+                    "400": error_answer(
+                        "ERR_INVALID_JSON, ERR_INVALID_FIELD, or ERR_LANGUAGE_NOT_IN_MODEL (a "
+                        "language the server's English-only model cannot transcribe)."
+                    ),
                     "403": error_answer(
                         f"{HOST_REFUSED} Or ERR_OPEN_MEETINGS_LIMIT: the key has as many "
                         "meetings recording as --max-open-meetings-per-key allows."
