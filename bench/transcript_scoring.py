@@ -20,12 +20,21 @@ def _normalizer():  # type: ignore[no-untyped-def]
     return EnglishTextNormalizer()
 
 
-def normalize(text: str) -> str:
-    return _normalizer()(text)
+@cache
+def _basic_normalizer():  # type: ignore[no-untyped-def]
+    from whisper_normalizer.basic import BasicTextNormalizer
+
+    return BasicTextNormalizer()
 
 
-def wer(reference: str, hypothesis: str) -> float:
-    ref, hyp = normalize(reference), normalize(hypothesis)
+def normalize(text: str, language: str = "en") -> str:
+    """Whisper's English normalizer for English; its basic one (case, punctuation, marks in
+    brackets; letters such as ü and ñ kept) for other languages, as Whisper scores them."""
+    return (_normalizer() if language == "en" else _basic_normalizer())(text)
+
+
+def wer(reference: str, hypothesis: str, language: str = "en") -> float:
+    ref, hyp = normalize(reference, language), normalize(hypothesis, language)
     return jiwer.wer(ref, hyp) if hyp else 1.0
 
 

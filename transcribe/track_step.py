@@ -6,7 +6,7 @@ next chunk's job continues faster-whisper's long-form loop exactly where this on
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -197,6 +197,7 @@ def track_steps(
     segment_seconds: float,
     carry: bool = True,
     language: str = "auto",
+    on_detected: Callable[[Detection], None] | None = None,
 ) -> Iterator[tuple[int, list[CommittedSegment]]]:
     """A whole track cut by the clock into segments, each step run as a worker runs it (with
     the carry, and the language detected once), or with `carry=False` each segment alone.
@@ -212,6 +213,8 @@ def track_steps(
         )
         if result.detected is not None:
             language = result.detected.language
+            if on_detected is not None:
+                on_detected(result.detected)
         held = result.carry
         yield round(min(i + step, len(audio)) * 1000 / SAMPLE_RATE), result.segments
 
@@ -224,7 +227,5 @@ def transcribe_track(
     language: str = "auto",
 ) -> list[CommittedSegment]:
     return [
-        s
-        for _, step in track_steps(engine, audio, segment_seconds, carry, language)
-        for s in step
+        s for _, step in track_steps(engine, audio, segment_seconds, carry, language) for s in step
     ]
