@@ -58,9 +58,11 @@ class Runs:
     wall_s: float = 0.0
     audio_s: float = 0.0
     detected: list[str] = field(default_factory=list)
+    by_track: dict[str, list[float]] = field(default_factory=dict)
 
-    def add(self, score: float, cpu_s: float, wall_s: float, audio_s: float) -> None:
+    def add(self, track: str, score: float, cpu_s: float, wall_s: float, audio_s: float) -> None:
         self.wer.append(score)
+        self.by_track.setdefault(track, []).append(score)
         self.cpu_s += cpu_s
         self.wall_s += wall_s
         self.audio_s += audio_s
@@ -72,6 +74,9 @@ class Runs:
             "wer_min": round(min(self.wer), 4),
             "wer_max": round(max(self.wer), 4),
             "runs": len(self.wer),
+            "wer_by_track": {
+                track: [round(min(w), 4), round(max(w), 4)] for track, w in self.by_track.items()
+            },
             "cpu_s_per_audio_min": round(self.cpu_s / minutes, 2),
             "wall_s_per_audio_min": round(self.wall_s / minutes, 2),
             **({"detected": self.detected} if self.detected else {}),
@@ -110,14 +115,16 @@ def run_meeting(
             audio, _lines = meeting.shifted(track, offset)
             audio_s = len(audio) / SR
             text, cpu, wall = _timed(
-                lambda audio=audio: " ".join(s.text for s in engine.transcribe(audio, asked))
+                lambda audio=audio, asked=asked: " ".join(
+                    s.text for s in engine.transcribe(audio, asked)
+                )
             )
-            runs["whole"].add(wer(reference, text, spoken), cpu, wall, audio_s)
+            runs["whole"].add(track, wer(reference, text, spoken), cpu, wall, audio_s)
             found: list[str] = []
             text, cpu, wall = _timed(
-                lambda audio=audio, found=found: _chunked(engine, audio, asked, found)
+                lambda audio=audio, asked=asked, found=found: _chunked(engine, audio, asked, found)
             )
-            runs["chunked"].add(wer(reference, text, spoken), cpu, wall, audio_s)
+            runs["chunked"].add(track, wer(reference, text, spoken), cpu, wall, audio_s)
             if multilingual:
                 runs["chunked"].detected += [f"{track}:{f}" for f in found]
     return runs
@@ -133,6 +140,12 @@ def live_meetings(wall_s_per_audio_min: float, speakers: int = 2) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument(
+        "--english",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="run the English meeting (--no-english: the German + Spanish one only)",
+    )
     args = parser.parse_args()
     english = build_meeting(PLANNING, PLANNING_VOICES, CACHE)
     bilingual = build_meeting(GERMAN_SPANISH, GERMAN_SPANISH_VOICES, CACHE)
@@ -146,7 +159,9 @@ def main() -> None:
             rows.append({"model": name, "not_run": str(exc)})
             continue
         engine = WhisperEngine(EngineSettings(model=name, cpu_threads=cores))
-        meetings = [("English two-voice", english, dict.fromkeys(english.tracks, "en"))]
+        meetings = []
+        if args.english:
+            meetings.append(("English two-voice", english, dict.fromkeys(english.tracks, "en")))
         if info.multilingual:
             meetings.append(("German + Spanish", bilingual, GERMAN_SPANISH_LANGUAGES))
         for title, meeting, languages in meetings:
@@ -167,6 +182,7 @@ def main() -> None:
                 f"{whole['cpu_s_per_audio_min']} chunked {chunked['cpu_s_per_audio_min']} | "
                 f"wall s/audio min chunked {chunked['wall_s_per_audio_min']} | live 2-speaker "
                 f"meetings: {row['live_meetings_one_worker']}"
+                + f" | chunked WER by track (min, max) {chunked['wer_by_track']}"
                 + (f" | detected {chunked['detected']}" if "detected" in chunked else ""),
                 flush=True,
             )

@@ -26,6 +26,7 @@ EVENT_TYPES = frozenset(
         "chunk.rejected",
         "chunk.transcribed",
         "chunk.failed",
+        "track.language_detected",
         "meeting.finalizing",
         "meeting.completed",
         "meeting.failed",

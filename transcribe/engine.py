@@ -92,7 +92,7 @@ class WhisperEngine:
         choice = choose_device(
             settings.device, settings.compute_type, ctranslate2.get_cuda_device_count()
         )
-        self.device = choice
+        self.device_choice = choice
         threads = settings.cpu_threads or usable_cores()
         try:
             self.model = WhisperModel(

@@ -37,6 +37,7 @@ from storage.schema import SchemaMismatch, ensure_schema
 from transcribe.carry import SAMPLE_RATE, AudioPiece
 from transcribe.engine import EngineSettings, EngineUnavailable, WhisperEngine
 from transcribe.model_catalog import ModelUnavailable
+from transcribe.model_catalog import resolve as resolve_model
 from transcribe.track_step import TrackCarry, transcribe_blocks
 from transcribe.worker_config import WorkerSettings, add_worker_arguments, settings_from_args
 
@@ -177,6 +178,10 @@ def run_from_args(args: argparse.Namespace) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)  # its INFO is plugin chatter
     settings = settings_from_args(args)
+    try:
+        resolve_model(settings.model)  # a model that cannot be used: say so before anything
+    except ModelUnavailable as exc:
+        sys.exit(f"rollscribe worker: {exc}")
 
     async def _main() -> None:
         worker = Worker(settings)
