@@ -86,12 +86,12 @@ SCHEMAS: Json = {
                 "(`track_label` metadata).",
             },
             "language": {
-                "type": "string",
+                "type": ["string", "null"],
                 "minLength": 1,
                 "maxLength": 16,
                 "description": "The language the tracks are spoken in: `auto` (each track's "
                 "is detected once, from its first speech, and kept) or one of the model's "
-                "codes. Absent: the server's `--language` (`auto`, or `en` with an "
+                "codes. Null or absent: the server's `--language` (`auto`, or `en` with an "
                 "English-only model). An English-only model asked for another language: "
                 "400 `ERR_LANGUAGE_NOT_IN_MODEL`.",
             },
