@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import requests
 
 from client.audio_devices import (
     CAPTURE_RATE,
@@ -37,7 +38,7 @@ from client.audio_devices import (
     list_devices,
 )
 from client.spool import SegmentState, Spool, SpoolState, TrackState
-from client.spool_uploader import NETWORK_ERRORS, SpoolUploader
+from client.spool_uploader import NETWORK_ERRORS, SpoolUploader, refusal
 from client.status_line import StatusLine, clock
 from client.track_recorder import TrackRecorder
 from codec.segmenter import ENCODE_RATE, iter_pcm
@@ -94,6 +95,8 @@ class Recorder:
             part.unlink()
         if state.title is None:
             state.title = self.args.title
+        if state.language is None:
+            state.language = self.args.language
         self.spool.save(state)
         self.uploader = SpoolUploader(
             self.spool,
@@ -357,6 +360,11 @@ def add_record_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--title", help="the meeting's title")
     parser.add_argument(
+        "--language",
+        help="the language spoken: auto (detected per track) or a code such as en, de, es "
+        "(default: the server's)",
+    )
+    parser.add_argument(
         "--segment-seconds",
         type=float,
         default=30.0,
@@ -428,6 +436,8 @@ def run_from_args(args: argparse.Namespace) -> None:
         Recorder(args).run()
     except DeviceError as exc:
         raise SystemExit(f"rollscribe record: {exc}") from None
+    except requests.HTTPError as exc:  # a permanent refusal (temporary ones are retried)
+        raise SystemExit(f"rollscribe record: the server refused: {refusal(exc)}") from None
     except KeyboardInterrupt:  # a second Ctrl-C
         raise SystemExit(
             f"rollscribe record: stopped; {args.spool} keeps what is not uploaded yet "

@@ -41,6 +41,7 @@ class SpoolState:
     external_id: str = field(default_factory=lambda: f"rec-{uuid.uuid4()}")
     meeting_id: str | None = None
     title: str | None = None
+    language: str | None = None  # the meeting's, when the client names one ("auto", "de")
     # Wall-clock time of the meeting's start: a run that resumes after a crash places its
     # audio at (now - started_at), so the outage is a gap.
     started_at: float = field(default_factory=time.time)

@@ -10,6 +10,7 @@ gap where it belonged). A segment's file is deleted only once the server has eve
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -43,6 +44,16 @@ def _status(exc: BaseException) -> int | None:
     if isinstance(exc, requests.HTTPError) and exc.response is not None:
         return exc.response.status_code
     return None
+
+
+def refusal(exc: BaseException) -> str:
+    """What the server said when it refused: its status, error code and message."""
+    status = _status(exc)
+    try:
+        error = json.loads(_body(exc))["error"]
+        return f"{status} {error['code']}: {error['message']}"
+    except (ValueError, KeyError, TypeError):
+        return f"{status} {_body(exc)}".strip()
 
 
 def is_temporary(exc: BaseException) -> bool:
@@ -121,6 +132,8 @@ class SpoolUploader:
             body = {"external_id": self.state.external_id, **body}
             if self.state.title:
                 body.setdefault("title", self.state.title)
+            if self.state.language:
+                body.setdefault("language", self.state.language)
 
             def create() -> str:
                 r = self.session.post(f"{self.server}/meetings", json=body, timeout=30)

@@ -11,6 +11,8 @@ in the wrong language: read as English, a German passage scored 70-108 %.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -28,7 +30,7 @@ from bench.spoken_meeting import (
 from bench.transcript_scoring import normalize, wer
 from codec.segmenter import encode_segments
 from tests.conftest import create_meeting
-from tests.server_process import ServerProcess
+from tests.server_process import JFK, ROOT, ServerProcess
 from tests.test_end_to_end import read_events, upload_segment, wait_state
 
 WER_BOUND = 0.35
@@ -181,3 +183,67 @@ def test_malformed_languages_are_refused(protocol_server, body, says):
     assert r.status_code == 400, r.text
     assert r.json()["error"]["code"] == "ERR_INVALID_FIELD"
     assert says in r.json()["error"]["message"]
+
+
+def _record_cli(server: str, spool: Path, *flags: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "server.cli",
+            "record",
+            "--server",
+            server,
+            "--track",
+            f"mic={JFK}",
+            "--spool",
+            str(spool),
+            *flags,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_the_desktop_recorder_names_the_language(base_server, tmp_path):
+    done = _record_cli(base_server.url, tmp_path / "spool", "--language", "en")
+    assert done.returncode == 0, done.stderr
+    meeting_id = done.stdout.split()[0]
+    view = requests.get(f"{base_server.url}/meetings/{meeting_id}", timeout=10).json()
+    assert view["language"] == "en"  # not the server's default (auto)
+
+
+def test_the_desktop_recorder_stops_on_a_language_the_server_refuses(protocol_server, tmp_path):
+    done = _record_cli(protocol_server.url, tmp_path / "spool", "--language", "de")
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1].startswith(
+        "rollscribe record: the server refused: 400 ERR_LANGUAGE_NOT_IN_MODEL: the server's "
+        "model cannot transcribe this language: language is 'de', but the model tiny.en is "
+        "English-only"
+    ), done.stderr
+
+
+def test_the_discord_bot_names_the_language_of_its_meetings(base_server, tmp_path):
+    """The bot's --language reaches its config, and a spool's language the meeting it makes
+    (the path the desktop recorder shares)."""
+    import argparse
+    import threading
+
+    from client.discord_bot.cli import add_discord_arguments, config_from_args
+    from client.spool import Spool, SpoolState
+    from client.spool_uploader import SpoolUploader
+
+    parser = argparse.ArgumentParser()
+    add_discord_arguments(parser)
+    args = parser.parse_args(["--server", base_server.url, "--language", "es"])
+    assert config_from_args(args).language == "es"
+
+    spool = Spool(tmp_path / "bot", 1 << 20)
+    state = SpoolState(server=base_server.url, language="es")
+    uploader = SpoolUploader(spool, state, threading.Lock(), say=lambda _text: None)
+    meeting_id = uploader.ensure_meeting({})
+    view = requests.get(f"{base_server.url}/meetings/{meeting_id}", timeout=10).json()
+    assert view["language"] == "es"
+    assert spool.load().language == "es"  # kept for a bot that restarts before creating it

@@ -43,6 +43,7 @@ class BotConfig:
     leave_after_minutes: float = 5.0
     roles: list[str] = field(default_factory=lambda: ["rollscribe"])  # names or ids
     sync_commands: bool = True
+    language: str | None = None  # the meetings' language; None: the server's default
     # The voice connection class (tests pass one that does not dial Discord's voice servers).
     voice_client: type[discord.VoiceProtocol] = voice_recv.VoiceRecvClient
 
@@ -133,6 +134,7 @@ class RecorderBot(discord.Client):
                 self.config.pause_seconds,
                 self.config.spool_max_bytes,
                 self.config.api_key,
+                language=self.config.language,
             )
         active = ActiveRecording(
             recording, channel.guild.id, channel.id, text_channel_id, started_by

@@ -107,6 +107,7 @@ class ChannelRecording:
         api_key: str | None = None,
         started_at: float | None = None,
         wall_clock: Callable[[], float] = time.time,
+        language: str | None = None,
     ) -> ChannelRecording:
         started = wall_clock() if started_at is None else started_at
         external_id = external_id_for(int(source["guild_id"]), int(source["channel_id"]), started)
@@ -119,6 +120,7 @@ class ChannelRecording:
             server=server,
             external_id=external_id,
             title=title,
+            language=language,
             started_at=started,
             segment_seconds=segment_seconds,
             source=source,

@@ -33,6 +33,11 @@ def add_discord_arguments(parser: argparse.ArgumentParser) -> None:
         help="a speaker's pauses up to this stay in one segment; a longer silence closes it "
         "(uploaded then) and is never uploaded itself",
     )
+    parser.add_argument(
+        "--language",
+        help="the language of the meetings it records: auto (detected per speaker) or a code "
+        "such as en, de, es (default: the server's)",
+    )
     parser.add_argument("--spool", default="./rollscribe-discord-spool")
     parser.add_argument(
         "--spool-max-bytes",
@@ -95,6 +100,7 @@ def config_from_args(args: argparse.Namespace) -> BotConfig:
         leave_after_minutes=args.leave_after,
         roles=args.role or ["rollscribe"],
         sync_commands=not args.no_sync_commands,
+        language=args.language,
     )
 
 
