@@ -30,10 +30,50 @@ async def opened(data_dir: Path) -> Database:
     return db
 
 
+# Far more than any check here takes (under a second): past it, what hangs is shown.
+HANG_S = 120
+
+
+async def _show_what_hangs() -> str:
+    """Every task's stack and, on PostgreSQL, what each busy backend waits on and for whom:
+    a check in this file hung twice in CI (600 s, the loop idle) and never here."""
+    import io
+
+    out = io.StringIO()
+    for task in asyncio.all_tasks():
+        task.print_stack(file=out)
+    if on_postgres():
+        import asyncpg
+
+        from tests.databases import POSTGRES
+
+        connection = await asyncpg.connect(POSTGRES.replace("+asyncpg", "") + "/postgres")
+        try:
+            rows = await connection.fetch(
+                "SELECT pid, datname, state, wait_event_type, wait_event, "
+                "pg_blocking_pids(pid) AS blocked_by, left(query, 200) AS query "
+                "FROM pg_stat_activity WHERE state IS DISTINCT FROM 'idle'"
+            )
+            out.writelines(f"{dict(r)}\n" for r in rows)
+        finally:
+            await connection.close()
+    return out.getvalue()
+
+
 def run(coroutine_function, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     data = tmp_path / "data"
     data.mkdir()
-    asyncio.run(coroutine_function(data))
+
+    async def bounded() -> None:
+        check = asyncio.ensure_future(coroutine_function(data))
+        done, _ = await asyncio.wait({check}, timeout=HANG_S)
+        if not done:
+            shown = await _show_what_hangs()
+            check.cancel()
+            pytest.fail(f"hung for {HANG_S} s; tasks and PostgreSQL backends:\n{shown}")
+        check.result()
+
+    asyncio.run(bounded())
 
 
 def test_a_commit_in_this_process_wakes_the_stream_without_a_poll(tmp_path):
