@@ -30,9 +30,9 @@ class LanguagePolicy:
     def for_model(cls, model: ModelInfo, default: str | None) -> LanguagePolicy:
         """`default` (--language) checked against the model; None: `auto` for a multilingual
         model, `en` for an English-only one."""
-        if default is None:
-            return cls(model, model.default_language())
         policy = cls(model, model.default_language())
+        if default is None:
+            return policy
         try:
             return cls(model, policy._checked(default, "--language"))
         except ApiError as exc:

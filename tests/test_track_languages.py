@@ -67,69 +67,66 @@ async def _meeting_with_chunks(db: Database, meeting_id: str, track: str, count:
             chunk.state = ChunkState.QUEUED.value
 
 
-def test_the_first_detection_is_kept_and_later_jobs_carry_it(tmp_path: Path) -> None:
-    async def scenario() -> None:
+def _on_a_fresh_database(tmp_path: Path, scenario) -> None:  # type: ignore[no-untyped-def]
+    async def opened() -> None:
         db = Database(database_url_for(tmp_path))
         await upgrade(db)
         try:
-            await _meeting_with_chunks(db, "m1", "t", 2)
-            first = await claim_next_job(db, "w1", 60)
-            assert first is not None and first.language == "auto"
-            assert await complete_job(db, first, [], None, 1.0, DetectedLanguage("de", 0.8))
-            second = await claim_next_job(db, "w1", 60)
-            assert second is not None and second.seq != first.seq
-            assert second.language == "de"  # no detection again: the track keeps it
-            # A later detection (another language) changes nothing: the first stays.
-            assert await complete_job(db, second, [], None, 1.0, DetectedLanguage("nl", 0.4))
-            async with db.read() as s:
-                meeting = await s.get(Meeting, "m1")
-                assert meeting is not None
-                assert meeting.detected_languages == {"t": {"language": "de", "probability": 0.8}}
+            await scenario(db)
         finally:
             await db.close()
 
-    asyncio.run(scenario())
+    asyncio.run(opened())
+
+
+def test_the_first_detection_is_kept_and_later_jobs_carry_it(tmp_path: Path) -> None:
+    async def scenario(db: Database) -> None:
+        await _meeting_with_chunks(db, "m1", "t", 2)
+        first = await claim_next_job(db, "w1", 60)
+        assert first is not None and first.language == "auto"
+        assert await complete_job(db, first, [], None, 1.0, DetectedLanguage("de", 0.8))
+        second = await claim_next_job(db, "w1", 60)
+        assert second is not None and second.seq != first.seq
+        assert second.language == "de"  # no detection again: the track keeps it
+        # A later detection (another language) changes nothing: the first stays.
+        assert await complete_job(db, second, [], None, 1.0, DetectedLanguage("nl", 0.4))
+        async with db.read() as s:
+            meeting = await s.get(Meeting, "m1")
+            assert meeting is not None
+            assert meeting.detected_languages == {"t": {"language": "de", "probability": 0.8}}
+
+    _on_a_fresh_database(tmp_path, scenario)
 
 
 def test_a_job_whose_lease_was_lost_keeps_no_language(tmp_path: Path) -> None:
-    async def scenario() -> None:
-        db = Database(database_url_for(tmp_path))
-        await upgrade(db)
-        try:
-            await _meeting_with_chunks(db, "m2", "t", 1)
-            job = await claim_next_job(db, "w1", 60)
-            assert job is not None
-            stolen = type(job)(**{**vars(job), "owner": "someone-else"})
-            assert not await complete_job(db, stolen, [], None, 1.0, DetectedLanguage("de", 0.8))
-            async with db.read() as s:
-                meeting = await s.get(Meeting, "m2")
-                assert meeting is not None and not meeting.detected_languages
-        finally:
-            await db.close()
+    async def scenario(db: Database) -> None:
+        await _meeting_with_chunks(db, "m2", "t", 1)
+        job = await claim_next_job(db, "w1", 60)
+        assert job is not None
+        stolen = type(job)(**{**vars(job), "owner": "someone-else"})
+        assert not await complete_job(db, stolen, [], None, 1.0, DetectedLanguage("de", 0.8))
+        async with db.read() as s:
+            meeting = await s.get(Meeting, "m2")
+            assert meeting is not None and not meeting.detected_languages
 
-    asyncio.run(scenario())
+    _on_a_fresh_database(tmp_path, scenario)
 
 
 def test_two_tracks_detected_at_once_are_both_kept(tmp_path: Path) -> None:
-    async def scenario() -> None:
-        db = Database(database_url_for(tmp_path))
-        await upgrade(db)
-        try:
-            await _meeting_with_chunks(db, "m3", "a", 1)
+    async def scenario(db: Database) -> None:
+        await _meeting_with_chunks(db, "m3", "a", 1)
 
-            async def detect(track: str, language: str) -> bool:
-                async with db.write() as s:
-                    return await record_detected(s, "m3", track, language, 0.9)
+        async def detect(track: str, language: str) -> bool:
+            async with db.write() as s:
+                return await record_detected(s, "m3", track, language, 0.9)
 
-            assert await asyncio.gather(detect("a", "de"), detect("b", "es")) == [True, True]
-            async with db.read() as s:
-                meeting = await s.get(Meeting, "m3")
-                assert meeting is not None
-                assert {t: d["language"] for t, d in meeting.detected_languages.items()} == {
-                    "a": "de",
-                    "b": "es",
-                }
-        finally:
-            await db.close()
+        assert await asyncio.gather(detect("a", "de"), detect("b", "es")) == [True, True]
+        async with db.read() as s:
+            meeting = await s.get(Meeting, "m3")
+            assert meeting is not None
+            assert {t: d["language"] for t, d in meeting.detected_languages.items()} == {
+                "a": "de",
+                "b": "es",
+            }
 
-    asyncio.run(scenario())
+    _on_a_fresh_database(tmp_path, scenario)
