@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event, text
+from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import (
@@ -25,10 +25,10 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.orm import Session, UOWTransaction
 
 from storage import sqlite_connection
-from storage.models import Base, Event
+from storage.commit_time_writes import WriteSession
+from storage.models import Base
 from storage.write_batches import WriteBatches
 
 SQLITE_BUSY_TIMEOUT_S = 30.0
@@ -78,54 +78,6 @@ def _sqlite_engine(url: str, begin: str, inline: bool = False) -> AsyncEngine:
     return engine
 
 
-# Readers of the event log (SSE replay, the webhook fan-out cursor) take "id > last seen".
-# PostgreSQL hands ids out at insert time but transactions commit in any order, so a reader
-# that saw event 11 would never see an event 10 committed a moment later. Write sessions on
-# PostgreSQL therefore hold their events back and insert them at commit, under one
-# transaction lock: ids then follow commit order. Nothing else is done while the lock is
-# held, so it cannot take part in a deadlock. (SQLite writers are serial already.)
-EVENT_ORDER_LOCK = 0x65766E74  # "evnt"
-# Notified by every PostgreSQL transaction that logs events, at its commit (event feeds of
-# every process LISTEN to it: storage/event_feed.py).
-EVENTS_CHANNEL = "rollscribe_events"
-
-
-class OrderedEventsSession(Session):
-    pass
-
-
-@event.listens_for(OrderedEventsSession, "before_flush")
-def _hold_back_events(session: Session, _flush: UOWTransaction, _instances: Any) -> None:
-    if session.info.get("inserting_events"):
-        return
-    held = [obj for obj in session.new if isinstance(obj, Event)]
-    for obj in held:
-        session.expunge(obj)
-    session.info.setdefault("held_events", []).extend(held)
-
-
-@event.listens_for(OrderedEventsSession, "before_commit")
-def _insert_events_in_commit_order(session: Session) -> None:
-    session.flush()  # everything else first, so that only the inserts run under the lock
-    held = session.info.pop("held_events", [])
-    if not held:
-        return
-    session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": EVENT_ORDER_LOCK})
-    session.info["inserting_events"] = True
-    try:
-        session.add_all(held)
-        session.flush()
-    finally:
-        session.info.pop("inserting_events", None)
-    # Delivered when (and only if) the transaction commits.
-    session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": EVENTS_CHANNEL})
-
-
-@event.listens_for(OrderedEventsSession, "after_rollback")
-def _drop_held_events(session: Session) -> None:
-    session.info.pop("held_events", None)
-
-
 class Database:
     """Two session factories: `read()` for queries, `write()` for transactions that change rows."""
 
@@ -147,7 +99,7 @@ class Database:
         self._read = async_sessionmaker(self._read_engine, expire_on_commit=False)
         # PostgreSQL's write sessions; on SQLite they come from the write batches below.
         self._write = async_sessionmaker(
-            self._write_engine, expire_on_commit=False, sync_session_class=OrderedEventsSession
+            self._write_engine, expire_on_commit=False, sync_session_class=WriteSession
         )
         # Called after a write transaction that logged events has committed.
         self.on_events_committed: list[Callable[[], None]] = []
@@ -155,7 +107,7 @@ class Database:
         # transaction of every process sleeps and retries, and under load a process can
         # starve past the busy timeout ("database is locked"); queued here, a process offers
         # one transaction at a time, and those that queue up share it (group commit).
-        self._batches = WriteBatches(self._write_engine) if self.is_sqlite else None
+        self._batches = WriteBatches(self._write_engine, WriteSession) if self.is_sqlite else None
 
     @property
     def write_engine(self) -> AsyncEngine:

@@ -19,7 +19,8 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from storage.database import EVENTS_CHANNEL, Database
+from storage.commit_time_writes import EVENTS_CHANNEL
+from storage.database import Database
 from storage.models import Event, Meeting
 
 log = logging.getLogger("rollscribe.event_feed")

@@ -14,17 +14,12 @@ import time
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from storage.commit_time_writes import count_upload_bytes, utc_day
 from storage.database import Database
 from storage.models import KeyUploadBytes, Meeting, Webhook
 from storage.state_machine import MeetingState
-
-
-def utc_day(now: float) -> str:
-    return datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%d")
 
 
 def seconds_until_next_utc_day(now: float) -> int:
@@ -65,19 +60,12 @@ async def upload_bytes_today(db: Database, owner: str, now: float | None = None)
     return found or 0
 
 
-async def add_upload_bytes(
+def add_upload_bytes(
     session: AsyncSession, owner: str, count: int, now: float | None = None
 ) -> None:
-    """Count accepted bytes, in the caller's transaction (the one that commits the offset)."""
-    if count <= 0:
-        return
-    day = utc_day(time.time() if now is None else now)
-    # One upsert: two PATCHes of one key on two nodes must not lose each other's count.
-    insert = sqlite_insert if session.get_bind().dialect.name == "sqlite" else pg_insert
-    statement = insert(KeyUploadBytes).values(owner=owner, day=day, bytes=count)
-    await session.execute(
-        statement.on_conflict_do_update(
-            index_elements=[KeyUploadBytes.owner, KeyUploadBytes.day],
-            set_={"bytes": KeyUploadBytes.bytes + count},
-        )
-    )
+    """Count accepted bytes in the caller's transaction (the one that commits the offset). The
+    row is written at the commit, as its last statement: every PATCH of a key adds to it
+    (storage/commit_time_writes.py). One upsert there: two PATCHes of one key on two nodes
+    must not lose each other's count."""
+    if count > 0:
+        count_upload_bytes(session, owner, count, time.time() if now is None else now)

@@ -15,8 +15,9 @@ from sqlalchemy import ColumnElement, Table, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
+from storage.commit_time_writes import log_event
 from storage.metric_rollups import observe
-from storage.models import Chunk, Event, Meeting
+from storage.models import Chunk, Meeting
 from storage.states import ChunkState, MeetingState
 
 # Transitions write through the tables (Core), not the mapped classes: an ORM-enabled
@@ -71,11 +72,10 @@ class StaleState(Exception):
 
 def record_event(
     session: AsyncSession, meeting_id: str, type_: str, payload: dict[str, Any]
-) -> Event:
-    event = Event(meeting_id=meeting_id, type=type_, payload=payload, created_at=time.time())
-    session.add(event)
-    session.info["logged_events"] = True  # the database wakes event feeds after the commit
-    return event
+) -> None:
+    """Logs an event in the session's transaction: its row is inserted at the commit, with
+    the transaction's other events in one statement (storage/commit_time_writes.py)."""
+    log_event(session, meeting_id, type_, payload)
 
 
 async def transition_chunk(

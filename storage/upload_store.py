@@ -149,7 +149,7 @@ class UploadStore:
             if result.rowcount != 1:
                 return False
             upload.offset = new
-            await add_upload_bytes(session, upload.owner, new - old)
+            add_upload_bytes(session, upload.owner, new - old)
             if complete:
                 await self.intake.on_complete(session, upload, verdict)
             elif old == 0:

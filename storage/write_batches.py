@@ -30,6 +30,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+from sqlalchemy.orm import Session
 
 # Bounds how long a batch's first member waits for the others' statements.
 MAX_MEMBERS = 32
@@ -47,8 +48,11 @@ class _Batch:
 
 
 class WriteBatches:
-    def __init__(self, engine: AsyncEngine, max_members: int = MAX_MEMBERS) -> None:
+    def __init__(
+        self, engine: AsyncEngine, session_class: type[Session], max_members: int = MAX_MEMBERS
+    ) -> None:
         self._engine = engine
+        self._session_class = session_class
         self.max_members = max_members
         self._turn = asyncio.Lock()
         self._open: _Batch | None = None
@@ -65,6 +69,7 @@ class WriteBatches:
                 bind=batch.connection,
                 join_transaction_mode="create_savepoint",
                 expire_on_commit=False,
+                sync_session_class=self._session_class,
             )
             try:
                 async with session.begin():

@@ -20,6 +20,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 import requests
+from sqlalchemy import event as sqlalchemy_event
 from sqlalchemy import select
 from tusclient import client as tus_client
 
@@ -341,3 +342,66 @@ def test_event_ids_follow_commit_order(tmp_path):
             await db.close()
 
     assert asyncio.run(run()) == ["test.quick", "test.slow"]
+
+
+@needs_postgres
+def test_a_transaction_committing_holds_back_every_later_events_insert(tmp_path):
+    """Two transactions commit at once: the one whose events got the smaller ids commits
+    first, whichever finishes its statements first. Transaction A has inserted its events
+    and is held just before its COMMIT; B logs an event meanwhile. Without the lock B's
+    event would get the next id and commit first, and a reader could see B's id and then
+    never look back for A's."""
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    url = database_url_for(data_dir)
+    asyncio.run(_upgraded(url))
+    a_inserted = threading.Event()
+    committed: list[str] = []
+
+    def transaction(name: str, hold_before_commit: bool) -> None:
+        async def run() -> None:
+            db = Database(url)
+            if hold_before_commit:
+
+                @sqlalchemy_event.listens_for(db.write_engine.sync_engine, "commit")
+                def _hold(_connection: object) -> None:
+                    a_inserted.set()
+                    time.sleep(1.0)  # this thread's loop only: B runs on its own
+
+            try:
+                async with db.write() as session:
+                    record_event(session, "m1", f"test.{name}", {})
+                committed.append(name)
+            finally:
+                await db.close()
+
+        asyncio.run(run())
+
+    a = threading.Thread(target=transaction, args=("a", True))
+    a.start()
+    assert a_inserted.wait(30)
+    b = threading.Thread(target=transaction, args=("b", False))
+    b.start()
+    a.join(30)
+    b.join(30)
+    assert committed == ["a", "b"]  # B waited for A's COMMIT
+
+    async def by_id() -> list[str]:
+        db = Database(url)
+        try:
+            async with db.read() as session:
+                return list(
+                    (await session.execute(select(Event.type).order_by(Event.id))).scalars()
+                )
+        finally:
+            await db.close()
+
+    assert asyncio.run(by_id()) == ["test.a", "test.b"]
+
+
+async def _upgraded(url: str) -> None:
+    db = Database(url)
+    try:
+        await upgrade(db)
+    finally:
+        await db.close()

@@ -1,0 +1,143 @@
+"""The writes every transaction makes at its commit, after its other statements: the event
+rows it logged, and the upload bytes it counted for a key's daily quota.
+
+Both are rows that many transactions write in turn:
+- Event ids must follow commit order. Readers of the event log (SSE replay, the webhook
+  fan-out cursor) take "id > last seen"; PostgreSQL hands ids out at insert time but
+  transactions commit in any order, so a reader that saw event 11 would never see an event
+  10 committed a moment later. On PostgreSQL the insert therefore takes one transaction
+  lock first, held to the COMMIT. (SQLite's writers are serial already.)
+- A key's byte count for the day is one row, and every PATCH adds to it. On PostgreSQL its
+  row lock is held from the UPDATE to the COMMIT: counted early in a transaction, it made
+  every PATCH of a key wait for the whole of the one before (measured under 200 uploading
+  clients, the wait was nearly all of a request's time: `bench/README.md`, "Many small
+  uploads").
+So both are written last, in one statement with the lock and the NOTIFY that wakes other
+processes' event feeds: what writers do in turn is that statement and the COMMIT, two
+round trips (it was the count, every statement after it, then lock, insert, notify and
+commit). Nothing else runs while the lock is held, so it cannot take part in a deadlock;
+the byte count waits for the lock before it takes its row, so every transaction takes the
+two in the same order.
+
+They are plain rows until then, not ORM objects: the unit of work's bookkeeping for them was
+a good part of every write turn's CPU, while SQLite's one write lock was held.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, Table, event, insert, text
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
+
+from storage.models import Event, KeyUploadBytes
+
+EVENTS: Table = Event.__table__  # type: ignore[assignment]
+UPLOAD_BYTES: Table = KeyUploadBytes.__table__  # type: ignore[assignment]
+
+# session.info keys: what the transaction logged and counted, not yet written.
+_PENDING_EVENTS = "pending_events"
+_PENDING_BYTES = "pending_upload_bytes"
+
+EVENT_ORDER_LOCK = 0x65766E74  # "evnt"
+# Notified by every PostgreSQL transaction that logs events, at its commit (event feeds of
+# every process LISTEN to it: storage/event_feed.py).
+EVENTS_CHANNEL = "rollscribe_events"
+
+
+def utc_day(now: float) -> str:
+    return datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%d")
+
+
+def log_event(session: AsyncSession, meeting_id: str, type_: str, payload: dict[str, Any]) -> None:
+    session.info.setdefault(_PENDING_EVENTS, []).append(
+        {"meeting_id": meeting_id, "type": type_, "payload": payload, "created_at": time.time()}
+    )
+    session.info["logged_events"] = True  # the database wakes event feeds after the commit
+
+
+def count_upload_bytes(session: AsyncSession, owner: str, count: int, now: float) -> None:
+    counts: dict[tuple[str, str], int] = session.info.setdefault(_PENDING_BYTES, {})
+    key = (owner, utc_day(now))
+    counts[key] = counts.get(key, 0) + count
+
+
+# PostgreSQL: the lock is taken in a materialized CTE that both writes' rows are joined to,
+# so no event id is drawn from the sequence and no count's row is locked before the lock is
+# held. Events keep the order they were logged in (their ordinality).
+_LOCK = """turn AS MATERIALIZED (
+    SELECT pg_advisory_xact_lock(:lock), pg_notify(:channel, '')
+)"""
+_COUNT = """INSERT INTO key_upload_bytes (owner, day, bytes)
+    SELECT c.owner, c.day, c.bytes FROM {turn}
+        json_to_recordset(CAST(:counts AS json)) AS c(owner text, day text, bytes bigint)
+    ON CONFLICT (owner, day) DO UPDATE SET bytes = key_upload_bytes.bytes + EXCLUDED.bytes"""
+_INSERT_EVENTS = """INSERT INTO events (meeting_id, type, payload, created_at)
+    SELECT r.meeting_id, r.type, r.payload, r.created_at
+    FROM turn CROSS JOIN ROWS FROM (
+        json_to_recordset(CAST(:events AS json))
+            AS (meeting_id text, type text, payload json, created_at double precision)
+    ) WITH ORDINALITY AS r(meeting_id, type, payload, created_at, n)
+    ORDER BY r.n"""
+_PG_EVENTS = text(f"WITH {_LOCK} {_INSERT_EVENTS}")
+_PG_EVENTS_AND_COUNTS = text(
+    f"WITH {_LOCK}, counted AS ({_COUNT.format(turn='turn CROSS JOIN')}) {_INSERT_EVENTS}"
+)
+_PG_COUNTS = text(_COUNT.format(turn=""))
+
+
+class WriteSession(Session):
+    """The sessions of write transactions: they write what they logged and counted at commit."""
+
+
+@event.listens_for(WriteSession, "before_commit")
+def _write_at_commit(session: Session) -> None:
+    events: list[dict[str, Any]] | None = session.info.pop(_PENDING_EVENTS, None)
+    counts: dict[tuple[str, str], int] | None = session.info.pop(_PENDING_BYTES, None)
+    if not events and not counts:
+        return
+    session.flush()  # the transaction's other writes first: only these are left
+    connection = session.connection()
+    count_rows = [
+        {"owner": owner, "day": day, "bytes": count}
+        for (owner, day), count in (counts or {}).items()
+    ]
+    if connection.dialect.name == "postgresql":
+        _write_on_postgres(connection, events or [], count_rows)
+        return
+    if events:
+        connection.execute(insert(EVENTS), events)
+    for row in count_rows:
+        connection.execute(
+            sqlite_insert(UPLOAD_BYTES)
+            .values(row)
+            .on_conflict_do_update(
+                index_elements=["owner", "day"],
+                set_={"bytes": UPLOAD_BYTES.c.bytes + row["bytes"]},
+            )
+        )
+
+
+def _write_on_postgres(
+    connection: Connection, events: list[dict[str, Any]], count_rows: list[dict[str, Any]]
+) -> None:
+    if not events:
+        # No event: no lock. The count's row lock is the last thing this transaction takes.
+        connection.execute(_PG_COUNTS, {"counts": json.dumps(count_rows)})
+        return
+    params = {"lock": EVENT_ORDER_LOCK, "channel": EVENTS_CHANNEL, "events": json.dumps(events)}
+    if count_rows:
+        connection.execute(_PG_EVENTS_AND_COUNTS, {**params, "counts": json.dumps(count_rows)})
+    else:
+        connection.execute(_PG_EVENTS, params)
+
+
+@event.listens_for(WriteSession, "after_rollback")
+def _drop_pending(session: Session) -> None:
+    session.info.pop(_PENDING_EVENTS, None)
+    session.info.pop(_PENDING_BYTES, None)
