@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from codec.errors import InvalidOpusError
@@ -24,20 +24,23 @@ from storage.field_rules import (
     is_track_label,
     is_track_name,
 )
-from storage.job_queue import chunk_at, is_gap, promote_successor, ready_state_for
+from storage.job_queue import chunk_at, chunk_row, is_gap, promote_successor, ready_state_for
 from storage.models import Chunk, Meeting, Upload
 from storage.refusals import Refused, Rule
 from storage.state_machine import (
+    CHUNKS,
     ChunkState,
     MeetingState,
     StaleState,
-    new_chunk,
+    new_chunk_values,
     transition_chunk,
     transition_meeting,
 )
 from storage.track_labels import set_track_label
 
 CHUNK_KEYS = ("meeting_id", "track", "seq", "start_ms")
+# Prepared once, read with Core (as job_queue.chunk_at): every PATCH looks its chunk up.
+_CHUNK_OF_UPLOAD = select(CHUNKS).where(CHUNKS.c.upload_id == bindparam("upload_id"))
 MAX_SEQ = 10_000_000
 MAX_START_MS = 7 * 24 * 3600 * 1000
 
@@ -183,21 +186,22 @@ class ChunkIntake:
                 error=None,
             )
             return
-        session.add(
-            new_chunk(
+        connection = await session.connection()
+        await connection.execute(
+            insert(CHUNKS),
+            new_chunk_values(
                 meeting_id=key.meeting_id,
                 track=key.track,
                 seq=key.seq,
                 start_ms=key.start_ms,
                 upload_id=upload.id,
-            )
+            ),
         )
-        await session.flush()
 
     async def _chunk_for(self, session: AsyncSession, upload_id: str) -> Chunk | None:
-        return (
-            await session.execute(select(Chunk).where(Chunk.upload_id == upload_id))
-        ).scalar_one_or_none()
+        connection = await session.connection()
+        found = await connection.execute(_CHUNK_OF_UPLOAD, {"upload_id": upload_id})
+        return chunk_row(found.first())
 
     async def on_progress(self, session: AsyncSession, upload: Upload) -> None:
         chunk = await self._chunk_for(session, upload.id)

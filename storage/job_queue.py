@@ -19,13 +19,14 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import Row, bindparam, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.database import Database
 from storage.models import Chunk, Meeting, Segment
 from storage.state_machine import (
     CHUNK_DONE_STATES,
+    CHUNKS,
     ChunkState,
     MeetingState,
     StaleState,
@@ -117,15 +118,30 @@ def _lease_free(now: float) -> Any:
     return or_(Chunk.lease_owner.is_(None), Chunk.lease_expires_at < now)
 
 
+# Prepared once: built per call, the statement's construction and cache key were a visible
+# share of every upload's CPU (`bench/README.md`, "Many small uploads").
+_CHUNK_AT = select(CHUNKS).where(
+    CHUNKS.c.meeting_id == bindparam("meeting_id"),
+    CHUNKS.c.track == bindparam("track"),
+    CHUNKS.c.seq == bindparam("seq"),
+)
+
+
 async def chunk_at(session: AsyncSession, meeting_id: str, track: str, seq: int) -> Chunk | None:
-    """The chunk at a key (meeting, track, seq): unique, so at most one."""
-    return (
-        await session.execute(
-            select(Chunk).where(
-                Chunk.meeting_id == meeting_id, Chunk.track == track, Chunk.seq == seq
-            )
-        )
-    ).scalar_one_or_none()
+    """The chunk at a key (meeting, track, seq): unique, so at most one. Read with Core and
+    handed back detached (as `chunk_row` does): nothing writes a chunk through the ORM, state
+    changes go through `transition_chunk`."""
+    connection = await session.connection()
+    found = await connection.execute(
+        _CHUNK_AT, {"meeting_id": meeting_id, "track": track, "seq": seq}
+    )
+    return chunk_row(found.first())
+
+
+def chunk_row(row: Row[Any] | None) -> Chunk | None:
+    """A chunk read with Core, as a detached object. Loading it through the ORM (identity map,
+    instance state) cost several times the SELECT on the upload hot path."""
+    return None if row is None else Chunk(**row._mapping)
 
 
 def is_gap(meeting: Meeting, track: str, seq: int) -> bool:

@@ -155,20 +155,32 @@ async def _observe_transcribed(session: AsyncSession, chunk: Chunk) -> None:
         await observe(session, "chunk_lag_s", chunk.transcribed_at - chunk.uploaded_at)
 
 
+def new_chunk_values(
+    *, meeting_id: str, track: str, seq: int, start_ms: int, upload_id: str
+) -> dict[str, Any]:
+    """A chunk row's values at birth, in CREATED; the only place a chunk's state is born.
+    (Columns left out stay NULL: a JSON column given None would hold JSON's null instead.)"""
+    return {
+        "meeting_id": meeting_id,
+        "track": track,
+        "seq": seq,
+        "start_ms": start_ms,
+        "upload_id": upload_id,
+        "state": ChunkState.CREATED,
+        "created_at": time.time(),
+        "attempts": 0,
+        "next_attempt_at": 0.0,
+        "carry_samples": 0,
+        "carry_done": False,
+    }
+
+
 def new_chunk(*, meeting_id: str, track: str, seq: int, start_ms: int, upload_id: str) -> Chunk:
-    """A chunk row starts life in CREATED; this is the only place a chunk's state is born."""
+    """The same, as an object to add to a session."""
     return Chunk(
-        meeting_id=meeting_id,
-        track=track,
-        seq=seq,
-        start_ms=start_ms,
-        upload_id=upload_id,
-        state=ChunkState.CREATED,
-        created_at=time.time(),
-        attempts=0,
-        next_attempt_at=0.0,
-        carry_samples=0,
-        carry_done=False,
+        **new_chunk_values(
+            meeting_id=meeting_id, track=track, seq=seq, start_ms=start_ms, upload_id=upload_id
+        )
     )
 
 
