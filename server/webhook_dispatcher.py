@@ -27,7 +27,7 @@ from yarl import URL
 from server.webhook_targets import GuardedResolver, TargetPolicy, TargetRefused, literal_host
 from storage.database import Database
 from storage.field_rules import ascii_int
-from storage.outbox import DueDelivery, claim_due, fan_out, record_outcome
+from storage.outbox import DueDelivery, any_webhook, claim_due, fan_out, record_outcome
 
 log = logging.getLogger("rollscribe.webhooks")
 
@@ -144,6 +144,8 @@ class WebhookDispatcher:
         )
 
     async def run_once(self) -> int:
+        if not await any_webhook(self.db):
+            return 0
         await fan_out(self.db)
         due = await claim_due(self.db, self.policy.concurrency)
         await asyncio.gather(*(self._send(d) for d in due))

@@ -94,7 +94,12 @@ class Database:
             self._write_engine = _sqlite_engine(url, "BEGIN IMMEDIATE")
         else:
             self._read_engine = create_async_engine(url, pool_pre_ping=True)
-            self._point_read_engine = self._read_engine
+            # One SELECT needs no transaction: without one, a point read is the SELECT's
+            # round trip (and the pool's ping) instead of BEGIN, SELECT and ROLLBACK too.
+            # The same pool; asyncpg only skips the BEGIN.
+            self._point_read_engine = self._read_engine.execution_options(
+                isolation_level="AUTOCOMMIT"
+            )
             self._write_engine = self._read_engine
         self._read = async_sessionmaker(self._read_engine, expire_on_commit=False)
         # PostgreSQL's write sessions; on SQLite they come from the write batches below.

@@ -38,6 +38,19 @@ class DueDelivery:
     first_queued_at: float
 
 
+async def any_webhook(db: Database) -> bool:
+    """Whether there is anything to fan out to or deliver (deleting a webhook deletes its
+    deliveries). The dispatcher wakes at every commit that logs events: without a webhook
+    this one point read is all that wake costs, not two write transactions (they were 4 %
+    of the server's CPU under many small uploads on PostgreSQL)."""
+    async with db.point_read() as connection:
+        found = await connection.execute(_ANY_WEBHOOK)
+        return found.first() is not None
+
+
+_ANY_WEBHOOK = select(Webhook.__table__.c.id).limit(1)
+
+
 async def fan_out(db: Database) -> int:
     """New events become pending deliveries for every webhook that wants them."""
     created = 0

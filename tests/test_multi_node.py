@@ -25,6 +25,7 @@ from sqlalchemy import select
 from tusclient import client as tus_client
 
 from storage.database import Database
+from storage.key_usage import add_upload_bytes, upload_bytes_today
 from storage.models import Event
 from storage.schema import upgrade
 from storage.state_machine import record_event
@@ -405,3 +406,40 @@ async def _upgraded(url: str) -> None:
         await upgrade(db)
     finally:
         await db.close()
+
+
+@needs_postgres
+def test_a_keys_byte_count_does_not_hold_other_patches_for_a_whole_transaction(tmp_path):
+    """Every PATCH of a key adds to one row. The count is written at commit, so a
+    transaction that counted and is still busy does not hold the row: another PATCH of the
+    same key commits meanwhile, and neither count is lost."""
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    url = database_url_for(data_dir)
+
+    async def run() -> int:
+        db = Database(url)
+        try:
+            await upgrade(db)
+            a_inside = asyncio.Event()
+            b_done = asyncio.Event()
+
+            async def a() -> None:
+                async with db.write() as session:
+                    add_upload_bytes(session, "key1", 10)
+                    await session.execute(select(1))  # the rest of A's statements
+                    a_inside.set()
+                    await asyncio.wait_for(b_done.wait(), 10)  # B must not wait for A
+
+            async def b() -> None:
+                await a_inside.wait()
+                async with db.write() as session:
+                    add_upload_bytes(session, "key1", 5)
+                b_done.set()
+
+            await asyncio.gather(a(), b())
+            return await upload_bytes_today(db, "key1")
+        finally:
+            await db.close()
+
+    assert asyncio.run(run()) == 15
