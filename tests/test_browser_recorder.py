@@ -5,6 +5,7 @@ drop and a reload mid-recording lose nothing."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 
@@ -89,7 +90,9 @@ def test_recorded_speech_shows_live_and_ends_as_the_reference(page, server):
     watcher.wait_for_function("/fellow/i.test(document.getElementById('lines').textContent)")
     assert watcher.inner_text("#final") == "(partial)"
     assert "Microphone:" in watcher.inner_text("#lines")  # labelled by track, with times
-    assert watcher.inner_text("#lines").startswith("00:01")
+    # The speech begins about a second into the file; when Chromium's fake capture starts
+    # playing it, relative to the recording's start, moves by a fraction of a second.
+    assert re.match(r"00:0[0-2]Microphone:", watcher.inner_text("#lines"))
     watcher.close()
     assert meeting_of(server, "browser live")["state"] == "recording"
     assert page.get_attribute("#level-mic", "value") is not None
