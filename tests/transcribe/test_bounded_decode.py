@@ -71,10 +71,14 @@ def test_decoding_in_blocks_gives_the_same_samples() -> None:
 
 
 def test_a_chunk_in_blocks_reads_as_the_chunk_whole(whisper_engine, jfk_audio) -> None:
-    # 40 s: jfk, 18 s of silence, jfk again; blocks of 7 s put block edges inside speech.
-    track = np.zeros(40 * SAMPLE_RATE, dtype=np.float32)
+    # 44 s: jfk, 20 s of silence, jfk again; blocks of 7 s put block edges inside speech.
+    # The second reading starts after the model's first 30 s window: speech across that
+    # edge is read differently on different CPUs (on an AMD EPYC both ways of reading it
+    # dropped "and so my fellow americans ask not"), and it is not what this test is about
+    # (tests/transcribe/test_long_form.py reads across it).
+    track = np.zeros(44 * SAMPLE_RATE, dtype=np.float32)
     track[: len(jfk_audio)] = jfk_audio
-    track[29 * SAMPLE_RATE : 29 * SAMPLE_RATE + len(jfk_audio)] = jfk_audio
+    track[31 * SAMPLE_RATE : 31 * SAMPLE_RATE + len(jfk_audio)] = jfk_audio
     step = 7 * SAMPLE_RATE
     blocks = [
         AudioPiece(round(i * 1000 / SAMPLE_RATE), track[i : i + step])

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from bench.spoken_meeting import trim
-from bench.transcript_scoring import normalize
+from bench.transcript_scoring import normalize, wer
 from tests.conftest import REFERENCE, words
 from transcribe.carry import SAMPLE_RATE
 from transcribe.track_step import transcribe_track
@@ -33,8 +33,11 @@ def test_chunk_by_chunk_is_the_whole_track(whisper_engine, sparse_track, segment
     chunked = transcribe_track(whisper_engine, sparse_track, segment_s)
     text = normalize(" ".join(s.text for s in chunked))
     assert words(text) == REFERENCE * 3  # every word once, in order
-    # The same windows as faster-whisper on the whole track, so the same words.
-    assert text == whole
+    # At least as right as faster-whisper on the whole track. (It was word for word the same
+    # on an Intel machine; on an AMD EPYC with AVX-512 tiny.en's int8 decoding of the whole
+    # track drops the first words of the reading that crosses its first 30 s window.)
+    reference = " ".join(REFERENCE * 3)
+    assert wer(reference, text) <= wer(reference, whole), (text, whole)
     # Each reading starts a line within 0.5 s of its first sound, whatever the window did.
     starts = [s.start_ms / 1000 for s in chunked if "and so" in normalize(s.text)]
     assert len(starts) == 3
