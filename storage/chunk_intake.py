@@ -24,8 +24,15 @@ from storage.field_rules import (
     is_track_label,
     is_track_name,
 )
-from storage.job_queue import chunk_at, chunk_row, is_gap, promote_successor, ready_state_for
-from storage.models import Chunk, Meeting, Upload
+from storage.job_queue import (
+    chunk_at,
+    chunk_row,
+    is_gap,
+    meeting_at,
+    promote_successor,
+    ready_state_for,
+)
+from storage.models import Chunk, Upload
 from storage.refusals import Refused, Rule
 from storage.state_machine import (
     CHUNKS,
@@ -134,7 +141,7 @@ class ChunkIntake:
         key = parse_chunk_key(upload.meta)
         if key is None:
             return
-        meeting = await session.get(Meeting, key.meeting_id)
+        meeting = await meeting_at(session, key.meeting_id)
         if meeting is None or meeting.owner != upload.owner:
             raise Refused(Rule.MEETING_NOT_FOUND, key.meeting_id)
         if meeting.tracks and key.track not in meeting.tracks:

@@ -89,6 +89,11 @@ _PG_EVENTS_AND_COUNTS = text(
     f"WITH {_LOCK}, counted AS ({_COUNT.format(turn='turn CROSS JOIN')}) {_INSERT_EVENTS}"
 )
 _PG_COUNTS = text(_COUNT.format(turn=""))
+_SQLITE_UPSERT = sqlite_insert(UPLOAD_BYTES)
+_SQLITE_COUNT = _SQLITE_UPSERT.on_conflict_do_update(
+    index_elements=["owner", "day"],
+    set_={"bytes": UPLOAD_BYTES.c.bytes + _SQLITE_UPSERT.excluded.bytes},
+)
 
 
 class WriteSession(Session):
@@ -112,15 +117,8 @@ def _write_at_commit(session: Session) -> None:
         return
     if events:
         connection.execute(insert(EVENTS), events)
-    for row in count_rows:
-        connection.execute(
-            sqlite_insert(UPLOAD_BYTES)
-            .values(row)
-            .on_conflict_do_update(
-                index_elements=["owner", "day"],
-                set_={"bytes": UPLOAD_BYTES.c.bytes + row["bytes"]},
-            )
-        )
+    if count_rows:
+        connection.execute(_SQLITE_COUNT, count_rows)
 
 
 def _write_on_postgres(

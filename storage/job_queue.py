@@ -27,6 +27,7 @@ from storage.models import Chunk, Meeting, Segment
 from storage.state_machine import (
     CHUNK_DONE_STATES,
     CHUNKS,
+    MEETINGS,
     ChunkState,
     MeetingState,
     StaleState,
@@ -120,6 +121,7 @@ def _lease_free(now: float) -> Any:
 
 # Prepared once: built per call, the statement's construction and cache key were a visible
 # share of every upload's CPU (`bench/README.md`, "Many small uploads").
+_MEETING_AT = select(MEETINGS).where(MEETINGS.c.id == bindparam("meeting_id"))
 _CHUNK_AT = select(CHUNKS).where(
     CHUNKS.c.meeting_id == bindparam("meeting_id"),
     CHUNKS.c.track == bindparam("track"),
@@ -136,6 +138,15 @@ async def chunk_at(session: AsyncSession, meeting_id: str, track: str, seq: int)
         _CHUNK_AT, {"meeting_id": meeting_id, "track": track, "seq": seq}
     )
     return chunk_row(found.first())
+
+
+async def meeting_at(session: AsyncSession, meeting_id: str) -> Meeting | None:
+    """The meeting, read with Core and handed back detached, as `chunk_at` does a chunk: every
+    chunk's creation reads its meeting, and the ORM's load cost more than the SELECT. Its state
+    changes go through `transition_meeting` (a Core compare-and-set) like every other."""
+    connection = await session.connection()
+    row = (await connection.execute(_MEETING_AT, {"meeting_id": meeting_id})).first()
+    return None if row is None else Meeting(**row._mapping)
 
 
 def chunk_row(row: Row[Any] | None) -> Chunk | None:
@@ -157,7 +168,7 @@ async def ready_state_for(session: AsyncSession, chunk: Chunk) -> ChunkState:
     if previous is not None and ChunkState(previous.state) in CHUNK_DONE_STATES:
         return ChunkState.QUEUED
     if previous is None:
-        meeting = await session.get(Meeting, chunk.meeting_id)
+        meeting = await meeting_at(session, chunk.meeting_id)
         if meeting is not None and is_gap(meeting, chunk.track, chunk.seq - 1):
             return ChunkState.QUEUED
     return ChunkState.WAITING

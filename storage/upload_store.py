@@ -13,7 +13,7 @@ import secrets
 import time
 from typing import Any, Protocol
 
-from sqlalchemy import Table, func, insert, select, update
+from sqlalchemy import Table, bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -25,6 +25,13 @@ from storage.models import Chunk, Upload
 from storage.state_machine import ChunkState
 
 UPLOADS: Table = Upload.__table__  # type: ignore[assignment]
+# Built once, as the chunk transitions (storage/state_machine.py): every tus request reads
+# an upload, every PATCH moves its offset.
+_INSERT_UPLOAD = insert(UPLOADS)
+_UPLOAD_BY_ID = select(UPLOADS).where(UPLOADS.c.id == bindparam("upload_id"))
+_MOVE_OFFSET = update(UPLOADS).where(
+    UPLOADS.c.id == bindparam("_id"), UPLOADS.c.offset == bindparam("_old")
+)
 
 
 def _row(upload: Upload) -> dict[str, Any]:
@@ -88,7 +95,7 @@ class UploadStore:
         await self.blobs.create(upload.id, upload.length)
         try:
             async with self.db.write() as session:
-                await session.execute(insert(UPLOADS).values(_row(upload)))
+                await session.execute(_INSERT_UPLOAD, _row(upload))
                 await self.intake.on_create(session, upload)
             return None
         except ExistingUpload as existing:
@@ -115,7 +122,7 @@ class UploadStore:
             await self.blobs.concatenate(upload.id, part_ids)
             upload.offset = upload.length or 0
             async with self.db.write() as session:
-                await session.execute(insert(UPLOADS).values(_row(upload)))
+                await session.execute(_INSERT_UPLOAD, _row(upload))
                 await self.intake.on_create(session, upload)
         except ExistingUpload as existing:
             await self.blobs.delete(upload.id)
@@ -142,9 +149,8 @@ class UploadStore:
         verdict = await self.intake.inspect(upload) if complete else None
         async with self.db.write() as session:
             result = await session.execute(
-                update(UPLOADS)
-                .where(UPLOADS.c.id == upload.id, UPLOADS.c.offset == old)
-                .values(offset=new, expires_at=expires_at)
+                _MOVE_OFFSET,
+                {"_id": upload.id, "_old": old, "offset": new, "expires_at": expires_at},
             )
             if result.rowcount != 1:
                 return False
@@ -207,7 +213,7 @@ class UploadStore:
         """The upload as a detached object (every tus request reads one: a Core select is a
         good part cheaper than the ORM's identity-mapped load)."""
         async with self.db.point_read() as connection:
-            found = await connection.execute(select(UPLOADS).where(UPLOADS.c.id == upload_id))
+            found = await connection.execute(_UPLOAD_BY_ID, {"upload_id": upload_id})
             row = found.first()
         return None if row is None else Upload(**row._mapping)
 
