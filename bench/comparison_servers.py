@@ -70,27 +70,33 @@ def start_all(root: Path, *rollscribe_flags: str) -> list[RunningServer]:
         (root / name).mkdir(exist_ok=True)
     rs = RollscribeServer(root / "rs", *rollscribe_flags)
     servers = [RunningServer("rollscribe", rs.url + "/files/", rs.process)]
-    port = free_port()
-    servers.append(
-        _start(
-            "@tus/server",
-            ["node", "tus_node_server.mjs", str(port), str(root / "node")],
-            port,
-            HERE / "js",
+    try:
+        port = free_port()
+        servers.append(
+            _start(
+                "@tus/server",
+                ["node", "tus_node_server.mjs", str(port), str(root / "node")],
+                port,
+                HERE / "js",
+            )
         )
-    )
-    port = free_port()
-    servers.append(
-        _start(
-            "tuspyserver",
-            [
-                str(tuspyserver_python),
-                str(HERE / "tuspyserver_app.py"),
-                str(port),
-                str(root / "py"),
-            ],
-            port,
-            HERE,
+        port = free_port()
+        servers.append(
+            _start(
+                "tuspyserver",
+                [
+                    str(tuspyserver_python),
+                    str(HERE / "tuspyserver_app.py"),
+                    str(port),
+                    str(root / "py"),
+                ],
+                port,
+                HERE,
+            )
         )
-    )
+    except BaseException:
+        # A server that did not start leaves none running (they outlive this process).
+        for srv in servers:
+            srv.stop()
+        raise
     return servers

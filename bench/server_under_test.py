@@ -89,6 +89,8 @@ class RollscribeServer:
                     return
             except requests.RequestException:
                 time.sleep(0.1)
+        self.process.kill()  # not left running behind the benchmark
+        self.process.wait()
         raise TimeoutError("rollscribe did not start")
 
     @property

@@ -124,17 +124,22 @@ def main() -> None:
     args = parser.parse_args()
     WORK.mkdir(exist_ok=True)
     rows = {}
-    with tempfile.TemporaryDirectory(dir=WORK) as tmp, contextlib.ExitStack() as databases:
+    with tempfile.TemporaryDirectory(dir=WORK) as tmp, contextlib.ExitStack() as running:
         root = Path(tmp)
         body = segment(root)
+        # Each server is stopped when the run ends, however it ends (servers outlive this
+        # process, and an error starting the next one would leave them running).
         servers = start_all(root)  # rollscribe as it starts by default: one process
+        for srv in servers:
+            running.callback(srv.stop)
         # The same server with a process per core, side by side.
         several = RollscribeServer(root / "rsn", "--processes", "0")
         name = f"rollscribe, {os.cpu_count()} processes"
         servers.insert(1, RunningServer(name, several.url + "/files/", several.process))
+        running.callback(servers[1].stop)
         if args.postgres:
             for label, processes in (("1 process", "1"), (f"{os.cpu_count()} processes", "0")):
-                url = databases.enter_context(fresh_postgres_database(args.postgres))
+                url = running.enter_context(fresh_postgres_database(args.postgres))
                 on_pg = RollscribeServer(
                     root / f"pg{processes}", "--processes", processes, "--database-url", url
                 )
@@ -142,15 +147,12 @@ def main() -> None:
                     2,
                     RunningServer(f"rollscribe PG, {label}", on_pg.url + "/files/", on_pg.process),
                 )
-        try:
-            for srv in servers:
-                meetings: list[str | None] = [None] * CLIENTS
-                if srv.name.startswith("rollscribe"):
-                    meetings = asyncio.run(make_meetings(srv.url.removesuffix("/files/")))
-                rows[srv.name] = asyncio.run(run(srv.url, body, meetings))
-        finally:
-            for srv in servers:
-                srv.stop()
+                running.callback(servers[2].stop)
+        for srv in servers:
+            meetings: list[str | None] = [None] * CLIENTS
+            if srv.name.startswith("rollscribe"):
+                meetings = asyncio.run(make_meetings(srv.url.removesuffix("/files/")))
+            rows[srv.name] = asyncio.run(run(srv.url, body, meetings))
     print(
         f"\n{CLIENTS} clients x {UPLOADS_PER_CLIENT} uploads of a {len(body) // 1000} KB "
         "30 s Ogg Opus segment (POST + PATCH each)\n"
