@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from sqlalchemy import select
+from sqlalchemy import and_, case, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.chunk_state_counts import chunks_by_state
@@ -13,7 +13,7 @@ from storage.database import Database
 from storage.job_queue import CLAIM_ORDER
 from storage.metric_rollups import HistogramCounts, histograms
 from storage.models import Chunk, Meeting
-from storage.state_machine import ChunkState, MeetingState
+from storage.state_machine import CHUNKS, MEETINGS, ChunkState, MeetingState
 
 PENDING = (
     ChunkState.UPLOADED,
@@ -48,11 +48,6 @@ class Backlog:
     histograms: dict[str, HistogramCounts] = field(default_factory=dict)
 
 
-def _first_hole(present: set[int]) -> int:
-    """The lowest seq of a track that has not arrived."""
-    return next(s for s in range(len(present) + 1) if s not in present)
-
-
 async def read_backlog(db: Database, now: float, *, with_histograms: bool = False) -> Backlog:
     async with db.read() as session:
         return await backlog_snapshot(session, now, with_histograms=with_histograms)
@@ -63,54 +58,92 @@ async def read_recent_rtf(db: Database) -> float:
         return await recent_rtf(session)
 
 
+# The backlog is summed by the database, one row per active meeting. It was every chunk of
+# every active meeting read into Python on each /metrics scrape and each POST /meetings:
+# with 50,000 chunks in 50 live meetings the server's RSS jumped by 150 MiB when their
+# recorders opened new meetings together (bench/README.md, "A long-running server").
+_QUEUED = (ChunkState.QUEUED, ChunkState.WAITING)
+_NEXT = CHUNKS.alias("next_chunk")
+_IN_ACTIVE_MEETING = CHUNKS.join(
+    MEETINGS,
+    and_(MEETINGS.c.id == CHUNKS.c.meeting_id, MEETINGS.c.state.in_(ACTIVE_MEETINGS)),
+)
+# A track's first hole: the lowest seq that has not arrived (0 if seq 0 has not; else one
+# past the first chunk whose successor has not).
+_HOLES = (
+    select(
+        CHUNKS.c.meeting_id,
+        CHUNKS.c.track,
+        case(
+            (func.min(CHUNKS.c.seq) > 0, 0),
+            else_=func.min(case((_NEXT.c.id.is_(None), CHUNKS.c.seq + 1))),
+        ).label("hole"),
+    )
+    .select_from(
+        _IN_ACTIVE_MEETING.outerjoin(
+            _NEXT,
+            and_(
+                _NEXT.c.meeting_id == CHUNKS.c.meeting_id,
+                _NEXT.c.track == CHUNKS.c.track,
+                _NEXT.c.seq == CHUNKS.c.seq + 1,
+            ),
+        )
+    )
+    .group_by(CHUNKS.c.meeting_id, CHUNKS.c.track)
+    .cte("holes")
+)
+_DURATION = func.coalesce(CHUNKS.c.duration_s, 0.0)
+_IS_PENDING = CHUNKS.c.state.in_(PENDING)
+_IS_QUEUED = CHUNKS.c.state.in_(_QUEUED)
+# Chunks behind a hole in their track (a seq that never arrived) may never become work, and
+# must not let one meeting fill the backlog for all.
+_IS_WORKABLE = and_(
+    _IS_PENDING, or_(CHUNKS.c.state != ChunkState.WAITING, CHUNKS.c.seq <= _HOLES.c.hole)
+)
+_PER_MEETING = (
+    select(
+        CHUNKS.c.meeting_id,
+        func.sum(case((_IS_PENDING, _DURATION), else_=0.0)),
+        func.sum(case((_IS_WORKABLE, _DURATION), else_=0.0)),
+        func.count(case((_IS_QUEUED, CHUNKS.c.id))),
+        func.sum(case((_IS_QUEUED, _DURATION), else_=0.0)),
+        func.min(case((_IS_QUEUED, CHUNKS.c.queued_at))),
+        func.max(CHUNKS.c.uploaded_at),
+    )
+    .select_from(
+        CHUNKS.join(
+            _HOLES,
+            and_(_HOLES.c.meeting_id == CHUNKS.c.meeting_id, _HOLES.c.track == CHUNKS.c.track),
+        )
+    )
+    .group_by(CHUNKS.c.meeting_id)
+)
+_ACTIVE = select(MEETINGS.c.id, MEETINGS.c.owner).where(MEETINGS.c.state.in_(ACTIVE_MEETINGS))
+
+
 async def backlog_snapshot(
     session: AsyncSession, now: float, *, with_histograms: bool = False
 ) -> Backlog:
     b = Backlog()
     b.chunks_by_state = await chunks_by_state(session)
     b.transcribing = b.chunks_by_state.get(ChunkState.TRANSCRIBING, 0)
-    queued = (ChunkState.QUEUED, ChunkState.WAITING)
-    rows = (
-        await session.execute(
-            select(
-                Chunk.state,
-                Chunk.duration_s,
-                Chunk.queued_at,
-                Chunk.meeting_id,
-                Chunk.uploaded_at,
-                Chunk.track,
-                Chunk.seq,
-            )
-            .join(Meeting, Meeting.id == Chunk.meeting_id)
-            .where(Meeting.state.in_(ACTIVE_MEETINGS))
-        )
-    ).all()
     newest: dict[str, float] = {}
     pending: dict[str, float] = {}
-    seqs: dict[tuple[str, str], set[int]] = {}
-    for _state, _duration, _queued_at, meeting_id, _uploaded_at, track, seq in rows:
-        seqs.setdefault((meeting_id, track), set()).add(seq)
-    hole = {key: _first_hole(present) for key, present in seqs.items()}
-    for state, duration, queued_at, meeting_id, uploaded_at, track, seq in rows:
-        if uploaded_at is not None:
-            newest[meeting_id] = max(newest.get(meeting_id, 0.0), uploaded_at)
-        pending.setdefault(meeting_id, 0.0)
-        if state in PENDING:
-            b.pending_audio_s += duration or 0.0
-            pending[meeting_id] += duration or 0.0
-            if state != ChunkState.WAITING or seq <= hole[meeting_id, track]:
-                b.workable_audio_s += duration or 0.0
-        if state in queued:
-            b.queued_jobs += 1
-            b.queued_audio_s += duration or 0.0
-            if queued_at is not None:
-                b.oldest_queued_age_s = max(b.oldest_queued_age_s, now - queued_at)
-    active = (
-        await session.execute(
-            select(Meeting.id, Meeting.owner).where(Meeting.state.in_(ACTIVE_MEETINGS))
-        )
-    ).all()
-    for meeting_id, owner in active:
+    oldest_queued_at: float | None = None
+    for row in await session.execute(_PER_MEETING):
+        meeting_id, pending_s, workable_s, queued, queued_s, first_queued_at, landed = row
+        pending[meeting_id] = pending_s or 0.0
+        b.pending_audio_s += pending_s or 0.0
+        b.workable_audio_s += workable_s or 0.0
+        b.queued_jobs += queued
+        b.queued_audio_s += queued_s or 0.0
+        if first_queued_at is not None:
+            oldest_queued_at = min(first_queued_at, oldest_queued_at or first_queued_at)
+        if landed is not None:
+            newest[meeting_id] = landed
+    if oldest_queued_at is not None:
+        b.oldest_queued_age_s = max(0.0, now - oldest_queued_at)
+    for meeting_id, owner in await session.execute(_ACTIVE):
         landed = newest.get(meeting_id)
         b.meetings[meeting_id] = MeetingLag(
             pending.get(meeting_id, 0.0), None if landed is None else now - landed, owner
