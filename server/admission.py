@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiohttp import web
 
 from server.errors import ApiError, Errors
-from storage.backlog import read_backlog, read_recent_rtf
+from storage.backlog import Backlog, read_backlog, read_recent_rtf
 from storage.blob_store import BlobStore
 from storage.database import Database
 
@@ -25,10 +26,29 @@ class Admission:
     ready_workers: Callable[[], int]
     blobs: BlobStore
 
+    # The backlog read in progress: callers that arrive meanwhile take its answer.
+    _reading: asyncio.Task[Backlog] | None = field(default=None, init=False)
+
+    async def _backlog(self) -> Backlog:
+        """The backlog, read once for every check that asks while a read is under way.
+        Recorders open meetings together (a Discord channel's speakers, a room of laptops);
+        each read sums every chunk of every active meeting, and 50 of them at once left the
+        server holding 75 MiB more (bench/README.md, "A long-running server"). A check that
+        comes alone still reads afresh."""
+        if self._reading is None:
+            self._reading = asyncio.create_task(read_backlog(self.db, time.time()))
+            self._reading.add_done_callback(self._read_done)
+        return await asyncio.shield(self._reading)  # a caller gone does not stop the read
+
+    def _read_done(self, task: asyncio.Task[Backlog]) -> None:
+        self._reading = None
+        if not task.cancelled():
+            task.exception()  # retrieved here too: the callers that asked may all be gone
+
     async def check_new_meeting(self) -> None:
         """New meetings wait while the backlog is over the limit; meetings already recording
         keep uploading (nothing accepted is ever dropped)."""
-        backlog = await read_backlog(self.db, time.time())
+        backlog = await self._backlog()
         over = backlog.workable_audio_s - self.max_backlog_s
         if over <= 0:
             return
@@ -57,7 +77,7 @@ class Admission:
             "ok" if self.workers() == 0 or self.ready_workers() > 0 else "no worker has it loaded"
         )
         if checks["database"] == "ok":
-            backlog = await read_backlog(self.db, time.time())
+            backlog = await self._backlog()
             checks["backlog"] = (
                 "ok"
                 if backlog.workable_audio_s <= self.max_backlog_s
