@@ -220,6 +220,9 @@ def main(argv: list[str] | None = None) -> None:
             from server.sibling_processes import metrics_folder
 
             metrics_folder(Path(args.data_dir))  # before prometheus_client is imported
+        from server.heap_trim import limit_arenas
+
+        limit_arenas()  # before the server's threads start
         asyncio.run(_serve(args, serve_argv))
     elif args.command == "models":
         _list_models()

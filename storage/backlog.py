@@ -181,7 +181,14 @@ async def recent_rtf(session: AsyncSession) -> float:
     rows = (
         await session.execute(
             select(Chunk.transcribe_s, Chunk.duration_s)
-            .where(Chunk.transcribe_s.is_not(None), Chunk.duration_s > 0)
+            # transcribed_at in the filter too, so the index on it is walked from its newest
+            # entry over transcribed chunks only: without it, a server with none transcribed
+            # yet walked every chunk row (each meeting view and admission asks this).
+            .where(
+                Chunk.transcribed_at.is_not(None),
+                Chunk.transcribe_s.is_not(None),
+                Chunk.duration_s > 0,
+            )
             .order_by(Chunk.transcribed_at.desc())
             .limit(200)
         )
