@@ -21,10 +21,10 @@ from collections.abc import Callable
 TRIM_EVERY_S = 10.0
 # glibc gives each thread that allocates its own arena, up to 8 per core, and keeps what each
 # arena freed. The server's threads (aiosqlite's connections, the executor's) mostly wait;
-# two arenas serve them. Measured with 50 clients: a burst of 50 meeting creations on a
-# server holding 20,000 chunks grew RSS by 18 and then 14 MiB with the default arenas, by
-# 2 and then nothing with two; 10 /metrics scrapes at once by 22 MiB, by nothing with two
-# (`bench/README.md`, "A long-running server and many uploads").
+# two arenas serve them. Measured on a server holding 20,000 chunks: three bursts of 50
+# meeting creations grew RSS by 3.5, 3.6 and 5.2 MiB with the default arenas, by 2.1, 1.7
+# and 0 with two; 10 /metrics scrapes at once by 21.6 MiB, by 0 with two (`bench/README.md`,
+# "A long-running server and many uploads").
 ARENAS = 2
 _M_ARENA_MAX = -8  # mallopt's parameter number, from glibc's malloc.h
 

@@ -60,7 +60,7 @@ async def read_recent_rtf(db: Database) -> float:
 
 # The backlog is summed by the database, one row per active meeting. It was every chunk of
 # every active meeting read into Python on each /metrics scrape and each POST /meetings:
-# with 50,000 chunks in 50 live meetings the server's RSS jumped by 150 MiB when their
+# with 50,000 chunks in 50 live meetings the server's RSS jumped by 190 MiB when their
 # recorders opened new meetings together (bench/README.md, "A long-running server").
 _QUEUED = (ChunkState.QUEUED, ChunkState.WAITING)
 _NEXT = CHUNKS.alias("next_chunk")
