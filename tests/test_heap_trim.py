@@ -34,8 +34,9 @@ def test_trims_periodically_until_stopped() -> None:
     assert asyncio.run(main()) >= 3
 
 
-# Eight threads alive at once each allocate with malloc (bytes objects past pymalloc's 512-byte limit);
-# glibc's malloc_stats() then prints one "Arena N:" block per arena, on stderr.
+# Eight threads alive at once each allocate with malloc (bytes objects past pymalloc's
+# 512-byte limit); glibc's malloc_stats() then prints one "Arena N:" block per arena, on
+# stderr.
 ARENAS_USED = """
 import ctypes, ctypes.util, sys, threading
 from server.heap_trim import limit_arenas
