@@ -1,7 +1,9 @@
 """Benchmark: what a /metrics scrape costs with 10 transcribed chunks and with 1,000,000
 (in 10,000 complete meetings), on the embedded default (SQLite). The rows are written
 straight into the database, then a server on it is scraped 20 times; median and worst.
-Run: `./dev bench metrics_scale` (about a minute to write the rows).
+Then the same million chunks in 188 meetings still recording (long meetings in short
+segments), whose backlog figures read their chunks: scrapes, and meeting creations (which
+read the backlog for admission). Run: `./dev bench metrics_scale` (about a minute).
 """
 
 from __future__ import annotations
@@ -22,17 +24,27 @@ SCRAPES = 20
 PER_MEETING = 100
 
 
-def fill(db_path: Path, chunks: int) -> None:
-    """`chunks` transcribed chunks in complete meetings, each with its upload, as the
-    server leaves them."""
+# Live meetings hold more chunks each, and fewer of them: a key may have 200 recording
+# meetings, and the run creates a few more.
+LIVE_PER_MEETING = 5300
+CREATIONS = 5
+
+
+def fill(db_path: Path, chunks: int, per_meeting: int = PER_MEETING, live: bool = False) -> None:
+    """`chunks` transcribed chunks in complete meetings (or, `live`, in meetings still
+    recording), each with its upload, as the server leaves them."""
     con = sqlite3.connect(db_path)
     con.execute("PRAGMA synchronous=OFF")
-    meetings = max(1, chunks // PER_MEETING)
+    meetings = max(1, -(-chunks // per_meeting))
     con.executemany(
         "INSERT INTO meetings (id, owner, tracks, gaps, state, created_at, last_served_at, "
         "finalized_at, completed_at) VALUES (?, '', '[\"mic\"]', '[]', 'complete', 0, 0, 1, 3)",
         ((f"m{m}",) for m in range(meetings)),
     )
+    if live:
+        con.execute(
+            "UPDATE meetings SET state = 'recording', finalized_at = NULL, completed_at = NULL"
+        )
     con.executemany(
         'INSERT INTO uploads (id, owner, "offset", length, meta, created_at) '
         "VALUES (?, '', 90000, 90000, '{}', 0)",
@@ -44,7 +56,7 @@ def fill(db_path: Path, chunks: int) -> None:
         "carry_samples, carry_done) VALUES (?, 'mic', ?, ?, ?, 'transcribed', 1, 0, 0, 30.0, "
         "?, ?, 3.0, 0, 1)",
         (
-            (f"m{i // PER_MEETING}", i % PER_MEETING, 30000 * (i % PER_MEETING), f"u{i}", i, i + 2)
+            (f"m{i // per_meeting}", i % per_meeting, 30000 * (i % per_meeting), f"u{i}", i, i + 2)
             for i in range(chunks)
         ),
     )
@@ -62,24 +74,37 @@ def scrape_ms(url: str) -> list[float]:
     return times
 
 
-def measure(root: Path, chunks: int) -> dict[str, float]:
-    data = root / f"data-{chunks}"
+def creation_ms(url: str) -> list[float]:
+    times = []
+    for _ in range(CREATIONS):
+        start = time.perf_counter()
+        r = requests.post(url + "/meetings", json={}, timeout=60)
+        times.append(1000 * (time.perf_counter() - start))
+        assert r.status_code == 201, r.text
+    return times
+
+
+def measure(root: Path, chunks: int, live: bool = False) -> dict[str, object]:
+    data = root / f"data-{chunks}{'-live' if live else ''}"
     server = RollscribeServer(data, "--processes", "1")  # makes the schema
     server.stop()
     started = time.monotonic()
-    fill(data / "rollscribe.db", chunks)
+    fill(data / "rollscribe.db", chunks, LIVE_PER_MEETING if live else PER_MEETING, live)
     fill_s = time.monotonic() - started
     server = RollscribeServer(data, "--processes", "1")
     try:
         scrape_ms(server.url)  # warm
         times = scrape_ms(server.url)
+        created = creation_ms(server.url) if live else None
     finally:
         server.stop()
     return {
         "chunks": chunks,
+        "meetings": "recording" if live else "complete",
         "fill_s": fill_s,
         "median_ms": statistics.median(times),
         "max_ms": max(times),
+        "creation_median_ms": None if created is None else statistics.median(created),
     }
 
 
@@ -90,10 +115,21 @@ def main() -> None:
     args = parser.parse_args()
     WORK.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(dir=WORK) as tmp:
-        rows = [measure(Path(tmp), 10), measure(Path(tmp), args.chunks)]
-    print(f"\n{'transcribed chunks':>20} {'median ms':>10} {'max ms':>8}")
+        rows = [
+            measure(Path(tmp), 10),
+            measure(Path(tmp), args.chunks),
+            measure(Path(tmp), args.chunks, live=True),
+        ]
+    print(
+        f"\n{'transcribed chunks':>20} {'meetings':>10} {'median ms':>10} {'max ms':>8} "
+        f"{'POST /meetings ms':>18}"
+    )
     for r in rows:
-        print(f"{r['chunks']:>20,} {r['median_ms']:>10.1f} {r['max_ms']:>8.1f}")
+        created = r["creation_median_ms"]
+        print(
+            f"{r['chunks']:>20,} {r['meetings']:>10} {r['median_ms']:>10.1f} "
+            f"{r['max_ms']:>8.1f} {'' if created is None else f'{created:.1f}':>18}"
+        )
     if not args.no_save:
         save_results("metrics_scale", {"scrapes": SCRAPES, "rows": rows})
 
