@@ -53,9 +53,26 @@ def counted_requests(base: str) -> float:
     )
 
 
+def listening_sockets(port: int) -> int:
+    """Sockets listening on `port` (state 0A in /proc/net/tcp*): one per process that has
+    bound it with SO_REUSEPORT."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "0A":
+                count += 1
+    return count
+
+
 @pytest.fixture
 def three_processes(tmp_path):
     server = ServerProcess(tmp_path / "data", workers=0, extra=["--processes", "3"]).start()
+    # The first process answers before its siblings have bound the port; until they have,
+    # the kernel gives every connection to the first.
+    deadline = time.monotonic() + 30
+    while listening_sockets(server.port) < 3 and time.monotonic() < deadline:
+        time.sleep(0.1)
     yield server
     server.stop()
 
@@ -63,6 +80,7 @@ def three_processes(tmp_path):
 def test_processes_share_the_port_and_their_counts(three_processes, jfk_segments):
     base = three_processes.url
     assert len(server_pids(three_processes.port)) == 3
+    assert listening_sockets(three_processes.port) == 3
     meeting = create_meeting(base, tracks=["mic"])["id"]
     segment = jfk_segments[5.0][0]
     before = counted_requests(base)
