@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from sqlalchemy import and_, case, func, or_, select
+from sqlalchemy import and_, case, exists, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.chunk_state_counts import chunks_by_state
@@ -62,63 +62,70 @@ async def read_recent_rtf(db: Database) -> float:
 # every active meeting read into Python on each /metrics scrape and each POST /meetings:
 # with 50,000 chunks in 50 live meetings the server's RSS jumped by 190 MiB when their
 # recorders opened new meetings together (bench/README.md, "A long-running server").
+# Then it was every chunk of every active meeting summed in SQL, transcribed ones too: with
+# a million chunks in 189 meetings still recording, 1.15 s per scrape and per creation
+# (`./dev bench metrics_scale`). Now only pending chunks are read (found through the claim
+# index on state), and each meeting's newest upload is one probe of an index.
 _QUEUED = (ChunkState.QUEUED, ChunkState.WAITING)
-_NEXT = CHUNKS.alias("next_chunk")
-_IN_ACTIVE_MEETING = CHUNKS.join(
-    MEETINGS,
-    and_(MEETINGS.c.id == CHUNKS.c.meeting_id, MEETINGS.c.state.in_(ACTIVE_MEETINGS)),
-)
-# A track's first hole: the lowest seq that has not arrived (0 if seq 0 has not; else one
-# past the first chunk whose successor has not).
-_HOLES = (
-    select(
-        CHUNKS.c.meeting_id,
-        CHUNKS.c.track,
-        case(
-            (func.min(CHUNKS.c.seq) > 0, 0),
-            else_=func.min(case((_NEXT.c.id.is_(None), CHUNKS.c.seq + 1))),
-        ).label("hole"),
-    )
-    .select_from(
-        _IN_ACTIVE_MEETING.outerjoin(
-            _NEXT,
-            and_(
-                _NEXT.c.meeting_id == CHUNKS.c.meeting_id,
-                _NEXT.c.track == CHUNKS.c.track,
-                _NEXT.c.seq == CHUNKS.c.seq + 1,
-            ),
-        )
+_PREVIOUS = CHUNKS.alias("previous_chunk")
+# A waiting chunk whose predecessor never arrived is behind a hole, and so is every waiting
+# chunk above it in its track: they wait on it. Per track, the lowest such seq. (A chunk
+# promoted past a hole by the recovery sweep is queued, not waiting: the chunks behind it
+# are work again.)
+_FIRST_ORPHAN = (
+    select(CHUNKS.c.meeting_id, CHUNKS.c.track, func.min(CHUNKS.c.seq).label("seq"))
+    .where(
+        CHUNKS.c.state == ChunkState.WAITING,
+        CHUNKS.c.seq > 0,
+        ~exists().where(
+            _PREVIOUS.c.meeting_id == CHUNKS.c.meeting_id,
+            _PREVIOUS.c.track == CHUNKS.c.track,
+            _PREVIOUS.c.seq == CHUNKS.c.seq - 1,
+        ),
     )
     .group_by(CHUNKS.c.meeting_id, CHUNKS.c.track)
-    .cte("holes")
+    .cte("first_orphan")
 )
 _DURATION = func.coalesce(CHUNKS.c.duration_s, 0.0)
-_IS_PENDING = CHUNKS.c.state.in_(PENDING)
 _IS_QUEUED = CHUNKS.c.state.in_(_QUEUED)
-# Chunks behind a hole in their track (a seq that never arrived) may never become work, and
-# must not let one meeting fill the backlog for all.
-_IS_WORKABLE = and_(
-    _IS_PENDING, or_(CHUNKS.c.state != ChunkState.WAITING, CHUNKS.c.seq <= _HOLES.c.hole)
+_IS_WORKABLE = or_(
+    CHUNKS.c.state != ChunkState.WAITING,
+    _FIRST_ORPHAN.c.seq.is_(None),
+    CHUNKS.c.seq < _FIRST_ORPHAN.c.seq,
 )
 _PER_MEETING = (
     select(
         CHUNKS.c.meeting_id,
-        func.sum(case((_IS_PENDING, _DURATION), else_=0.0)),
+        func.sum(_DURATION),
         func.sum(case((_IS_WORKABLE, _DURATION), else_=0.0)),
         func.count(case((_IS_QUEUED, CHUNKS.c.id))),
         func.sum(case((_IS_QUEUED, _DURATION), else_=0.0)),
         func.min(case((_IS_QUEUED, CHUNKS.c.queued_at))),
-        func.max(CHUNKS.c.uploaded_at),
     )
     .select_from(
         CHUNKS.join(
-            _HOLES,
-            and_(_HOLES.c.meeting_id == CHUNKS.c.meeting_id, _HOLES.c.track == CHUNKS.c.track),
+            MEETINGS,
+            and_(MEETINGS.c.id == CHUNKS.c.meeting_id, MEETINGS.c.state.in_(ACTIVE_MEETINGS)),
+        ).outerjoin(
+            _FIRST_ORPHAN,
+            and_(
+                _FIRST_ORPHAN.c.meeting_id == CHUNKS.c.meeting_id,
+                _FIRST_ORPHAN.c.track == CHUNKS.c.track,
+            ),
         )
     )
+    .where(CHUNKS.c.state.in_(PENDING))
     .group_by(CHUNKS.c.meeting_id)
 )
-_ACTIVE = select(MEETINGS.c.id, MEETINGS.c.owner).where(MEETINGS.c.state.in_(ACTIVE_MEETINGS))
+_NEWEST = CHUNKS.alias("newest_chunk")
+# Each active meeting's newest upload: a probe of ix_chunks_meeting_uploaded per meeting.
+_ACTIVE = select(
+    MEETINGS.c.id,
+    MEETINGS.c.owner,
+    select(func.max(_NEWEST.c.uploaded_at))
+    .where(_NEWEST.c.meeting_id == MEETINGS.c.id)
+    .scalar_subquery(),
+).where(MEETINGS.c.state.in_(ACTIVE_MEETINGS))
 
 
 async def backlog_snapshot(
@@ -127,11 +134,10 @@ async def backlog_snapshot(
     b = Backlog()
     b.chunks_by_state = await chunks_by_state(session)
     b.transcribing = b.chunks_by_state.get(ChunkState.TRANSCRIBING, 0)
-    newest: dict[str, float] = {}
     pending: dict[str, float] = {}
     oldest_queued_at: float | None = None
     for row in await session.execute(_PER_MEETING):
-        meeting_id, pending_s, workable_s, queued, queued_s, first_queued_at, landed = row
+        meeting_id, pending_s, workable_s, queued, queued_s, first_queued_at = row
         pending[meeting_id] = pending_s or 0.0
         b.pending_audio_s += pending_s or 0.0
         b.workable_audio_s += workable_s or 0.0
@@ -139,12 +145,9 @@ async def backlog_snapshot(
         b.queued_audio_s += queued_s or 0.0
         if first_queued_at is not None:
             oldest_queued_at = min(first_queued_at, oldest_queued_at or first_queued_at)
-        if landed is not None:
-            newest[meeting_id] = landed
     if oldest_queued_at is not None:
         b.oldest_queued_age_s = max(0.0, now - oldest_queued_at)
-    for meeting_id, owner in await session.execute(_ACTIVE):
-        landed = newest.get(meeting_id)
+    for meeting_id, owner, landed in await session.execute(_ACTIVE):
         b.meetings[meeting_id] = MeetingLag(
             pending.get(meeting_id, 0.0), None if landed is None else now - landed, owner
         )

@@ -116,6 +116,8 @@ class Chunk(Base):
         Index("ix_chunks_claim", "state", "next_attempt_at"),
         # The most recent transcription times (admission's real-time factor).
         Index("ix_chunks_transcribed_at", "transcribed_at"),
+        # Each live meeting's newest upload (the backlog's per-meeting lag).
+        Index("ix_chunks_meeting_uploaded", "meeting_id", "uploaded_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)

@@ -25,6 +25,9 @@ CHUNKS = {
     ("a", "mic", 2): (S.WAITING, 30.0, 210.0, None),  # behind seq 1: work
     ("a", "mic", 4): (S.WAITING, 30.0, None, None),  # behind the hole at 3: not work
     ("a", "sys", 1): (S.WAITING, 10.0, None, None),  # seq 0 never came: not work
+    ("a", "cam", 0): (S.TRANSCRIBED, 5.0, 100.0, 90.0),
+    ("a", "cam", 2): (S.QUEUED, 5.0, 205.0, 230.0),  # promoted past the hole at 1
+    ("a", "cam", 3): (S.WAITING, 5.0, None, None),  # behind seq 2, which is queued: work
     ("b", "t", 0): (S.TRANSCRIBING, 20.0, 300.0, 250.0),
     ("b", "t", 1): (S.UPLOADED, None, 310.0, None),  # not validated yet: no duration
     ("c", "t", 0): (S.WAITING, 99.0, 400.0, 5.0),  # a complete meeting: not counted
@@ -76,13 +79,13 @@ def test_the_backlog_summed_by_the_database(tmp_path: Path) -> None:
 
     b = asyncio.run(run())
     # Pending: queued, waiting, uploaded or being transcribed, in active meetings.
-    assert b.pending_audio_s == 30 + 30 + 30 + 10 + 20 + 0
-    # Work: not the chunks behind a seq that never arrived.
-    assert b.workable_audio_s == 30 + 30 + 20
-    assert (b.queued_jobs, b.queued_audio_s) == (4, 100.0)
+    assert b.pending_audio_s == 30 + 30 + 30 + 10 + 5 + 5 + 20 + 0
+    # Work: not the chunks waiting on a seq that never arrived.
+    assert b.workable_audio_s == 30 + 30 + 5 + 5 + 20
+    assert (b.queued_jobs, b.queued_audio_s) == (6, 110.0)
     assert b.oldest_queued_age_s == NOW - 200.0  # the oldest queued_at of a queued chunk
     assert b.meetings == {
-        "a": MeetingLag(100.0, NOW - 210.0, "key-a"),
+        "a": MeetingLag(110.0, NOW - 210.0, "key-a"),
         "b": MeetingLag(20.0, NOW - 310.0, "key-b"),
         "d": MeetingLag(0.0, None, "key-d"),  # recording, nothing uploaded yet
     }
