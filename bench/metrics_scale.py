@@ -5,12 +5,14 @@ Then the same million chunks in 188 meetings still recording (long meetings in s
 segments), whose backlog figures read their pending chunks: scrapes, and meeting creations
 (which read the backlog for admission); then with 100,000 of those chunks still pending (no
 worker has taken them: the backlog a server with its admission limit lifted can hold).
-Run: `./dev bench metrics_scale` (about a minute and a half).
+With each, the server's CPU over 10 s when nobody calls it (what its sweeps cost).
+Run: `./dev bench metrics_scale` (about two minutes).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sqlite3
 import statistics
 import tempfile
@@ -30,6 +32,7 @@ PER_MEETING = 100
 # meetings, and the run creates a few more.
 LIVE_PER_MEETING = 5300
 CREATIONS = 5
+IDLE_S = 10.0
 PENDING = 100_000
 
 
@@ -57,8 +60,9 @@ def fill(
             "UPDATE meetings SET state = 'recording', finalized_at = NULL, completed_at = NULL"
         )
     con.executemany(
-        'INSERT INTO uploads (id, owner, "offset", length, meta, created_at) '
-        "VALUES (?, '', 90000, 90000, '{}', 0)",
+        # Kept with their meetings, as the server marks accepted chunks' uploads.
+        'INSERT INTO uploads (id, owner, "offset", length, meta, created_at, kept_with_meeting) '
+        "VALUES (?, '', 90000, 90000, '{}', 0, 1)",
         ((f"u{i}",) for i in range(chunks)),
     )
     con.executemany(
@@ -103,6 +107,19 @@ def creation_ms(url: str) -> list[float]:
     return times
 
 
+def idle_cpu_percent(pid: int, seconds: float = IDLE_S) -> float:
+    """The server's CPU while nobody calls it (its sweeps run every 2 s), % of one core."""
+
+    def ticks() -> int:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])  # utime + stime
+
+    before, started = ticks(), time.monotonic()
+    time.sleep(seconds)
+    used_s = (ticks() - before) / os.sysconf("SC_CLK_TCK")
+    return 100 * used_s / (time.monotonic() - started)
+
+
 def measure(root: Path, chunks: int, live: bool = False, pending: int = 0) -> dict[str, object]:
     data = root / f"data-{chunks}{'-live' if live else ''}-{pending}"
     server = RollscribeServer(data, "--processes", "1")  # makes the schema
@@ -117,6 +134,7 @@ def measure(root: Path, chunks: int, live: bool = False, pending: int = 0) -> di
         scrape_ms(server.url)  # warm
         times = scrape_ms(server.url)
         created = creation_ms(server.url) if live else None
+        idle = idle_cpu_percent(server.pid)
     finally:
         server.stop()
     return {
@@ -127,6 +145,7 @@ def measure(root: Path, chunks: int, live: bool = False, pending: int = 0) -> di
         "median_ms": statistics.median(times),
         "max_ms": max(times),
         "creation_median_ms": None if created is None else statistics.median(created),
+        "idle_cpu_percent": idle,
     }
 
 
@@ -145,13 +164,14 @@ def main() -> None:
         ]
     print(
         f"\n{'chunks':>20} {'pending':>8} {'meetings':>10} {'median ms':>10} {'max ms':>8} "
-        f"{'POST /meetings ms':>18}"
+        f"{'POST /meetings ms':>18} {'idle CPU %':>10}"
     )
     for r in rows:
         created = r["creation_median_ms"]
         print(
             f"{r['chunks']:>20,} {r['pending']:>8,} {r['meetings']:>10} {r['median_ms']:>10.1f} "
-            f"{r['max_ms']:>8.1f} {'' if created is None else f'{created:.1f}':>18}"
+            f"{r['max_ms']:>8.1f} {'' if created is None else f'{created:.1f}':>18} "
+            f"{r['idle_cpu_percent']:>10.1f}"
         )
     if not args.no_save:
         save_results("metrics_scale", {"scrapes": SCRAPES, "rows": rows})

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import bindparam, insert, select
+from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from codec.errors import InvalidOpusError
@@ -46,8 +46,19 @@ from storage.state_machine import (
 from storage.track_labels import set_track_label
 
 CHUNK_KEYS = ("meeting_id", "track", "seq", "start_ms")
+UPLOADS: Table = Upload.__table__  # type: ignore[assignment]
 # Prepared once, read with Core (as job_queue.chunk_at): every PATCH looks its chunk up.
 _CHUNK_OF_UPLOAD = select(CHUNKS).where(CHUNKS.c.upload_id == bindparam("upload_id"))
+# A chunk in one of these states was accepted: its upload is kept with the meeting.
+_PAST_VALIDATION = frozenset(
+    {
+        ChunkState.WAITING,
+        ChunkState.QUEUED,
+        ChunkState.TRANSCRIBING,
+        ChunkState.TRANSCRIBED,
+        ChunkState.FAILED,
+    }
+)
 MAX_SEQ = 10_000_000
 MAX_START_MS = 7 * 24 * 3600 * 1000
 
@@ -109,6 +120,14 @@ def parse_chunk_key(meta: dict[str, str | None]) -> ChunkKey | None:
         seq=_int_field(meta, "seq", MAX_SEQ),
         start_ms=_int_field(meta, "start_ms", MAX_START_MS),
         label=label,
+    )
+
+
+async def mark_kept(session: AsyncSession, upload_id: str, kept: bool) -> None:
+    """Whether the upload is part of its meeting (`Upload.kept_with_meeting`): the expiry
+    sweep leaves it alone."""
+    await session.execute(
+        update(UPLOADS).where(UPLOADS.c.id == upload_id).values(kept_with_meeting=kept)
     )
 
 
@@ -235,11 +254,18 @@ class ChunkIntake:
             )
         return Verdict(None, info.duration_s)
 
-    async def on_complete(self, session: AsyncSession, upload: Upload, verdict: object) -> None:
-        """uploading -> uploaded -> queued / waiting / rejected, in the offset's transaction."""
+    @staticmethod
+    def keeps(verdict: object) -> bool:
+        """Valid bytes of a chunk: the chunk goes to queued or waiting, and its upload stays
+        with the meeting."""
+        return isinstance(verdict, Verdict) and verdict.error is None
+
+    async def on_complete(self, session: AsyncSession, upload: Upload, verdict: object) -> bool:
+        """uploading -> uploaded -> queued / waiting / rejected, in the offset's transaction.
+        True when the chunk is past validation and kept with its meeting."""
         chunk = await self._chunk_for(session, upload.id)
         if chunk is None:
-            return
+            return False
         if chunk.state in (ChunkState.CREATED, ChunkState.UPLOADING):
             try:
                 await transition_chunk(
@@ -254,9 +280,10 @@ class ChunkIntake:
             except StaleState:
                 # The chunk moved meanwhile (cancelled): the bytes are still recorded, and
                 # recovery settles the chunk from what the database then says.
-                return
+                return False
         if isinstance(verdict, Verdict) and chunk.state == ChunkState.UPLOADED:
             await self._apply(session, chunk, verdict)
+        return chunk.state in _PAST_VALIDATION
 
     async def settle_unfinished(self) -> None:
         """Recovery: chunks whose upload completed but whose chunk did not hear of it (a
@@ -288,7 +315,8 @@ class ChunkIntake:
         """Recovery: every byte arrived but the crash came before the chunk heard of it."""
         verdict = await self.inspect(upload)
         async with self.db.write() as session:
-            await self.on_complete(session, upload, verdict)
+            if await self.on_complete(session, upload, verdict):
+                await mark_kept(session, upload.id, True)
 
     async def validate(self, chunk_id: int) -> None:
         """UPLOADED -> QUEUED / WAITING / REJECTED. Safe to repeat (restart recovery calls it)."""

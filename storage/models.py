@@ -21,6 +21,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -89,6 +90,17 @@ class Upload(Base):
     """One tus upload. Its bytes live in the blob store under the same id."""
 
     __tablename__ = "uploads"
+    __table_args__ = (
+        # What the expiry sweep reads: uploads neither terminated nor kept with a meeting
+        # (unfinished ones, and complete ones that became no accepted chunk). Without it,
+        # every sweep probed every upload ever kept: 478 ms each 2 s with a million chunks.
+        Index(
+            "ix_uploads_expiring",
+            "expires_at",
+            sqlite_where=text("terminated_at IS NULL AND kept_with_meeting = 0"),
+            postgresql_where=text("terminated_at IS NULL AND NOT kept_with_meeting"),
+        ),
+    )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     owner: Mapped[str] = mapped_column(String(64), default="")
@@ -102,6 +114,9 @@ class Upload(Base):
     created_at: Mapped[float] = mapped_column(Double)
     expires_at: Mapped[float | None] = mapped_column(Double)
     terminated_at: Mapped[float | None] = mapped_column(Double)
+    # Its chunk passed validation and is part of its meeting: the upload never expires (it
+    # goes with the meeting). Set in the transaction that records the last bytes.
+    kept_with_meeting: Mapped[bool] = mapped_column(Boolean, default=False)
     # A PATCH on another node found this upload locked by a stalled writer and asks it to
     # stop (the in-process takeover signal cannot cross nodes).
     takeover_at: Mapped[float | None] = mapped_column(Double)

@@ -13,18 +13,17 @@ import secrets
 import time
 from typing import Any, Protocol
 
-from sqlalchemy import Table, bindparam, func, insert, select, update
+from sqlalchemy import Select, and_, bindparam, false, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.blob_store import BlobStore
-from storage.chunk_intake import ExistingUpload
+from storage.chunk_intake import UPLOADS, ExistingUpload, mark_kept
 from storage.database import Database
 from storage.key_usage import add_upload_bytes
 from storage.models import Chunk, Upload
 from storage.state_machine import ChunkState
 
-UPLOADS: Table = Upload.__table__  # type: ignore[assignment]
 # Built once, as the chunk transitions (storage/state_machine.py): every tus request reads
 # an upload, every PATCH moves its offset.
 _INSERT_UPLOAD = insert(UPLOADS)
@@ -32,6 +31,10 @@ _UPLOAD_BY_ID = select(UPLOADS).where(UPLOADS.c.id == bindparam("upload_id"))
 _MOVE_OFFSET = update(UPLOADS).where(
     UPLOADS.c.id == bindparam("_id"), UPLOADS.c.offset == bindparam("_old")
 )
+
+
+# Uploads the expiry sweep looks at: ix_uploads_expiring's condition (storage/models.py).
+_EXPIRING = and_(UPLOADS.c.terminated_at.is_(None), UPLOADS.c.kept_with_meeting == false())
 
 
 def _row(upload: Upload) -> dict[str, Any]:
@@ -73,8 +76,13 @@ class UploadIntake(Protocol):
     async def on_progress(self, session: AsyncSession, upload: Upload) -> None:
         """In the transaction that records the upload's first bytes."""
 
-    async def on_complete(self, session: AsyncSession, upload: Upload, verdict: object) -> None:
-        """In the transaction that records the last bytes (or creates a complete upload)."""
+    def keeps(self, verdict: object) -> bool:
+        """Whether an upload with this verdict becomes part of its meeting (kept until the
+        meeting is deleted, never expired)."""
+
+    async def on_complete(self, session: AsyncSession, upload: Upload, verdict: object) -> bool:
+        """In the transaction that records the last bytes (or creates a complete upload).
+        True: the upload is part of its meeting now."""
 
     async def on_terminate(self, session: AsyncSession, upload: Upload) -> None:
         """In the transaction that terminates the upload. May raise Refused."""
@@ -147,17 +155,23 @@ class UploadStore:
         also pushes the expiry back: an upload expires when it stops moving, not while sent."""
         complete = upload.length is not None and new == upload.length
         verdict = await self.intake.inspect(upload) if complete else None
+        values = {"_id": upload.id, "_old": old, "offset": new, "expires_at": expires_at}
+        # Marked kept in the same statement when the verdict says so (no statement more on
+        # the path of every upload); unmarked below in the rare case the chunk is not kept.
+        keeps = complete and self.intake.keeps(verdict)
+        if keeps:
+            values["kept_with_meeting"] = True
         async with self.db.write() as session:
-            result = await session.execute(
-                _MOVE_OFFSET,
-                {"_id": upload.id, "_old": old, "offset": new, "expires_at": expires_at},
-            )
+            result = await session.execute(_MOVE_OFFSET, values)
             if result.rowcount != 1:
                 return False
             upload.offset = new
             add_upload_bytes(session, upload.owner, new - old)
             if complete:
-                await self.intake.on_complete(session, upload, verdict)
+                kept = await self.intake.on_complete(session, upload, verdict)
+                if keeps and not kept:
+                    await mark_kept(session, upload.id, False)
+                upload.kept_with_meeting = kept
             elif old == 0:
                 await self.intake.on_progress(session, upload)
         upload.expires_at = expires_at
@@ -167,7 +181,9 @@ class UploadStore:
         """An upload complete at creation (zero length, or a final concatenation)."""
         verdict = await self.intake.inspect(upload)
         async with self.db.write() as session:
-            await self.intake.on_complete(session, upload, verdict)
+            if await self.intake.on_complete(session, upload, verdict):
+                await mark_kept(session, upload.id, True)
+                upload.kept_with_meeting = True
 
     async def terminate(self, upload: Upload) -> None:
         """tus DELETE: the intake may refuse (an accepted chunk); then the row is marked and
@@ -180,21 +196,9 @@ class UploadStore:
     # ---- for the expiry sweep and meeting deletion ---------------------------------------
 
     async def expired(self, now: float, expiry_s: float) -> list[Upload]:
-        """Uploads past their expiry that no meeting keeps. Rows written before finals had
-        an expiry count from their creation."""
-        kept = (
-            select(Chunk.id)
-            .where(Chunk.upload_id == Upload.id, Chunk.state.in_(_KEPT_WITH_MEETING))
-            .exists()
-        )
+        """Uploads past their expiry that no meeting keeps."""
         async with self.db.read() as session:
-            rows = await session.execute(
-                select(Upload).where(
-                    Upload.terminated_at.is_(None),
-                    func.coalesce(Upload.expires_at, Upload.created_at + expiry_s) < now,
-                    ~kept,
-                )
-            )
+            rows = await session.execute(expiry_candidates(now, expiry_s))
             return list(rows.scalars().all())
 
     async def expire(self, now: float, expiry_s: float) -> tuple[int, int]:
@@ -227,6 +231,24 @@ class UploadStore:
             return result.rowcount == 1
 
 
+def expiry_candidates(now: float, expiry_s: float) -> Select[tuple[Upload]]:
+    """The expiry sweep's read. Rows written before finals had an expiry count from their
+    creation."""
+    # The flag spares the probe of the chunk for every upload a meeting keeps (the partial
+    # index holds only the others); the probe stays for an upload kept without the flag
+    # (its chunk completed by the recovery sweep after a crash).
+    kept = (
+        select(Chunk.id)
+        .where(Chunk.upload_id == Upload.id, Chunk.state.in_(_KEPT_WITH_MEETING))
+        .exists()
+    )
+    return select(Upload).where(
+        _EXPIRING,  # the partial index's own condition, so that the planner takes it
+        func.coalesce(Upload.expires_at, Upload.created_at + expiry_s) < now,
+        ~kept,
+    )
+
+
 async def mark_terminated(session: AsyncSession, upload_ids: list[str], now: float) -> None:
     """In the caller's transaction: the uploads' bytes are gone (or going)."""
     await session.execute(update(Upload).where(Upload.id.in_(upload_ids)).values(terminated_at=now))
@@ -252,4 +274,5 @@ def make_upload(
         concat_parts=concat_parts,
         created_at=time.time(),
         expires_at=expires_at,
+        kept_with_meeting=False,
     )
