@@ -31,6 +31,10 @@ async def chunks_by_state(session: AsyncSession) -> dict[str, int]:
 
 async def fold_deltas(db: Database) -> None:
     """Add the deltas to the totals and drop them, as one change."""
+    # No delta since the last fold (an idle server): no write transaction.
+    async with db.read() as session:
+        if (await session.execute(select(ChunkStateDelta.id).limit(1))).first() is None:
+            return
     async with db.write() as session:
         if db.is_sqlite:
             # Writers are serial: the two statements see the same deltas.

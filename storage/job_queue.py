@@ -503,19 +503,16 @@ async def _retry_or_fail(
 async def reap_expired_leases(db: Database, policy: RetryPolicy, now: float | None = None) -> int:
     """Chunk jobs whose worker stopped heartbeating go back to the queue (or to FAILED)."""
     now = time.time() if now is None else now
+    expired_leases = select(Chunk).where(
+        Chunk.state == ChunkState.TRANSCRIBING, Chunk.lease_expires_at < now
+    )
+    # Looked for outside a write transaction first: a sweep with nothing to do (nearly every
+    # sweep) takes no write lock, which on SQLite every upload would wait behind.
+    async with db.read() as session:
+        if (await session.execute(expired_leases.limit(1))).first() is None:
+            return 0
     async with db.write() as session:
-        expired = (
-            (
-                await session.execute(
-                    select(Chunk).where(
-                        Chunk.state == ChunkState.TRANSCRIBING,
-                        Chunk.lease_expires_at < now,
-                    )
-                )
-            )
-            .scalars()
-            .all()
-        )
+        expired = (await session.execute(expired_leases)).scalars().all()
         for chunk in expired:
             await _retry_or_fail(
                 session,

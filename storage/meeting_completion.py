@@ -160,16 +160,18 @@ async def abandon_silent_meetings(db: Database, abandon_after_s: float) -> int:
     """Meetings still recording that got no chunk within `abandon_after_s` of creation."""
     cutoff = time.time() - abandon_after_s
     abandoned = 0
+    silent_meetings = select(Meeting).where(
+        Meeting.state == MeetingState.RECORDING,
+        Meeting.created_at < cutoff,
+        ~select(Chunk.id).where(Chunk.meeting_id == Meeting.id).exists(),
+    )
+    # Looked for outside a write transaction first (then decided again inside one): a sweep
+    # with nothing to do takes no write lock.
+    async with db.read() as session:
+        if (await session.execute(silent_meetings.limit(1))).first() is None:
+            return 0
     async with db.write() as session:
-        silent = (
-            await session.execute(
-                select(Meeting).where(
-                    Meeting.state == MeetingState.RECORDING,
-                    Meeting.created_at < cutoff,
-                    ~select(Chunk.id).where(Chunk.meeting_id == Meeting.id).exists(),
-                )
-            )
-        ).scalars()
+        silent = (await session.execute(silent_meetings)).scalars()
         for meeting in list(silent):
             try:
                 await transition_meeting(
