@@ -218,10 +218,14 @@ def test_the_desktop_recorder_names_the_language(base_server, tmp_path):
 def test_the_desktop_recorder_stops_on_a_language_the_server_refuses(protocol_server, tmp_path):
     done = _record_cli(protocol_server.url, tmp_path / "spool", "--language", "de")
     assert done.returncode == 1
-    assert done.stderr.strip().splitlines()[-1].startswith(
-        "rollscribe record: the server refused: 400 ERR_LANGUAGE_NOT_IN_MODEL: the server's "
-        "model cannot transcribe this language: language is 'de', but the model tiny.en is "
-        "English-only"
+    assert (
+        done.stderr.strip()
+        .splitlines()[-1]
+        .startswith(
+            "rollscribe record: the server refused: 400 ERR_LANGUAGE_NOT_IN_MODEL: the server's "
+            "model cannot transcribe this language: language is 'de', but the model tiny.en is "
+            "English-only"
+        )
     ), done.stderr
 
 

@@ -120,7 +120,7 @@ def test_the_migration_marks_uploads_whose_chunk_is_past_validation(tmp_path: Pa
         _run_sql(
             url,
             *(
-                "INSERT INTO uploads (id, owner, \"offset\", length, meta, created_at) "
+                'INSERT INTO uploads (id, owner, "offset", length, meta, created_at) '
                 f"VALUES ('u_{state}', '', 4, 4, '{{}}', {now})"
                 for state in [*states, "plain"]
             ),

@@ -121,9 +121,7 @@ def describe(name: str, folder: Path) -> ModelInfo:
     rule, the language codes from the tokens its config lists as languages."""
     missing = missing_files(folder)
     if missing:
-        raise ModelUnavailable(
-            f"model folder {folder} is incomplete: missing {', '.join(missing)}"
-        )
+        raise ModelUnavailable(f"model folder {folder} is incomplete: missing {', '.join(missing)}")
     try:
         if (folder / "vocabulary.json").is_file():
             vocabulary = len(json.loads((folder / "vocabulary.json").read_text("utf-8")))
