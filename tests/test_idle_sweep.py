@@ -23,16 +23,16 @@ from storage.state_machine import ChunkState, MeetingState, new_chunk, new_meeti
 from storage.upload_store import UploadStore, make_upload
 from tests.databases import database_url_for
 
-NOW = time.time()
-
 
 async def _store(db: Database, *, silent_for_s: float, lease_left_s: float) -> None:
     """A meeting recording with a chunk being transcribed (its lease `lease_left_s` from
-    now), and a meeting created `silent_for_s` ago that got no chunk."""
+    now), and a meeting created `silent_for_s` ago that got no chunk. (Now, not when the
+    module was imported: a suite runs for minutes.)"""
+    now = time.time()
     async with db.write() as s:
         busy = new_meeting(meeting_id="busy", external_id=None, title=None, tracks=[])
         silent = new_meeting(meeting_id="silent", external_id=None, title=None, tracks=[])
-        silent.created_at = NOW - silent_for_s
+        silent.created_at = now - silent_for_s
         s.add_all([busy, silent])
         upload = make_upload(
             upload_id="u0", length=1, meta={}, concat=None, concat_parts=None, expires_at=None
@@ -44,7 +44,7 @@ async def _store(db: Database, *, silent_for_s: float, lease_left_s: float) -> N
         chunk = new_chunk(meeting_id="busy", track="mic", seq=0, start_ms=0, upload_id="u0")
         chunk.state = ChunkState.TRANSCRIBING  # test setup only
         chunk.lease_owner = "worker-1"
-        chunk.lease_expires_at = NOW + lease_left_s
+        chunk.lease_expires_at = now + lease_left_s
         chunk.attempts = 1
         s.add(chunk)
 
