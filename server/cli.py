@@ -71,7 +71,8 @@ async def _serve(args: argparse.Namespace, argv: list[str]) -> None:
     if not config.sibling:
         print(
             f"rollscribe listening on http://{config.host}:{port} (data: {config.data_dir}, "
-            f"{config.processes} server process{'es' if config.processes > 1 else ''})",
+            f"{config.processes} server process{'es' if config.processes > 1 else ''}, "
+            f"event loop {config.event_loop})",
             flush=True,
         )
     stop = asyncio.Event()
@@ -210,6 +211,12 @@ def main(argv: list[str] | None = None) -> None:
     # Alembic narrates each plugin and migration context at INFO; `db` prints the outcome.
     logging.getLogger("alembic").setLevel(logging.WARNING)
     if args.command == "serve":
+        from server.event_loop import EVENT_LOOPS, run_on
+
+        if args.event_loop not in EVENT_LOOPS:  # argparse checks a flag's value, not a default
+            serve.error(
+                f"ROLLSCRIBE_EVENT_LOOP: {args.event_loop!r} is not one of {', '.join(EVENT_LOOPS)}"
+            )
         argv = list(sys.argv[1:] if argv is None else argv)
         serve_argv = argv[argv.index("serve") + 1 :]
         if args.processes == 0:
@@ -223,7 +230,7 @@ def main(argv: list[str] | None = None) -> None:
         from server.heap_trim import limit_arenas
 
         limit_arenas()  # before the server's threads start
-        asyncio.run(_serve(args, serve_argv))
+        run_on(args.event_loop, _serve(args, serve_argv))
     elif args.command == "models":
         _list_models()
     elif args.command == "record":

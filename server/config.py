@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from server.event_loop import DEFAULT_EVENT_LOOP, EVENT_LOOPS
 from server.key_limits import KeyLimits
 from server.webhook_targets import IpNetwork, parse_networks
 from storage.blob_store import add_blob_store_arguments
@@ -25,6 +26,7 @@ class ServerConfig:
     # Server processes sharing the port (SO_REUSEPORT); the first also runs the sweeps,
     # webhook deliveries and the worker pool. The flag's 0 means one per core.
     processes: int = 1
+    event_loop: str = DEFAULT_EVENT_LOOP
     sibling: bool = False  # one of the extra processes (started by the first)
     worker_threads: int = 0  # 0: the machine's cores shared among the workers
     model: str | None = None  # a name or folder (transcribe/model_catalog.py); None: tiny.en
@@ -91,6 +93,12 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         # with SQLite, 2 processes served fewer small uploads than 1 (bench/README.md).
         default=_env("PROCESSES", "1"),
         help="server processes serving the port (SO_REUSEPORT; 0: one per core; default 1)",
+    )
+    parser.add_argument(
+        "--event-loop",
+        choices=EVENT_LOOPS,
+        default=_env("EVENT_LOOP", d.event_loop),
+        help="the asyncio event loop each server process runs on (default: uvloop)",
     )
     # Internal: how the first process starts the others.
     parser.add_argument("--sibling", action="store_true", help=argparse.SUPPRESS)
@@ -263,6 +271,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         workers=args.workers,
         processes=args.processes or (os.cpu_count() or 1),  # main() resolved 0 already
         sibling=args.sibling,
+        event_loop=args.event_loop,
         worker_threads=args.worker_threads,
         model=args.model,
         device=args.device,

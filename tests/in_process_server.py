@@ -16,6 +16,7 @@ from pathlib import Path
 
 from server.app import build_app
 from server.config import add_serve_arguments, config_from_args
+from server.event_loop import new_event_loop
 from server.http_protocol import AppRunner
 from server.key_ring import KeyRing
 from tests.databases import storage_args
@@ -54,7 +55,7 @@ class InProcessServer:
         )
         config = config_from_args(args)
         keys = KeyRing(config.api_keys_file, config.api_keys, config.key_limits)
-        self._loop = asyncio.new_event_loop()
+        self._loop = new_event_loop(config.event_loop)
         started: Future[None] = Future()
 
         async def serve() -> None:
