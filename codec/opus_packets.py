@@ -88,10 +88,7 @@ def has_dave_trailer(packet: bytes) -> bool:
     return DAVE_MIN_SUPPLEMENTAL <= packet[-3] <= len(packet)
 
 
-def packet_layout_error(packet: bytes) -> str | None:
-    """Why libopus cannot lay this packet out as Opus frames, or None when it can."""
-    if not packet:
-        return None  # an empty packet: a lost frame (RFC 7845 allows it)
+def _libopus_layout_error(packet: bytes) -> str | None:
     sizes = _Sizes()  # per call: validation runs in several threads at once
     frames = _parse(packet, len(packet), None, None, sizes, None)
     if frames < 0:
@@ -100,6 +97,39 @@ def packet_layout_error(packet: bytes) -> str | None:
 
 
 _ERRORS = {-1: "bad argument", -4: "invalid packet"}
+_INVALID_PACKET = f"libopus error -4: {_ERRORS[-4]}"
+# What a frame's bytes may not exceed when no length is coded for it (RFC 6716 3.2.1):
+# libopus's opus_packet_parse refuses a longer implicit frame with OPUS_INVALID_PACKET.
+MAX_FRAME_BYTES = 1275
+
+
+def packet_layout_error(packet: bytes) -> str | None:
+    """Why libopus cannot lay this packet out as Opus frames, or None when it can."""
+    if not packet:
+        return None  # an empty packet: a lost frame (RFC 7845 allows it)
+    code = packet[0] & 0x3
+    # Codes 0 and 1 (one frame, two of equal size: what encoders write almost always) are
+    # judged here by opus_packet_parse's own two rules for them: every chunk's validation
+    # lays out each of its ~1,500 packets, and the ctypes call cost more than the rest of
+    # the packet's checks together (bench/README.md, "Many small uploads"). Codes 2 and 3
+    # (coded lengths, padding) go to libopus. tests/test_opus_packet_rules.py holds the
+    # two to the same answers.
+    if code == 0:
+        return _INVALID_PACKET if len(packet) - 1 > MAX_FRAME_BYTES else None
+    if code == 1:
+        payload = len(packet) - 1
+        return _INVALID_PACKET if payload & 1 or payload // 2 > MAX_FRAME_BYTES else None
+    return _libopus_layout_error(packet)
+
+
+def _libopus_samples(packet: bytes) -> int:
+    return int(_get_nb_samples(packet, len(packet), SAMPLE_RATE))
+
+
+# opus_packet_get_nb_samples reads only the TOC byte and, for code 3, the frame count in the
+# second byte: its answer for a packet's first two bytes is its answer for the packet. Kept
+# per key (at most 65,792 of them), each asked of libopus once.
+_SAMPLES_BY_HEAD: dict[bytes, int] = {}
 
 
 def packet_samples(packet: bytes) -> int:
@@ -107,7 +137,10 @@ def packet_samples(packet: bytes) -> int:
     (opus_packet_get_nb_samples); InvalidOpusError for a packet libopus cannot read."""
     if not packet:
         return 0  # an empty packet: a lost frame, nothing to count
-    samples = _get_nb_samples(packet, len(packet), SAMPLE_RATE)
+    head = packet[:2]
+    samples = _SAMPLES_BY_HEAD.get(head)
+    if samples is None:
+        samples = _SAMPLES_BY_HEAD[head] = _libopus_samples(head)
     if samples < 0:
         raise InvalidOpusError(f"an audio packet is not Opus (libopus error {samples})")
-    return int(samples)
+    return samples

@@ -64,23 +64,35 @@ class PacketAssembler:
                 f"page {page.sequence} starts a new packet while packet {self.index} is unfinished"
             )
         lacing = page.header[27 : 27 + page.header[26]]
+        body = page.body
         done: list[tuple[int, bytes]] = []
-        position = 0
+        start = end = 0  # the packet being read: body[start:end]
         for size in lacing:
+            end += size
+            if size == 255:
+                continue  # the packet goes on
             if self.index >= 2:
-                self._partial += page.body[position : position + size]
-                if len(self._partial) > MAX_AUDIO_PACKET:
-                    raise InvalidOpusError(
-                        f"audio packet {self.index - 2} is larger than {MAX_AUDIO_PACKET} "
-                        "bytes, more than any Opus packet"
-                    )
-            position += size
-            if size < 255:
-                if self.index >= 2:
-                    done.append((self.index - 2, bytes(self._partial)))
-                self._partial.clear()
-                self.index += 1
+                if self._partial:  # begun on an earlier page
+                    self._partial += body[start:end]
+                    packet = bytes(self._partial)
+                    self._partial.clear()
+                else:  # the whole packet is on this page: sliced, not copied twice
+                    packet = body[start:end]
+                self._check_size(len(packet))
+                done.append((self.index - 2, packet))
+            self.index += 1
+            start = end
+        if self.index >= 2 and end > start:  # a packet that goes on to the next page
+            self._partial += body[start:end]
+            self._check_size(len(self._partial))
         return done
+
+    def _check_size(self, size: int) -> None:
+        if size > MAX_AUDIO_PACKET:
+            raise InvalidOpusError(
+                f"audio packet {self.index - 2} is larger than {MAX_AUDIO_PACKET} "
+                "bytes, more than any Opus packet"
+            )
 
 
 # A stream is taken for ciphertext when this share of its audio packets (those longer than
