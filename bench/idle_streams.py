@@ -18,18 +18,12 @@ import aiohttp
 import numpy as np
 
 from bench.comparison_servers import WORK
-from bench.server_under_test import RollscribeServer, save_results
+from bench.server_under_test import RollscribeServer, cpu_seconds, save_results
 from codec.segmenter import OggOpusFileWriter
 
 STREAMS = 1000
 MEETINGS = 100
 MEASURE_S = 30.0
-TICKS = 1.0 / 100  # os.sysconf("SC_CLK_TCK") is 100 on Linux
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) * TICKS  # utime + stime
 
 
 async def follow(

@@ -12,7 +12,6 @@ Run: `./dev bench metrics_scale` (about two minutes).
 from __future__ import annotations
 
 import argparse
-import os
 import sqlite3
 import statistics
 import tempfile
@@ -22,7 +21,7 @@ from pathlib import Path
 import requests
 
 from bench.comparison_servers import WORK
-from bench.server_under_test import RollscribeServer, save_results
+from bench.server_under_test import RollscribeServer, cpu_seconds, save_results
 
 SCRAPES = 20
 PER_MEETING = 100
@@ -110,13 +109,9 @@ def creation_ms(url: str) -> list[float]:
 def idle_cpu_percent(pid: int, seconds: float = IDLE_S) -> float:
     """The server's CPU while nobody calls it (its sweeps run every 2 s), % of one core."""
 
-    def ticks() -> int:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return int(fields[11]) + int(fields[12])  # utime + stime
-
-    before, started = ticks(), time.monotonic()
+    before, started = cpu_seconds(pid), time.monotonic()
     time.sleep(seconds)
-    used_s = (ticks() - before) / os.sysconf("SC_CLK_TCK")
+    used_s = cpu_seconds(pid) - before
     return 100 * used_s / (time.monotonic() - started)
 
 

@@ -29,6 +29,41 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _stat_fields(pid: int) -> list[str]:
+    # After the command's closing parenthesis (a command may hold spaces and parentheses).
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def cpu_seconds(pid: int, descendants: bool = False) -> float:
+    """User + system CPU of a process (all its threads) from /proc; with `descendants`, also
+    that of the processes it started that are still running (rollscribe's validation pool
+    and sibling servers) and of those it has reaped."""
+    pids = [pid]
+    if descendants:
+        parents: dict[int, int] = {}
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    parents[int(entry.name)] = int(_stat_fields(int(entry.name))[1])
+                except (OSError, IndexError, ValueError):
+                    continue  # gone meanwhile
+        frontier = [pid]
+        while frontier:
+            children = [p for p, parent in parents.items() if parent in frontier]
+            pids += children
+            frontier = children
+    ticks = 0
+    for p in pids:
+        try:
+            fields = _stat_fields(p)
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])  # utime + stime
+        if descendants:
+            ticks += int(fields[13]) + int(fields[14])  # cutime + cstime: reaped children
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def rss_kib(pid: int, field: str = "VmRSS") -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(field + ":"):

@@ -24,13 +24,19 @@ import aiohttp
 import numpy as np
 
 from bench.comparison_servers import WORK, RunningServer, start_all
-from bench.server_under_test import RollscribeServer, fresh_postgres_database, save_results
+from bench.server_under_test import (
+    RollscribeServer,
+    cpu_seconds,
+    fresh_postgres_database,
+    save_results,
+)
 from codec.segmenter import OggOpusFileWriter, iter_pcm
 
 JFK = Path(__file__).resolve().parents[2] / "shared" / "data" / "jfk.flac"
 CLIENTS = 200
 UPLOADS_PER_CLIENT = 10
 TUS = {"Tus-Resumable": "1.0.0"}
+ASYNCIO_ROW = "rollscribe, asyncio event loop"
 
 
 def segment(folder: Path) -> bytes:
@@ -137,6 +143,13 @@ def main() -> None:
         name = f"rollscribe, {os.cpu_count()} processes"
         servers.insert(1, RunningServer(name, several.url + "/files/", several.process))
         running.callback(servers[1].stop)
+        # The default again on the standard library's event loop: what uvloop buys.
+        stdlib_loop = RollscribeServer(root / "rsa", "--processes", "1", "--event-loop", "asyncio")
+        servers.insert(
+            1,
+            RunningServer(ASYNCIO_ROW, stdlib_loop.url + "/files/", stdlib_loop.process),
+        )
+        running.callback(servers[1].stop)
         if args.postgres:
             for label, processes in (("1 process", "1"), (f"{os.cpu_count()} processes", "0")):
                 url = running.enter_context(fresh_postgres_database(args.postgres))
@@ -152,24 +165,32 @@ def main() -> None:
             meetings: list[str | None] = [None] * CLIENTS
             if srv.name.startswith("rollscribe"):
                 meetings = asyncio.run(make_meetings(srv.url.removesuffix("/files/")))
+            cpu_before = cpu_seconds(srv.process.pid, descendants=True)
             rows[srv.name] = asyncio.run(run(srv.url, body, meetings))
+            used = cpu_seconds(srv.process.pid, descendants=True) - cpu_before
+            rows[srv.name]["server_cpu_ms_per_upload"] = 1000 * used / rows[srv.name]["uploads"]
     print(
         f"\n{CLIENTS} clients x {UPLOADS_PER_CLIENT} uploads of a {len(body) // 1000} KB "
         "30 s Ogg Opus segment (POST + PATCH each)\n"
     )
-    print(f"{'server':30} {'req/s':>7} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
+    print(
+        f"{'server':34} {'req/s':>7} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} "
+        f"{'CPU ms/upload':>13}"
+    )
     for name, r in rows.items():
         print(
-            f"{name:30} {r['requests_per_s']:7.0f} {r['p50_ms']:8.0f} {r['p99_ms']:8.0f} "
-            f"{r['max_ms']:8.0f}"
+            f"{name:34} {r['requests_per_s']:7.0f} {r['p50_ms']:8.0f} {r['p99_ms']:8.0f} "
+            f"{r['max_ms']:8.0f} {r['server_cpu_ms_per_upload']:13.1f}"
         )
     rs = rows["rollscribe"]["requests_per_s"]
     node = rows["@tus/server"]["requests_per_s"]
     py = rows["tuspyserver"]["requests_per_s"]
     many = rows[f"rollscribe, {os.cpu_count()} processes"]["requests_per_s"]
+    stdlib = rows[ASYNCIO_ROW]["requests_per_s"]
     print(
         f"\nreq/s: rollscribe / @tus/server {rs / node:.2f}x, / tuspyserver {rs / py:.2f}x; "
-        f"{os.cpu_count()} processes / @tus/server {many / node:.2f}x"
+        f"{os.cpu_count()} processes / @tus/server {many / node:.2f}x; "
+        f"uvloop / asyncio's loop {rs / stdlib:.2f}x"
     )
     save_results(
         "small_uploads",
