@@ -37,10 +37,12 @@ from storage.refusals import Refused, Rule
 from storage.state_machine import (
     CHUNKS,
     ChunkState,
+    Hop,
     MeetingState,
     StaleState,
     new_chunk_values,
     transition_chunk,
+    transition_chunk_through,
     transition_meeting,
 )
 from storage.track_labels import set_track_label
@@ -267,16 +269,19 @@ class ChunkIntake:
         if chunk is None:
             return False
         if chunk.state in (ChunkState.CREATED, ChunkState.UPLOADING):
-            try:
-                await transition_chunk(
-                    session,
-                    chunk,
+            hops = [
+                Hop(
                     ChunkState.UPLOADED,
-                    event="chunk.uploaded",
-                    payload={"bytes": upload.offset},
-                    bytes=upload.offset,
-                    uploaded_at=time.time(),
+                    "chunk.uploaded",
+                    {"bytes": upload.offset},
+                    {"bytes": upload.offset, "uploaded_at": time.time()},
                 )
+            ]
+            if isinstance(verdict, Verdict) and verdict.error is None:
+                # Valid bytes: on to queued or waiting in the same UPDATE (the usual upload).
+                hops.append(await self._ready_hop(session, chunk, verdict))
+            try:
+                await transition_chunk_through(session, chunk, hops)
             except StaleState:
                 # The chunk moved meanwhile (cancelled): the bytes are still recorded, and
                 # recovery settles the chunk from what the database then says.
@@ -330,6 +335,17 @@ class ChunkIntake:
             if chunk is not None and chunk.state == ChunkState.UPLOADED:
                 await self._apply(session, chunk, verdict)
 
+    @staticmethod
+    async def _ready_hop(session: AsyncSession, chunk: Chunk, verdict: Verdict) -> Hop:
+        """uploaded -> queued (its track's previous chunk is done) or waiting."""
+        target = await ready_state_for(session, chunk)
+        return Hop(
+            target,
+            f"chunk.{target.value}",
+            {"duration_s": verdict.duration_s},
+            {"duration_s": verdict.duration_s, "queued_at": time.time()},
+        )
+
     async def _apply(self, session: AsyncSession, chunk: Chunk, verdict: Verdict) -> None:
         try:
             if verdict.error is not None:
@@ -343,15 +359,8 @@ class ChunkIntake:
                 )
                 await promote_successor(session, chunk)
                 return
-            target = await ready_state_for(session, chunk)
-            await transition_chunk(
-                session,
-                chunk,
-                target,
-                event=f"chunk.{target.value}",
-                payload={"duration_s": verdict.duration_s},
-                duration_s=verdict.duration_s,
-                queued_at=time.time(),
+            await transition_chunk_through(
+                session, chunk, [await self._ready_hop(session, chunk, verdict)]
             )
         except StaleState:
             return

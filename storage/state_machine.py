@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import ColumnElement, Table, bindparam, update
@@ -88,6 +89,16 @@ def record_event(
     log_event(session, meeting_id, type_, payload)
 
 
+@dataclass(frozen=True)
+class Hop:
+    """One transition of a chunk: the state it goes to, its event, and the columns it sets."""
+
+    target: ChunkState
+    event: str | None = None
+    payload: dict[str, Any] | None = None
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
 async def transition_chunk(
     session: AsyncSession,
     chunk: Chunk,
@@ -102,35 +113,55 @@ async def transition_chunk(
 
     `guard` adds conditions to the compare-and-set, e.g. that the caller still holds the lease.
     """
+    await transition_chunk_through(session, chunk, [Hop(target, event, payload, fields)], guard)
+
+
+async def transition_chunk_through(
+    session: AsyncSession,
+    chunk: Chunk,
+    hops: Sequence[Hop],
+    guard: Sequence[ColumnElement[bool]] = (),
+) -> None:
+    """Transitions one after another in one compare-and-set: each hop must be legal from the
+    state before it, the row is written once (the last state, every hop's columns) on the
+    condition that it still holds the first, and each hop's event is logged, in order. A
+    chunk that passes through a state inside one transaction (uploaded, on its way to queued
+    as its upload completes) costs one UPDATE, not one per hop."""
     current = ChunkState(chunk.state)
-    if target not in CHUNK_TRANSITIONS[current]:
-        raise IllegalTransition("chunk", current, target)
-    if "state" in fields:
-        raise ValueError("pass the target state as `target`")
+    state = current
+    values: dict[str, Any] = {}
+    for hop in hops:
+        if hop.target not in CHUNK_TRANSITIONS[state]:
+            raise IllegalTransition("chunk", state, hop.target)
+        if "state" in hop.fields:
+            raise ValueError("pass the target state as `target`")
+        values.update(hop.fields)
+        state = hop.target
     if guard:
         statement = (
             update(CHUNKS)
             .where(CHUNKS.c.id == chunk.id, CHUNKS.c.state == current, *guard)
-            .values(state=target, **fields)
+            .values(state=state, **values)
         )
         result = await session.execute(statement)
     else:
         result = await session.execute(
-            _CHUNK_TRANSITION, {"_id": chunk.id, "_current": current, "state": target, **fields}
+            _CHUNK_TRANSITION, {"_id": chunk.id, "_current": current, "state": state, **values}
         )
     if result.rowcount != 1:
         raise StaleState(f"chunk {chunk.id} is no longer {current.value!r}")
     # What the row now holds, as loaded: marked as changed, the session would write the same
     # values again in a second UPDATE at flush.
-    set_committed_value(chunk, "state", target)
-    for name, value in fields.items():
+    set_committed_value(chunk, "state", state)
+    for name, value in values.items():
         set_committed_value(chunk, name, value)
-    if target is ChunkState.TRANSCRIBED:
+    if state is ChunkState.TRANSCRIBED:
         await _observe_transcribed(session, chunk)
-    if event is not None:
-        body = {"track": chunk.track, "seq": chunk.seq, "state": target.value}
-        body.update(payload or {})
-        record_event(session, chunk.meeting_id, event, body)
+    for hop in hops:
+        if hop.event is not None:
+            body = {"track": chunk.track, "seq": chunk.seq, "state": hop.target.value}
+            body.update(hop.payload or {})
+            record_event(session, chunk.meeting_id, hop.event, body)
 
 
 async def transition_meeting(

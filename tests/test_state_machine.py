@@ -16,12 +16,14 @@ from storage.state_machine import (
     CHUNK_TRANSITIONS,
     MEETING_TRANSITIONS,
     ChunkState,
+    Hop,
     IllegalTransition,
     MeetingState,
     StaleState,
     new_chunk,
     new_meeting,
     transition_chunk,
+    transition_chunk_through,
     transition_meeting,
 )
 from storage.upload_store import make_upload
@@ -148,6 +150,110 @@ def test_compare_and_set_lets_one_of_two_racers_win(tmp_path: Path) -> None:
                 await transition_chunk(s, stale_copy, ChunkState.TRANSCRIBING, lease_owner="b")
         async with db.read() as s:
             assert (await s.get(Chunk, chunk_id)).lease_owner == "a"
+        await db.close()
+
+    asyncio.run(run())
+
+
+async def _events_of(db: Database, chunk_id: int) -> list[tuple[str, str]]:
+    async with db.read() as s:
+        chunk = await s.get(Chunk, chunk_id)
+        events = await s.execute(
+            select(Event).where(Event.meeting_id == chunk.meeting_id).order_by(Event.id)
+        )
+        return [(e.type, e.payload["state"]) for e in events.scalars()]
+
+
+UPLOADED_THEN_QUEUED = [
+    Hop(ChunkState.UPLOADED, "chunk.uploaded", {"bytes": 9}, {"bytes": 9, "uploaded_at": 1.0}),
+    Hop(ChunkState.QUEUED, "chunk.queued", None, {"duration_s": 30.0, "queued_at": 2.0}),
+]
+
+
+def test_hops_are_one_write_with_every_event_in_order(tmp_path: Path) -> None:
+    """uploading -> uploaded -> queued as the upload path makes it: one UPDATE that sets
+    every hop's columns, and both events."""
+    from sqlalchemy import event as sa_event
+
+    async def run() -> None:
+        db = await _db(tmp_path)
+        chunk_id = await _chunk_in(db, ChunkState.UPLOADING)
+        updates: list[str] = []
+
+        def seen(_conn, _cursor, statement, *_args) -> None:  # type: ignore[no-untyped-def]
+            if statement.startswith("UPDATE chunks"):
+                updates.append(statement)
+
+        engine = db.write_engine.sync_engine
+        sa_event.listen(engine, "before_cursor_execute", seen)
+        try:
+            async with db.write() as s:
+                chunk = await s.get(Chunk, chunk_id)
+                await transition_chunk_through(s, chunk, UPLOADED_THEN_QUEUED)
+        finally:
+            sa_event.remove(engine, "before_cursor_execute", seen)
+        assert len(updates) == 1
+        async with db.read() as s:
+            row = await s.get(Chunk, chunk_id)
+            assert (row.state, row.bytes, row.uploaded_at) == (ChunkState.QUEUED, 9, 1.0)
+            assert (row.duration_s, row.queued_at) == (30.0, 2.0)
+        assert await _events_of(db, chunk_id) == [
+            ("chunk.uploaded", "uploaded"),
+            ("chunk.queued", "queued"),
+        ]
+        await db.close()
+
+    asyncio.run(run())
+
+
+def test_a_hop_that_is_illegal_from_the_one_before_writes_nothing(tmp_path: Path) -> None:
+    """Each hop is judged from the state the previous one reached: uploading -> queued is
+    not a transition, so uploading -> uploaded is not written either."""
+
+    async def run() -> None:
+        db = await _db(tmp_path)
+        chunk_id = await _chunk_in(db, ChunkState.UPLOADING)
+        for hops in (
+            [UPLOADED_THEN_QUEUED[1]],  # uploading -> queued
+            [UPLOADED_THEN_QUEUED[0], UPLOADED_THEN_QUEUED[0]],  # uploaded -> uploaded
+            [*UPLOADED_THEN_QUEUED, Hop(ChunkState.UPLOADED)],  # queued -> uploaded
+        ):
+            with pytest.raises(IllegalTransition):
+                async with db.write() as s:
+                    chunk = await s.get(Chunk, chunk_id)
+                    await transition_chunk_through(s, chunk, hops)
+        async with db.read() as s:
+            assert (await s.get(Chunk, chunk_id)).state == ChunkState.UPLOADING
+        assert await _events_of(db, chunk_id) == []
+        with pytest.raises(ValueError, match="target"):
+            async with db.write() as s:
+                chunk = await s.get(Chunk, chunk_id)
+                await transition_chunk_through(
+                    s, chunk, [Hop(ChunkState.UPLOADED, fields={"state": "queued"})]
+                )
+        await db.close()
+
+    asyncio.run(run())
+
+
+def test_hops_from_a_state_that_moved_meanwhile_are_stale(tmp_path: Path) -> None:
+    """The compare-and-set is on the first hop's source: a chunk cancelled meanwhile stays
+    cancelled, and none of the hops' events is logged."""
+
+    async def run() -> None:
+        db = await _db(tmp_path)
+        chunk_id = await _chunk_in(db, ChunkState.UPLOADING)
+        async with db.read() as s:
+            stale_copy = await s.get(Chunk, chunk_id)
+        async with db.write() as s:
+            chunk = await s.get(Chunk, chunk_id)
+            await transition_chunk(s, chunk, ChunkState.CANCELLED, event="chunk.cancelled")
+        with pytest.raises(StaleState):
+            async with db.write() as s:
+                await transition_chunk_through(s, stale_copy, UPLOADED_THEN_QUEUED)
+        async with db.read() as s:
+            assert (await s.get(Chunk, chunk_id)).state == ChunkState.CANCELLED
+        assert await _events_of(db, chunk_id) == [("chunk.cancelled", "cancelled")]
         await db.close()
 
     asyncio.run(run())
