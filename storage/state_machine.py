@@ -127,6 +127,8 @@ async def transition_chunk_through(
     condition that it still holds the first, and each hop's event is logged, in order. A
     chunk that passes through a state inside one transaction (uploaded, on its way to queued
     as its upload completes) costs one UPDATE, not one per hop."""
+    if not hops:
+        raise ValueError("no transition to make")
     current = ChunkState(chunk.state)
     state = current
     values: dict[str, Any] = {}

@@ -225,6 +225,10 @@ def test_a_hop_that_is_illegal_from_the_one_before_writes_nothing(tmp_path: Path
         async with db.read() as s:
             assert (await s.get(Chunk, chunk_id)).state == ChunkState.UPLOADING
         assert await _events_of(db, chunk_id) == []
+        with pytest.raises(ValueError, match="no transition"):
+            async with db.write() as s:
+                chunk = await s.get(Chunk, chunk_id)
+                await transition_chunk_through(s, chunk, [])
         with pytest.raises(ValueError, match="target"):
             async with db.write() as s:
                 chunk = await s.get(Chunk, chunk_id)
