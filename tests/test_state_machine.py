@@ -136,15 +136,26 @@ def test_meeting_transitions(tmp_path: Path) -> None:
     asyncio.run(run())
 
 
+async def _raced(
+    db: Database, source: ChunkState, winner: ChunkState, **move: object
+) -> tuple[int, Chunk]:
+    """A chunk in `source`, a copy read then, and another writer moving it to `winner`
+    after that read: the copy is stale."""
+    chunk_id = await _chunk_in(db, source)
+    async with db.read() as s:
+        stale_copy = await s.get(Chunk, chunk_id)
+    async with db.write() as s:
+        chunk = await s.get(Chunk, chunk_id)
+        await transition_chunk(s, chunk, winner, **move)  # type: ignore[arg-type]
+    return chunk_id, stale_copy
+
+
 def test_compare_and_set_lets_one_of_two_racers_win(tmp_path: Path) -> None:
     async def run() -> None:
         db = await _db(tmp_path)
-        chunk_id = await _chunk_in(db, ChunkState.QUEUED)
-        async with db.read() as s:
-            stale_copy = await s.get(Chunk, chunk_id)
-        async with db.write() as s:
-            chunk = await s.get(Chunk, chunk_id)
-            await transition_chunk(s, chunk, ChunkState.TRANSCRIBING, lease_owner="a")
+        chunk_id, stale_copy = await _raced(
+            db, ChunkState.QUEUED, ChunkState.TRANSCRIBING, lease_owner="a"
+        )
         with pytest.raises(StaleState):
             async with db.write() as s:
                 await transition_chunk(s, stale_copy, ChunkState.TRANSCRIBING, lease_owner="b")
@@ -246,12 +257,9 @@ def test_hops_from_a_state_that_moved_meanwhile_are_stale(tmp_path: Path) -> Non
 
     async def run() -> None:
         db = await _db(tmp_path)
-        chunk_id = await _chunk_in(db, ChunkState.UPLOADING)
-        async with db.read() as s:
-            stale_copy = await s.get(Chunk, chunk_id)
-        async with db.write() as s:
-            chunk = await s.get(Chunk, chunk_id)
-            await transition_chunk(s, chunk, ChunkState.CANCELLED, event="chunk.cancelled")
+        chunk_id, stale_copy = await _raced(
+            db, ChunkState.UPLOADING, ChunkState.CANCELLED, event="chunk.cancelled"
+        )
         with pytest.raises(StaleState):
             async with db.write() as s:
                 await transition_chunk_through(s, stale_copy, UPLOADED_THEN_QUEUED)
