@@ -33,6 +33,11 @@ class InProcessServer:
     _runner: AppRunner | None = None
 
     @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The loop the app runs on (None before start and after stop)."""
+        return self._loop
+
+    @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 

@@ -8,6 +8,8 @@ import asyncio
 import ipaddress
 import socket
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
@@ -20,7 +22,8 @@ from server.webhook_targets import (
     literal_host,
     parse_networks,
 )
-from tests.conftest import create_meeting
+from tests.conftest import PROTOCOL_ARGS, create_meeting
+from tests.in_process_server import InProcessServer
 from tests.server_process import ServerProcess
 from tests.test_webhooks import FAST_RETRY, SECRET, Receiver
 
@@ -102,9 +105,21 @@ def loopback_only(monkeypatch: pytest.MonkeyPatch) -> list[object]:
     return attempts
 
 
-def test_registration_refuses_every_spelling_of_inside(tus_server, loopback_only):
+@pytest.fixture
+def guarded_server(tmp_path: Path) -> Iterator[InProcessServer]:
+    """The app in this process on asyncio's own loop: the guard above patches Python's
+    socket calls, and uvloop (the server's default loop) connects from C, past them."""
+    server = InProcessServer(
+        tmp_path / "data", extra=[*PROTOCOL_ARGS, "--event-loop", "asyncio"]
+    ).start()
+    assert type(server.loop).__module__.startswith("asyncio")
+    yield server
+    server.stop()
+
+
+def test_registration_refuses_every_spelling_of_inside(guarded_server, loopback_only):
     # The app runs in this process, under the guard: nothing can connect outside loopback.
-    base = tus_server.url  # default: nothing but public addresses
+    base = guarded_server.url  # default: nothing but public addresses
     # Refused from the address alone, before any lookup or connection: nothing is sent.
     urls = [
         "http://127.0.0.1:9/x",
