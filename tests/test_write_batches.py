@@ -205,3 +205,38 @@ def test_statements_run_inline_only_while_the_write_lock_is_held(tmp_path: Path)
     assert on_loop["INSERT INTO row (id, parent) VALUES (1, 1)"] is True
     assert on_loop["SELECT count(*) FROM row"] is False
     assert on_loop["SELECT id FROM row WHERE id = 1"] is True
+
+
+def test_point_reads_are_one_statement_each_on_one_connection(tmp_path: Path) -> None:
+    """Many point reads at once (every tus request makes one) share one connection: none of
+    them yields to the loop while it holds it, so the pool never opens another. Each is its
+    SELECT alone, without BEGIN and ROLLBACK around it."""
+
+    async def main() -> tuple[set[int], list[str], list[int]]:
+        db = await _db(tmp_path)
+        await _insert(db, 7)
+        drivers: set[int] = set()
+        trace: list[str] = []
+        found: list[int] = []
+
+        def driver_of(sync: object) -> None:
+            driver = sync.connection.driver_connection  # type: ignore[attr-defined]
+            if id(driver) not in drivers:
+                drivers.add(id(driver))
+                driver._connection.set_trace_callback(lambda sql: trace.append(sql.strip()))
+
+        async def read() -> None:
+            async with db.point_read() as connection:
+                await connection.run_sync(driver_of)
+                row = (await connection.execute(text("SELECT id FROM row WHERE id = 7"))).first()
+                found.append(row[0])
+
+        await read()  # the first opens the connection (that one yields, on its thread)
+        await asyncio.gather(*(read() for _ in range(200)))
+        await db.close()
+        return drivers, trace, found
+
+    drivers, trace, found = asyncio.run(main())
+    assert found == [7] * 201
+    assert len(drivers) == 1
+    assert trace == ["SELECT id FROM row WHERE id = 7"] * 201
