@@ -18,7 +18,7 @@ from pathlib import Path
 import aiofiles
 import numpy as np
 
-from storage.blob_store import check_upload_id
+from storage.blob_store import BlobLost, check_upload_id
 
 READ_BLOCK = 256 * 1024
 
@@ -115,9 +115,12 @@ class LocalBlobStore:
     async def open_writer(
         self, upload_id: str, offset: int, checksum_algorithm: str | None = None
     ) -> LocalUploadWriter:
-        return await asyncio.to_thread(
-            LocalUploadWriter, self.upload_path(upload_id), offset, checksum_algorithm
-        )
+        try:
+            return await asyncio.to_thread(
+                LocalUploadWriter, self.upload_path(upload_id), offset, checksum_algorithm
+            )
+        except FileNotFoundError:
+            raise BlobLost(f"upload {upload_id}: its file is missing") from None
 
     def _concatenate(self, final_id: str, part_ids: list[str]) -> int:
         with open(self.upload_path(final_id), "r+b") as out:

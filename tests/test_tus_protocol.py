@@ -8,9 +8,10 @@ import hashlib
 import socket
 import time
 
+import pytest
 import requests
 
-from tests.blob_stores import received_bytes
+from tests.blob_stores import on_s3, received_bytes
 from tests.conftest import TUS, create_meeting, metadata, tus_create, tus_patch
 
 
@@ -370,3 +371,17 @@ def test_tuspy_resumes_after_an_interrupted_patch(tus_server, tmp_path):
     assert resumed.offset == 150_000
     resumed.upload()
     assert requests.get(url, headers=TUS, timeout=10).content == data
+
+
+def test_a_patch_to_an_upload_whose_file_is_gone_is_500_bytes_lost(tus_server):
+    """The folder store: the file of an upload the database knows was removed behind the
+    server's back. The PATCH says what is wrong instead of failing anonymously."""
+    if on_s3():
+        pytest.skip("the folder store's files (S3's lost parts: tests/test_s3_blobs.py)")
+    url = _upload(tus_server, 6)
+    assert tus_patch(url, 0, b"abc").status_code == 204
+    (tus_server.data_dir / "uploads" / url.rsplit("/", 1)[1]).unlink()
+    r = tus_patch(url, 3, b"def")
+    assert r.status_code == 500
+    assert r.json()["error"]["code"] == "ERR_UPLOAD_BYTES_LOST"
+    assert _offset(url) == 3
