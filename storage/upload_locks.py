@@ -114,8 +114,9 @@ class FileLocks(TakeoverStamps):
     `lockf` takes process locks), so the `struct flock` is packed here.
 
     An upload's byte is at a 62-bit hash of its id: two uploads share a byte with odds of
-    about n^2 / 2^63, and then one waits for the other as if it were the same upload, which
-    delays it and loses nothing."""
+    about n^2 / 2^63. Across processes one then waits for the other as if it were the same
+    upload (a delay, nothing lost); within one process the two share the byte, and each
+    upload is still guarded by the handler's in-process lock."""
 
     def __init__(self, db: Database, folder: Path) -> None:
         self.db = db
