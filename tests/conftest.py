@@ -5,6 +5,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+import jiwer
 import pytest
 import requests
 
@@ -21,6 +22,17 @@ REFERENCE = (
 
 def words(text: str) -> list[str]:
     return re.findall(r"[a-z']+", text.lower())
+
+
+def assert_heard_whole(said: list[str], reference: list[str]) -> None:
+    """Every word of `reference` heard once, in order: no word missing (lost audio) and
+    none extra (audio sent twice). One word may come back spelled as another ("as" for
+    "ask"): where a live capture starts moves by a few milliseconds from run to run, and
+    tiny.en's reading of one short word moves with it; a lost or doubled stretch of audio
+    shows as missing or extra words, which this never allows."""
+    heard = jiwer.process_words(" ".join(reference), " ".join(said))
+    assert heard.deletions == 0 and heard.insertions == 0, (said, reference)
+    assert heard.substitutions <= 1, (said, reference)
 
 
 def b64(value: str) -> str:
