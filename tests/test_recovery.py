@@ -141,7 +141,12 @@ def test_restart_moves_every_non_terminal_meeting_on(tmp_path, jfk_segments):
         view = wait_state(base, m_transcribing, "complete", timeout_s=240)
         assert view["chunks"][1]["attempts"] == 2  # the killed attempt, then the one that ran
         transcript = requests.get(f"{base}/meetings/{m_transcribing}/transcript", timeout=10).json()
-        assert words(" ".join(s["text"] for s in transcript["segments"])).count("fellow") == 10
+        spoken = words(" ".join(s["text"] for s in transcript["segments"]))
+        # Ten readings, each heard once: the killed chunk lost, or run twice, would move this
+        # by nine readings (198 words). tiny.en on a 100 s chunk may drop or add a word or two
+        # ("and so my americans"), and which ones changes with the CPU it runs on.
+        assert abs(len(spoken) - 10 * len(REFERENCE)) <= len(REFERENCE) // 2, spoken
+        assert spoken.count("fellow") in (9, 10), spoken
     finally:
         server.stop()
 
