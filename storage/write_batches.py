@@ -29,11 +29,36 @@ import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session
 
 # Bounds how long a batch's first member waits for the others' statements.
 MAX_MEMBERS = 32
+
+
+def _savepoints_as_plain_sql(engine: AsyncEngine) -> None:
+    """Every member of a batch opens and releases a savepoint, two per write transaction.
+    SQLAlchemy's dialect sends each as a Core construct (`SavepointClause`), compiled through
+    the statement cache and its parameter setup every time: about 40 us of the 50 us a pair
+    costs, where the same statements as plain SQL take 10 (measured on SQLite, in-process).
+    Here they are plain SQL, still through the connection's `exec_driver_sql`, so its events
+    and its error wrapping stay; the names are SQLAlchemy's own (`sa_savepoint_N`)."""
+    dialect = engine.sync_engine.dialect
+
+    def do_savepoint(connection: Connection, name: str) -> None:
+        connection.exec_driver_sql(f"SAVEPOINT {name}")
+
+    def do_release_savepoint(connection: Connection, name: str) -> None:
+        connection.exec_driver_sql(f"RELEASE SAVEPOINT {name}")
+
+    def do_rollback_to_savepoint(connection: Connection, name: str) -> None:
+        connection.exec_driver_sql(f"ROLLBACK TO SAVEPOINT {name}")
+
+    # On this engine's own dialect instance: other engines keep the dialect's methods.
+    dialect.do_savepoint = do_savepoint  # type: ignore[method-assign]
+    dialect.do_release_savepoint = do_release_savepoint  # type: ignore[method-assign]
+    dialect.do_rollback_to_savepoint = do_rollback_to_savepoint  # type: ignore[method-assign]
 
 
 class _Batch:
@@ -52,6 +77,7 @@ class WriteBatches:
         self, engine: AsyncEngine, session_class: type[Session], max_members: int = MAX_MEMBERS
     ) -> None:
         self._engine = engine
+        _savepoints_as_plain_sql(engine)
         self._session_class = session_class
         self.max_members = max_members
         self._turn = asyncio.Lock()

@@ -240,3 +240,33 @@ def test_point_reads_are_one_statement_each_on_one_connection(tmp_path: Path) ->
     assert found == [7] * 201
     assert len(drivers) == 1
     assert trace == ["SELECT id FROM row WHERE id = 7"] * 201
+
+
+def test_savepoints_are_sent_as_plain_sql(tmp_path: Path) -> None:
+    """Each member's SAVEPOINT and RELEASE (and ROLLBACK TO, for a failing one) reach the
+    driver as plain SQL, not as Core constructs compiled through the statement cache."""
+
+    async def failing() -> None:
+        async with db.write() as session:
+            await session.execute(text("INSERT INTO row (id, parent) VALUES (100, 1)"))
+            raise RuntimeError("refused")
+
+    async def main() -> list[tuple[str, bool]]:
+        nonlocal db
+        db = await _db(tmp_path)
+        seen: list[tuple[str, bool]] = []
+
+        @event.listens_for(db.write_engine.sync_engine, "before_cursor_execute")
+        def trace(_conn, _cursor, statement, _params, context, _many) -> None:  # type: ignore[no-untyped-def]
+            if "SAVEPOINT" in statement:
+                seen.append((statement.split()[0], context.compiled is not None))
+
+        await asyncio.gather(_insert(db, 1), failing(), _insert(db, 2), return_exceptions=True)
+        assert await _rows(db) == [1, 2]
+        await db.close()
+        return seen
+
+    db: Database
+    seen = asyncio.run(main())
+    assert sorted({kind for kind, _ in seen}) == ["RELEASE", "ROLLBACK", "SAVEPOINT"], seen
+    assert not any(compiled for _, compiled in seen), seen
