@@ -62,6 +62,10 @@ def test_out_of_order_arrival_waits_for_the_predecessor(transcribing_server, jfk
     assert _spoken(base, meeting_id) == REFERENCE
 
 
+# jfk's words up to "for you", spoken by 8 s.
+BEFORE_8_S = 14
+
+
 def _long_track(tmp_path, readings: int = 4) -> list:
     """Seq 0: jfk 0-5.5 s (cut inside a word); seq 1: the rest plus more readings
     (about 11 s each, so its job is long enough to be killed midway)."""
@@ -118,7 +122,9 @@ def test_worker_killed_mid_job_with_a_carry(tmp_path):
         # each segment once, no word lost or doubled at the boundary.
         assert _segments(base, meeting_id) == _segments(base, calm)
         spoken = _spoken(base, meeting_id)
-        assert spoken[: len(REFERENCE)] == REFERENCE
+        # The cut at 5.5 s falls inside "ask not": every word on either side of it, once.
+        # (Past them tiny.en may add a word on some CPUs: "can do for you personally ask".)
+        assert spoken[:BEFORE_8_S] == REFERENCE[:BEFORE_8_S]
         assert spoken.count("fellow") == 5
         segments = requests.get(f"{base}/meetings/{meeting_id}/transcript", timeout=10).json()[
             "segments"
