@@ -6,7 +6,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from sqlalchemy import and_, case, exists, func, or_, select
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.chunk_state_counts import chunks_by_state
 from storage.database import Database
@@ -14,6 +13,7 @@ from storage.job_queue import CLAIM_ORDER
 from storage.metric_rollups import HistogramCounts, histograms
 from storage.models import Chunk, Meeting
 from storage.state_machine import CHUNKS, MEETINGS, ChunkState, MeetingState
+from storage.write_transaction import Transaction
 
 PENDING = (
     ChunkState.UPLOADED,
@@ -129,7 +129,7 @@ _ACTIVE = select(
 
 
 async def backlog_snapshot(
-    session: AsyncSession, now: float, *, with_histograms: bool = False
+    session: Transaction, now: float, *, with_histograms: bool = False
 ) -> Backlog:
     b = Backlog()
     b.chunks_by_state = await chunks_by_state(session)
@@ -156,7 +156,7 @@ async def backlog_snapshot(
     return b
 
 
-async def queue_position(session: AsyncSession, meeting_id: str, now: float) -> int | None:
+async def queue_position(session: Transaction, meeting_id: str, now: float) -> int | None:
     """How many other meetings' chunks a worker takes before this meeting's next one (the
     claim order is round-robin between meetings). None: nothing of this meeting is queued."""
     rows = (
@@ -180,7 +180,7 @@ async def queue_position(session: AsyncSession, meeting_id: str, now: float) -> 
     return None
 
 
-async def recent_rtf(session: AsyncSession) -> float:
+async def recent_rtf(session: Transaction) -> float:
     rows = (
         await session.execute(
             select(Chunk.transcribe_s, Chunk.duration_s)

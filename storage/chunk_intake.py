@@ -11,7 +11,6 @@ import time
 from dataclasses import dataclass
 
 from sqlalchemy import Table, bindparam, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from codec.errors import InvalidOpusError
 from codec.validation_pool import ValidationPool
@@ -46,6 +45,7 @@ from storage.state_machine import (
     transition_meeting,
 )
 from storage.track_labels import set_track_label
+from storage.write_transaction import Transaction
 
 CHUNK_KEYS = ("meeting_id", "track", "seq", "start_ms")
 UPLOADS: Table = Upload.__table__  # type: ignore[assignment]
@@ -125,7 +125,7 @@ def parse_chunk_key(meta: dict[str, str | None]) -> ChunkKey | None:
     )
 
 
-async def mark_kept(session: AsyncSession, upload_id: str, kept: bool) -> None:
+async def mark_kept(session: Transaction, upload_id: str, kept: bool) -> None:
     """Whether the upload is part of its meeting (`Upload.kept_with_meeting`): the expiry
     sweep leaves it alone."""
     await session.execute(
@@ -156,7 +156,7 @@ class ChunkIntake:
         self.validation = validation
         self.max_chunk_s = max_chunk_s
 
-    async def on_create(self, session: AsyncSession, upload: Upload) -> None:
+    async def on_create(self, session: Transaction, upload: Upload) -> None:
         if upload.concat == "partial":
             return  # the final upload of a concatenation carries the chunk key
         key = parse_chunk_key(upload.meta)
@@ -226,12 +226,12 @@ class ChunkIntake:
             ),
         )
 
-    async def _chunk_for(self, session: AsyncSession, upload_id: str) -> Chunk | None:
+    async def _chunk_for(self, session: Transaction, upload_id: str) -> Chunk | None:
         connection = await session.connection()
         found = await connection.execute(_CHUNK_OF_UPLOAD, {"upload_id": upload_id})
         return chunk_row(found.first())
 
-    async def on_progress(self, session: AsyncSession, upload: Upload) -> None:
+    async def on_progress(self, session: Transaction, upload: Upload) -> None:
         chunk = await self._chunk_for(session, upload.id)
         if chunk is not None and chunk.state == ChunkState.CREATED:
             await transition_chunk(session, chunk, ChunkState.UPLOADING)
@@ -262,7 +262,7 @@ class ChunkIntake:
         with the meeting."""
         return isinstance(verdict, Verdict) and verdict.error is None
 
-    async def on_complete(self, session: AsyncSession, upload: Upload, verdict: object) -> bool:
+    async def on_complete(self, session: Transaction, upload: Upload, verdict: object) -> bool:
         """uploading -> uploaded -> queued / waiting / rejected, in the offset's transaction.
         True when the chunk is past validation and kept with its meeting."""
         chunk = await self._chunk_for(session, upload.id)
@@ -336,7 +336,7 @@ class ChunkIntake:
                 await self._apply(session, chunk, verdict)
 
     @staticmethod
-    async def _ready_hop(session: AsyncSession, chunk: Chunk, verdict: Verdict) -> Hop:
+    async def _ready_hop(session: Transaction, chunk: Chunk, verdict: Verdict) -> Hop:
         """uploaded -> queued (its track's previous chunk is done) or waiting."""
         target = await ready_state_for(session, chunk)
         return Hop(
@@ -346,7 +346,7 @@ class ChunkIntake:
             {"duration_s": verdict.duration_s, "queued_at": time.time()},
         )
 
-    async def _apply(self, session: AsyncSession, chunk: Chunk, verdict: Verdict) -> None:
+    async def _apply(self, session: Transaction, chunk: Chunk, verdict: Verdict) -> None:
         try:
             if verdict.error is not None:
                 await transition_chunk(
@@ -381,7 +381,7 @@ class ChunkIntake:
                     error="upload expired before it completed; upload the chunk again",
                 )
 
-    async def on_terminate(self, session: AsyncSession, upload: Upload) -> None:
+    async def on_terminate(self, session: Transaction, upload: Upload) -> None:
         chunk = await self._chunk_for(session, upload.id)
         if chunk is None:
             return

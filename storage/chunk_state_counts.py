@@ -9,16 +9,16 @@ them in every few seconds, which keeps the deltas a few thousand rows at most.
 from __future__ import annotations
 
 from sqlalchemy import func, literal_column, select, text, union_all
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.database import Database
 from storage.models import ChunkStateCount, ChunkStateDelta
+from storage.write_transaction import Transaction
 
 # Two nodes folding at once would update the total rows in different orders.
 FOLD_LOCK = 0x63736374  # "csct"
 
 
-async def chunks_by_state(session: AsyncSession) -> dict[str, int]:
+async def chunks_by_state(session: Transaction) -> dict[str, int]:
     both = union_all(
         select(ChunkStateCount.state, ChunkStateCount.count.label("n")),
         select(ChunkStateDelta.state, ChunkStateDelta.delta.label("n")),

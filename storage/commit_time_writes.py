@@ -29,19 +29,21 @@ import functools
 import json
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Table, event, insert, text
+from sqlalchemy import Table, insert, text
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Session
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storage.models import Event, KeyUploadBytes
+
+if TYPE_CHECKING:
+    from storage.write_transaction import WriteTransaction
 
 EVENTS: Table = Event.__table__  # type: ignore[assignment]
 UPLOAD_BYTES: Table = KeyUploadBytes.__table__  # type: ignore[assignment]
 
-# session.info keys: what the transaction logged and counted, not yet written.
+# WriteTransaction.info keys: what the transaction logged and counted, not yet written.
 _PENDING_EVENTS = "pending_events"
 _PENDING_BYTES = "pending_upload_bytes"
 
@@ -62,14 +64,16 @@ def _utc_day_of(day_number: int) -> str:
     return datetime.fromtimestamp(day_number * 86_400, UTC).strftime("%Y-%m-%d")
 
 
-def log_event(session: AsyncSession, meeting_id: str, type_: str, payload: dict[str, Any]) -> None:
+def log_event(
+    session: WriteTransaction, meeting_id: str, type_: str, payload: dict[str, Any]
+) -> None:
     session.info.setdefault(_PENDING_EVENTS, []).append(
         {"meeting_id": meeting_id, "type": type_, "payload": payload, "created_at": time.time()}
     )
     session.info["logged_events"] = True  # the database wakes event feeds after the commit
 
 
-def count_upload_bytes(session: AsyncSession, owner: str, count: int, now: float) -> None:
+def count_upload_bytes(session: WriteTransaction, owner: str, count: int, now: float) -> None:
     counts: dict[tuple[str, str], int] = session.info.setdefault(_PENDING_BYTES, {})
     key = (owner, utc_day(now))
     counts[key] = counts.get(key, 0) + count
@@ -97,6 +101,7 @@ _PG_EVENTS_AND_COUNTS = text(
     f"WITH {_LOCK}, counted AS ({_COUNT.format(turn='turn CROSS JOIN')}) {_INSERT_EVENTS}"
 )
 _PG_COUNTS = text(_COUNT.format(turn=""))
+_INSERT_EVENT = insert(EVENTS)
 _SQLITE_UPSERT = sqlite_insert(UPLOAD_BYTES)
 _SQLITE_COUNT = _SQLITE_UPSERT.on_conflict_do_update(
     index_elements=["owner", "day"],
@@ -104,46 +109,43 @@ _SQLITE_COUNT = _SQLITE_UPSERT.on_conflict_do_update(
 )
 
 
-class WriteSession(Session):
-    """The sessions of write transactions: they write what they logged and counted at commit."""
-
-
-@event.listens_for(WriteSession, "before_commit")
-def _write_at_commit(session: Session) -> None:
-    events: list[dict[str, Any]] | None = session.info.pop(_PENDING_EVENTS, None)
-    counts: dict[tuple[str, str], int] | None = session.info.pop(_PENDING_BYTES, None)
+async def write_pending(connection: AsyncConnection, info: dict[str, Any]) -> None:
+    """At the end of a write transaction (`storage/write_transaction.py`), after its other
+    statements: what it logged and counted."""
+    events: list[dict[str, Any]] | None = info.pop(_PENDING_EVENTS, None)
+    counts: dict[tuple[str, str], int] | None = info.pop(_PENDING_BYTES, None)
     if not events and not counts:
         return
-    session.flush()  # the transaction's other writes first: only these are left
-    connection = session.connection()
     count_rows = [
         {"owner": owner, "day": day, "bytes": count}
         for (owner, day), count in (counts or {}).items()
     ]
     if connection.dialect.name == "postgresql":
-        _write_on_postgres(connection, events or [], count_rows)
+        await _write_on_postgres(connection, events or [], count_rows)
         return
     if events:
-        connection.execute(insert(EVENTS), events)
+        await connection.execute(_INSERT_EVENT, events)
     if count_rows:
-        connection.execute(_SQLITE_COUNT, count_rows)
+        await connection.execute(_SQLITE_COUNT, count_rows)
 
 
-def _write_on_postgres(
-    connection: Connection, events: list[dict[str, Any]], count_rows: list[dict[str, Any]]
+async def _write_on_postgres(
+    connection: AsyncConnection, events: list[dict[str, Any]], count_rows: list[dict[str, Any]]
 ) -> None:
     if not events:
         # No event: no lock. The count's row lock is the last thing this transaction takes.
-        connection.execute(_PG_COUNTS, {"counts": json.dumps(count_rows)})
+        await connection.execute(_PG_COUNTS, {"counts": json.dumps(count_rows)})
         return
     params = {"lock": EVENT_ORDER_LOCK, "channel": EVENTS_CHANNEL, "events": json.dumps(events)}
     if count_rows:
-        connection.execute(_PG_EVENTS_AND_COUNTS, {**params, "counts": json.dumps(count_rows)})
+        await connection.execute(
+            _PG_EVENTS_AND_COUNTS, {**params, "counts": json.dumps(count_rows)}
+        )
     else:
-        connection.execute(_PG_EVENTS, params)
+        await connection.execute(_PG_EVENTS, params)
 
 
-@event.listens_for(WriteSession, "after_rollback")
-def _drop_pending(session: Session) -> None:
-    session.info.pop(_PENDING_EVENTS, None)
-    session.info.pop(_PENDING_BYTES, None)
+def drop_pending(info: dict[str, Any]) -> None:
+    """A transaction rolled back: nothing it logged or counted is written."""
+    info.pop(_PENDING_EVENTS, None)
+    info.pop(_PENDING_BYTES, None)

@@ -27,9 +27,9 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from storage import sqlite_connection
-from storage.commit_time_writes import WriteSession
 from storage.models import Base
 from storage.write_batches import WriteBatches
+from storage.write_transaction import WriteTransaction
 
 SQLITE_BUSY_TIMEOUT_S = 30.0
 
@@ -83,7 +83,8 @@ def _sqlite_engine(url: str, begin: str | None, inline: bool = False) -> AsyncEn
 
 
 class Database:
-    """Two session factories: `read()` for queries, `write()` for transactions that change rows."""
+    """`read()` for queries (an ORM session), `point_read()` for one SELECT by key (a Core
+    connection), `write()` for transactions that change rows (`WriteTransaction`)."""
 
     def __init__(self, url: str) -> None:
         # The usual libpq spelling means asyncpg here: the server is async all the way.
@@ -108,17 +109,13 @@ class Database:
             )
             self._write_engine = self._read_engine
         self._read = async_sessionmaker(self._read_engine, expire_on_commit=False)
-        # PostgreSQL's write sessions; on SQLite they come from the write batches below.
-        self._write = async_sessionmaker(
-            self._write_engine, expire_on_commit=False, sync_session_class=WriteSession
-        )
         # Called after a write transaction that logged events has committed.
         self.on_events_committed: list[Callable[[], None]] = []
         # SQLite has one writer at a time. Left to its busy handler, every waiting
         # transaction of every process sleeps and retries, and under load a process can
         # starve past the busy timeout ("database is locked"); queued here, a process offers
         # one transaction at a time, and those that queue up share it (group commit).
-        self._batches = WriteBatches(self._write_engine, WriteSession) if self.is_sqlite else None
+        self._batches = WriteBatches(self._write_engine) if self.is_sqlite else None
 
     @property
     def write_engine(self) -> AsyncEngine:
@@ -152,22 +149,28 @@ class Database:
             await connection.close()
 
     @asynccontextmanager
-    async def write(self) -> AsyncIterator[AsyncSession]:
+    async def write(self) -> AsyncIterator[WriteTransaction]:
         """A transaction: committed when the block ends, rolled back if it raises."""
-        async with self._transaction() as session:
-            yield session
-        if session.info.get("logged_events"):
+        async with self._transaction() as transaction:
+            yield transaction
+        if transaction.info.get("logged_events"):
             for callback in self.on_events_committed:
                 callback()
 
     @asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[AsyncSession]:
+    async def _transaction(self) -> AsyncIterator[WriteTransaction]:
         if self._batches is not None:
-            async with self._batches.transaction() as session:
-                yield session
+            async with self._batches.transaction() as transaction:
+                yield transaction
             return
-        async with self._write() as session, session.begin():
-            yield session
+        async with self._write_engine.connect() as connection, connection.begin():
+            transaction = WriteTransaction(connection)
+            try:
+                yield transaction
+                await transaction.finish()
+            except BaseException:
+                await transaction.discard()
+                raise
 
     async def ping(self) -> None:
         async with self.read() as session:

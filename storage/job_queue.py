@@ -20,10 +20,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Row, and_, bindparam, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.database import Database
-from storage.models import Chunk, Meeting, Segment
+from storage.models import Chunk, Meeting, Segment, detached
 from storage.state_machine import (
     CHUNK_DONE_STATES,
     CHUNKS,
@@ -35,6 +34,7 @@ from storage.state_machine import (
     transition_chunk,
 )
 from storage.track_languages import record_detected, track_language
+from storage.write_transaction import Transaction
 
 
 @dataclass(frozen=True)
@@ -129,7 +129,7 @@ _CHUNK_AT = select(CHUNKS).where(
 )
 
 
-async def chunk_at(session: AsyncSession, meeting_id: str, track: str, seq: int) -> Chunk | None:
+async def chunk_at(session: Transaction, meeting_id: str, track: str, seq: int) -> Chunk | None:
     """The chunk at a key (meeting, track, seq): unique, so at most one. Read with Core and
     handed back detached (as `chunk_row` does): nothing writes a chunk through the ORM, state
     changes go through `transition_chunk`."""
@@ -140,19 +140,20 @@ async def chunk_at(session: AsyncSession, meeting_id: str, track: str, seq: int)
     return chunk_row(found.first())
 
 
-async def meeting_at(session: AsyncSession, meeting_id: str) -> Meeting | None:
+async def meeting_at(session: Transaction, meeting_id: str) -> Meeting | None:
     """The meeting, read with Core and handed back detached, as `chunk_at` does a chunk: every
     chunk's creation reads its meeting, and the ORM's load cost more than the SELECT. Its state
     changes go through `transition_meeting` (a Core compare-and-set) like every other."""
     connection = await session.connection()
     row = (await connection.execute(_MEETING_AT, {"meeting_id": meeting_id})).first()
-    return None if row is None else Meeting(**row._mapping)
+    return None if row is None else detached(Meeting, row._mapping)
 
 
 def chunk_row(row: Row[Any] | None) -> Chunk | None:
-    """A chunk read with Core, as a detached object. Loading it through the ORM (identity map,
-    instance state) cost several times the SELECT on the upload hot path."""
-    return None if row is None else Chunk(**row._mapping)
+    """A chunk read with Core, as a detached object (`storage/models.detached`). Loading it
+    through the ORM (identity map, instance state) cost several times the SELECT on the
+    upload hot path."""
+    return None if row is None else detached(Chunk, row._mapping)
 
 
 def is_gap(meeting: Meeting, track: str, seq: int) -> bool:
@@ -160,7 +161,7 @@ def is_gap(meeting: Meeting, track: str, seq: int) -> bool:
     return [track, seq] in (meeting.gaps or [])
 
 
-async def ready_state_for(session: AsyncSession, chunk: Chunk) -> ChunkState:
+async def ready_state_for(session: Transaction, chunk: Chunk) -> ChunkState:
     """QUEUED if the previous seq of the track is done or a gap (or this is seq 0)."""
     if chunk.seq == 0:
         return ChunkState.QUEUED
@@ -174,7 +175,7 @@ async def ready_state_for(session: AsyncSession, chunk: Chunk) -> ChunkState:
     return ChunkState.WAITING
 
 
-async def promote_successor(session: AsyncSession, chunk: Chunk) -> None:
+async def promote_successor(session: Transaction, chunk: Chunk) -> None:
     """Called in the transaction that makes `chunk` done: its successor may run now."""
     successor = await chunk_at(session, chunk.meeting_id, chunk.track, chunk.seq + 1)
     if successor is not None and successor.state == ChunkState.WAITING:
@@ -191,7 +192,7 @@ def _is_last_of_track(meeting: Meeting, chunk: Chunk) -> bool:
     )
 
 
-async def _tail_is_due(session: AsyncSession, meeting: Meeting, chunk: Chunk) -> bool:
+async def _tail_is_due(session: Transaction, meeting: Meeting, chunk: Chunk) -> bool:
     if _is_last_of_track(meeting, chunk):
         return True
     if is_gap(meeting, chunk.track, chunk.seq + 1):
@@ -203,7 +204,7 @@ async def _tail_is_due(session: AsyncSession, meeting: Meeting, chunk: Chunk) ->
     )
 
 
-async def _claim_tail(session: AsyncSession, owner: str, lease_s: float, now: float) -> Job | None:
+async def _claim_tail(session: Transaction, owner: str, lease_s: float, now: float) -> Job | None:
     rows = (
         await session.execute(
             select(Chunk, Meeting)
@@ -249,7 +250,7 @@ async def _claim_tail(session: AsyncSession, owner: str, lease_s: float, now: fl
     return None
 
 
-async def _claim_chunk(session: AsyncSession, owner: str, lease_s: float, now: float) -> Job | None:
+async def _claim_chunk(session: Transaction, owner: str, lease_s: float, now: float) -> Job | None:
     rows = (
         await session.execute(
             select(Chunk, Meeting)
@@ -425,9 +426,7 @@ async def complete_job(
         return True
 
 
-async def _keep_language(
-    session: AsyncSession, job: Job, detected: DetectedLanguage | None
-) -> None:
+async def _keep_language(session: Transaction, job: Job, detected: DetectedLanguage | None) -> None:
     """A detected language, kept once the job's own commit is certain (its lease held)."""
     if detected is not None and await record_detected(
         session, job.meeting_id, job.track, detected.language, detected.probability
@@ -462,7 +461,7 @@ async def fail_job(db: Database, job: Job, error: str, policy: RetryPolicy) -> N
 
 
 async def _retry_or_fail(
-    session: AsyncSession,
+    session: Transaction,
     chunk: Chunk,
     error: str,
     policy: RetryPolicy,
@@ -557,7 +556,8 @@ async def promote_stuck_waiting(db: Database) -> int:
     transaction, every sweep: with a backlog of 27,000 chunks that held SQLite's write lock
     long enough to slow every upload (bench/README.md, "A long-running server")."""
     async with db.read() as session:
-        candidates = [Chunk(**row._mapping) for row in await session.execute(_MAYBE_STUCK_WAITING)]
+        rows = await session.execute(_MAYBE_STUCK_WAITING)
+        candidates = [detached(Chunk, row._mapping) for row in rows]
     if not candidates:
         return 0
     promoted = 0
@@ -577,7 +577,7 @@ async def promote_stuck_waiting(db: Database) -> int:
     return promoted
 
 
-async def requeue_failed(session: AsyncSession, chunk: Chunk) -> None:
+async def requeue_failed(session: Transaction, chunk: Chunk) -> None:
     """A user asked to retry a FAILED chunk."""
     await transition_chunk(
         session,

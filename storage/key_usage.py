@@ -14,12 +14,12 @@ import time
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.commit_time_writes import count_upload_bytes, utc_day
 from storage.database import Database
 from storage.models import KeyUploadBytes, Meeting, Webhook
 from storage.state_machine import MeetingState
+from storage.write_transaction import Transaction
 
 
 def seconds_until_next_utc_day(now: float) -> int:
@@ -27,7 +27,7 @@ def seconds_until_next_utc_day(now: float) -> int:
     return max(1, math.ceil((today + timedelta(days=1)).timestamp() - now))
 
 
-async def open_meetings(session: AsyncSession, owner: str) -> int:
+async def open_meetings(session: Transaction, owner: str) -> int:
     """Meetings still recording (not finalized). Finalizing, complete, failed and abandoned
     ones take no more uploads from their recorder, so they do not hold a slot."""
     return (
@@ -39,7 +39,7 @@ async def open_meetings(session: AsyncSession, owner: str) -> int:
     ).scalar_one()
 
 
-async def webhooks(session: AsyncSession, owner: str) -> int:
+async def webhooks(session: Transaction, owner: str) -> int:
     return (
         await session.execute(
             select(func.count()).select_from(Webhook).where(Webhook.owner == owner)
@@ -61,7 +61,7 @@ async def upload_bytes_today(db: Database, owner: str, now: float | None = None)
 
 
 def add_upload_bytes(
-    session: AsyncSession, owner: str, count: int, now: float | None = None
+    session: Transaction, owner: str, count: int, now: float | None = None
 ) -> None:
     """Count accepted bytes in the caller's transaction (the one that commits the offset). The
     row is written at the commit, as its last statement: every PATCH of a key adds to it

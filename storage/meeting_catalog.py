@@ -6,10 +6,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import and_, delete, func, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.models import Chunk, Delivery, Event, Meeting, Segment, Upload
 from storage.state_machine import ChunkState, record_event
+from storage.write_transaction import Transaction
 
 # A meeting is not deleted while bytes are being written into one of its chunks or a worker
 # holds one: both would write rows and files for a meeting that no longer exists.
@@ -40,7 +40,7 @@ class Cursor:
 
 
 async def list_meetings(
-    session: AsyncSession, owner: str, state: str | None, limit: int, after: Cursor | None
+    session: Transaction, owner: str, state: str | None, limit: int, after: Cursor | None
 ) -> list[MeetingSummary]:
     """Up to `limit` of `owner`'s meetings, newest first, after `after`; one query for the
     meetings and their chunk aggregates, one for the tracks their chunks named."""
@@ -106,7 +106,7 @@ class DeletedMeeting:
 
 
 async def delete_meeting(
-    session: AsyncSession, meeting_id: str, owner: str
+    session: Transaction, meeting_id: str, owner: str
 ) -> DeletedMeeting | None:
     """Deletes the meeting's rows (chunks, transcript segments, events and their webhook
     deliveries) in the caller's transaction and records `meeting.deleted`. Its uploads stay

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage import key_usage
 from storage.backlog import queue_position, recent_rtf
@@ -37,6 +36,7 @@ from storage.state_machine import (
     transition_meeting,
 )
 from storage.upload_store import mark_terminated
+from storage.write_transaction import Transaction
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ class TranscriptRecord:
     unusable: list[Chunk]  # rejected or failed: the transcript's gaps
 
 
-async def _owned(session: AsyncSession, meeting_id: str, owner: str) -> Meeting:
+async def _owned(session: Transaction, meeting_id: str, owner: str) -> Meeting:
     meeting = await session.get(Meeting, meeting_id)
     # Another key's meeting is not found, not forbidden: its existence stays private.
     if meeting is None or meeting.owner != owner:
@@ -232,7 +232,7 @@ class MeetingStore:
 
 
 async def _check_last_seq(
-    session: AsyncSession, meeting: Meeting, last_seq: dict[str, int], max_missing: int
+    session: Transaction, meeting: Meeting, last_seq: dict[str, int], max_missing: int
 ) -> None:
     unknown = [t for t in last_seq if meeting.tracks and t not in meeting.tracks]
     if unknown:

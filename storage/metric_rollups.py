@@ -8,9 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.models import MetricRollup
+from storage.write_transaction import Transaction
 
 INF = 1e308  # the +Inf bucket (a float both databases store)
 RTF_BUCKETS = (0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0)
@@ -38,7 +38,7 @@ def seed_rows() -> list[dict[str, object]]:
     ]
 
 
-async def observe(session: AsyncSession, name: str, value: float) -> None:
+async def observe(session: Transaction, name: str, value: float) -> None:
     await session.execute(
         update(MetricRollup)
         .where(MetricRollup.name == name, MetricRollup.le >= value)
@@ -47,7 +47,7 @@ async def observe(session: AsyncSession, name: str, value: float) -> None:
     )
 
 
-async def histograms(session: AsyncSession) -> dict[str, HistogramCounts]:
+async def histograms(session: Transaction) -> dict[str, HistogramCounts]:
     rows = (
         await session.execute(
             select(MetricRollup.name, MetricRollup.le, MetricRollup.count, MetricRollup.sum)

@@ -7,7 +7,7 @@ without dialect-specific date functions.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     JSON,
@@ -23,7 +23,7 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
-from sqlalchemy.engine import Dialect
+from sqlalchemy.engine import Dialect, RowMapping
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -50,6 +50,22 @@ class _StateColumn(TypeDecorator[StrEnum]):
 
 class Base(DeclarativeBase):
     pass
+
+
+M = TypeVar("M", bound=Base)
+
+
+def detached(model: type[M], row: RowMapping) -> M:
+    """A row read with Core, as an object of its mapped class that no session holds.
+
+    The constructor sets each column through its instrumented attribute (an event and a
+    history entry each): 29 us for a chunk's 24 columns, where this takes 1.6. It is what the
+    ORM's own loading does (an instance from the class manager, its dict filled in), so the
+    object reads, and takes `set_committed_value`, as a loaded one would. Several such objects
+    are built on every upload (its upload, meeting and chunks)."""
+    instance: M = model._sa_class_manager.new_instance()  # type: ignore[attr-defined]
+    instance.__dict__.update(row)
+    return instance
 
 
 class Meeting(Base):

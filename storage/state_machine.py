@@ -13,13 +13,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import ColumnElement, Table, bindparam, update
-from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
 from storage.commit_time_writes import log_event
 from storage.metric_rollups import observe
 from storage.models import Chunk, Meeting
 from storage.states import ChunkState, MeetingState
+from storage.write_transaction import Transaction
 
 # Transitions write through the tables (Core), not the mapped classes: an ORM-enabled
 # UPDATE runs the ORM's bulk-update machinery around the same statement, which showed up in
@@ -82,7 +82,7 @@ class StaleState(Exception):
 
 
 def record_event(
-    session: AsyncSession, meeting_id: str, type_: str, payload: dict[str, Any]
+    session: Transaction, meeting_id: str, type_: str, payload: dict[str, Any]
 ) -> None:
     """Logs an event in the session's transaction: its row is inserted at the commit, with
     the transaction's other events in one statement (storage/commit_time_writes.py)."""
@@ -100,7 +100,7 @@ class Hop:
 
 
 async def transition_chunk(
-    session: AsyncSession,
+    session: Transaction,
     chunk: Chunk,
     target: ChunkState,
     *,
@@ -117,7 +117,7 @@ async def transition_chunk(
 
 
 async def transition_chunk_through(
-    session: AsyncSession,
+    session: Transaction,
     chunk: Chunk,
     hops: Sequence[Hop],
     guard: Sequence[ColumnElement[bool]] = (),
@@ -167,7 +167,7 @@ async def transition_chunk_through(
 
 
 async def transition_meeting(
-    session: AsyncSession,
+    session: Transaction,
     meeting: Meeting,
     target: MeetingState,
     *,
@@ -194,7 +194,7 @@ async def transition_meeting(
         record_event(session, meeting.id, event, body)
 
 
-async def _observe_transcribed(session: AsyncSession, chunk: Chunk) -> None:
+async def _observe_transcribed(session: Transaction, chunk: Chunk) -> None:
     """The histograms of /metrics, in the transaction that records the transcription."""
     if chunk.transcribe_s is not None and chunk.duration_s:
         await observe(session, "transcription_rtf", chunk.transcribe_s / chunk.duration_s)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.models import Meeting
+from storage.write_transaction import Transaction
 
 
-async def set_track_label(session: AsyncSession, meeting: Meeting, track: str, label: str) -> None:
+async def set_track_label(session: Transaction, meeting: Meeting, track: str, label: str) -> None:
     """labels[track] = label, in the caller's transaction. Two tracks' first chunks arrive
     together (a Discord channel's speakers), so the read-modify-write of the JSON column
     locks the meeting's row first: on PostgreSQL FOR UPDATE; SQLite's writers are

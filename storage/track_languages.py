@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.models import Meeting
+from storage.write_transaction import Transaction
 
 AUTO = "auto"
 LEGACY = "en"  # meetings from before languages were transcribed in English
@@ -33,7 +33,7 @@ def track_language(meeting: Meeting, track: str) -> TrackLanguage:
 
 
 async def record_detected(
-    session: AsyncSession, meeting_id: str, track: str, language: str, probability: float
+    session: Transaction, meeting_id: str, track: str, language: str, probability: float
 ) -> bool:
     """Keep a track's detected language, in the caller's transaction; False if the track
     already had one (the first detection stays). Tracks of one meeting detect at the same

@@ -15,14 +15,14 @@ from typing import Any, Protocol
 
 from sqlalchemy import Select, and_, bindparam, false, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.blob_store import BlobStore
 from storage.chunk_intake import UPLOADS, ExistingUpload, mark_kept
 from storage.database import Database
 from storage.key_usage import add_upload_bytes
-from storage.models import Chunk, Upload
+from storage.models import Chunk, Upload, detached
 from storage.state_machine import ChunkState
+from storage.write_transaction import Transaction
 
 # Built once, as the chunk transitions (storage/state_machine.py): every tus request reads
 # an upload, every PATCH moves its offset.
@@ -65,7 +65,7 @@ _KEPT_WITH_MEETING = [
 class UploadIntake(Protocol):
     """What an upload's life means beyond its bytes (`storage/chunk_intake.py`)."""
 
-    async def on_create(self, session: AsyncSession, upload: Upload) -> None:
+    async def on_create(self, session: Transaction, upload: Upload) -> None:
         """In the creating transaction. May raise Refused, or ExistingUpload to answer with
         an upload that exists already."""
 
@@ -73,18 +73,18 @@ class UploadIntake(Protocol):
         """Every byte is durable: look at them (off the event loop) before the transaction
         that records completion. The result is handed to `on_complete` as it is."""
 
-    async def on_progress(self, session: AsyncSession, upload: Upload) -> None:
+    async def on_progress(self, session: Transaction, upload: Upload) -> None:
         """In the transaction that records the upload's first bytes."""
 
     def keeps(self, verdict: object) -> bool:
         """Whether an upload with this verdict becomes part of its meeting (kept until the
         meeting is deleted, never expired)."""
 
-    async def on_complete(self, session: AsyncSession, upload: Upload, verdict: object) -> bool:
+    async def on_complete(self, session: Transaction, upload: Upload, verdict: object) -> bool:
         """In the transaction that records the last bytes (or creates a complete upload).
         True: the upload is part of its meeting now."""
 
-    async def on_terminate(self, session: AsyncSession, upload: Upload) -> None:
+    async def on_terminate(self, session: Transaction, upload: Upload) -> None:
         """In the transaction that terminates the upload. May raise Refused."""
 
     async def on_expire(self, upload: Upload) -> None:
@@ -219,7 +219,7 @@ class UploadStore:
         async with self.db.point_read() as connection:
             found = await connection.execute(_UPLOAD_BY_ID, {"upload_id": upload_id})
             row = found.first()
-        return None if row is None else Upload(**row._mapping)
+        return None if row is None else detached(Upload, row._mapping)
 
     async def declare_length(self, upload_id: str, length: int) -> bool:
         async with self.db.write() as session:
@@ -249,7 +249,7 @@ def expiry_candidates(now: float, expiry_s: float) -> Select[tuple[Upload]]:
     )
 
 
-async def mark_terminated(session: AsyncSession, upload_ids: list[str], now: float) -> None:
+async def mark_terminated(session: Transaction, upload_ids: list[str], now: float) -> None:
     """In the caller's transaction: the uploads' bytes are gone (or going)."""
     await session.execute(update(Upload).where(Upload.id.in_(upload_ids)).values(terminated_at=now))
 

@@ -9,9 +9,9 @@ already waiting when one ends join its transaction: BEGIN, COMMIT and the fsync 
 once for all of them (`bench/README.md`, "small uploads").
 
 What each caller keeps:
-- Its own session (identity map, `info`) on the shared connection, joined with a savepoint
-  (SQLAlchemy's `join_transaction_mode="create_savepoint"`): if its block raises, only its
-  savepoint is rolled back and only it sees the error, at once.
+- Its own write transaction (`storage/write_transaction.py`: its `info`, its ORM session if
+  it needs one) in a savepoint of its own on the shared connection: if its block raises,
+  only its savepoint is rolled back and only it sees the error, at once.
 - Durability: a caller whose block succeeded returns only after the shared COMMIT; if the
   COMMIT fails, every member of the batch gets the error and none of their changes stay.
 - Order: turns are first come, first served, and a batch is committed before the next one
@@ -30,8 +30,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from sqlalchemy import Connection
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
-from sqlalchemy.orm import Session
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransaction
+
+from storage.write_transaction import WriteTransaction
 
 # Bounds how long a batch's first member waits for the others' statements.
 MAX_MEMBERS = 32
@@ -73,12 +74,9 @@ class _Batch:
 
 
 class WriteBatches:
-    def __init__(
-        self, engine: AsyncEngine, session_class: type[Session], max_members: int = MAX_MEMBERS
-    ) -> None:
+    def __init__(self, engine: AsyncEngine, max_members: int = MAX_MEMBERS) -> None:
         self._engine = engine
         _savepoints_as_plain_sql(engine)
-        self._session_class = session_class
         self.max_members = max_members
         self._turn = asyncio.Lock()
         self._open: _Batch | None = None
@@ -87,24 +85,24 @@ class WriteBatches:
         self._committing: asyncio.Task[None] | None = None
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[AsyncSession]:
+    async def transaction(self) -> AsyncIterator[WriteTransaction]:
         """A write transaction: durable when the block ends, rolled back if it raises."""
         async with self._turn:
             batch = await self._join()
-            session = AsyncSession(
-                bind=batch.connection,
-                join_transaction_mode="create_savepoint",
-                expire_on_commit=False,
-                sync_session_class=self._session_class,
-            )
             try:
-                async with session.begin():
-                    yield session
+                savepoint = await batch.connection.begin_nested()
             except BaseException:
-                # Only this member's savepoint was rolled back: the batch goes on.
-                await self._after_member(batch, session)
+                self._abort(batch)
                 raise
-            await self._after_member(batch, session)
+            transaction = WriteTransaction(batch.connection)
+            try:
+                yield transaction
+                await transaction.finish()
+            except BaseException:
+                # Only this member's savepoint is rolled back: the batch goes on.
+                await self._after_member(batch, transaction, savepoint, failed=True)
+                raise
+            await self._after_member(batch, transaction, savepoint, failed=False)
         await asyncio.shield(batch.committed)
 
     async def _join(self) -> _Batch:
@@ -121,20 +119,33 @@ class WriteBatches:
             self._open = _Batch(connection)
         return self._open
 
-    async def _after_member(self, batch: _Batch, session: AsyncSession) -> None:
+    async def _after_member(
+        self,
+        batch: _Batch,
+        transaction: WriteTransaction,
+        savepoint: AsyncTransaction,
+        failed: bool,
+    ) -> None:
         try:
-            await session.close()
+            if failed:
+                await transaction.discard()
+                await savepoint.rollback()
+            else:
+                await savepoint.commit()  # RELEASE
         except BaseException:
             # The savepoint could not be released or rolled back: nothing more can be
             # trusted on this connection. Every member is failed; none of it is kept.
-            self._end(batch)
-            self._committing = asyncio.create_task(self._commit(batch, abort=True))
+            self._abort(batch)
             raise
         batch.members += 1
         if batch.members >= self.max_members:
             await self._finish(batch)
         elif batch.flusher is None:
             batch.flusher = asyncio.create_task(self._flush(batch))
+
+    def _abort(self, batch: _Batch) -> None:
+        self._end(batch)
+        self._committing = asyncio.create_task(self._commit(batch, abort=True))
 
     async def _flush(self, batch: _Batch) -> None:
         async with self._turn:
