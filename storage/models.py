@@ -24,7 +24,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.engine import Dialect, RowMapping
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, configure_mappers, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 from storage.states import ChunkState, MeetingState
@@ -288,3 +288,9 @@ class ChunkStateDelta(Base):
     )
     state: Mapped[str] = mapped_column(String(20))
     delta: Mapped[int] = mapped_column(SmallInteger)
+
+
+# Every mapped class is above: their mappers are configured here, at import. `detached`
+# builds objects without the constructor, which is what configured them on first use; a
+# process whose first object came from `detached` found its attributes unset up.
+configure_mappers()

@@ -5,6 +5,8 @@ a transaction logged written at its end or not at all. On SQLite and on PostgreS
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -176,3 +178,22 @@ def test_a_transaction_whose_orm_flush_fails_alone_is_rolled_back(tmp_path: Path
     assert isinstance(results[1], IntegrityError)
     assert ids == ["a", "b", "taken"]
     assert types == ["first", "a.created", "b.created"]
+
+
+def test_a_detached_object_reads_in_a_process_that_made_no_other(tmp_path: Path) -> None:
+    """`storage.models.detached` in a fresh interpreter, before any mapped object was built
+    the usual way (a second server process answering a HEAD first did just that)."""
+    program = (
+        "from storage.models import Upload, detached\n"
+        "upload = detached(Upload, {'id': 'u1', 'owner': 'key', 'offset': 7})\n"
+        "print(upload.owner, upload.offset)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["key", "7"]
