@@ -1,0 +1,59 @@
+"""PostgreSQL connections are kept across bursts of transactions, not opened and closed per
+request (storage/database.py, POSTGRES_POOL_SIZE)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from sqlalchemy import event, text
+
+from storage.database import POSTGRES_POOL_OVERFLOW, POSTGRES_POOL_SIZE, Database
+from tests.databases import database_url_for, on_postgres
+
+pytestmark = pytest.mark.skipif(
+    not on_postgres(), reason="SQLite's writes share one connection (storage/write_batches.py)"
+)
+
+
+def test_a_second_burst_of_transactions_opens_no_connection(tmp_path: Path) -> None:
+    async def transaction(db: Database) -> None:
+        async with db.write() as session:
+            await session.execute(text("SELECT 1"))
+            await asyncio.sleep(0.05)  # all of the burst hold a connection at once
+
+    async def main() -> tuple[int, int]:
+        db = Database(database_url_for(tmp_path))
+        opened: list[object] = []
+        event.listen(db.write_engine.sync_engine, "connect", lambda *_: opened.append(1))
+        burst = 20  # requests at once in a database call, as under 200 uploading clients
+        await asyncio.gather(*(transaction(db) for _ in range(burst)))
+        first = len(opened)
+        await asyncio.gather(*(transaction(db) for _ in range(burst)))
+        second = len(opened) - first
+        await db.close()
+        return first, second
+
+    first, second = asyncio.run(main())
+    assert first == 20 <= POSTGRES_POOL_SIZE
+    assert second == 0
+
+
+def test_past_the_pool_a_burst_waits_for_connections_instead_of_failing(tmp_path: Path) -> None:
+    async def main() -> int:
+        db = Database(database_url_for(tmp_path))
+        results = await asyncio.gather(
+            *(_held_select(db) for _ in range(POSTGRES_POOL_SIZE + POSTGRES_POOL_OVERFLOW + 10))
+        )
+        await db.close()
+        return sum(results)
+
+    assert asyncio.run(main()) == POSTGRES_POOL_SIZE + POSTGRES_POOL_OVERFLOW + 10
+
+
+async def _held_select(db: Database) -> int:
+    async with db.write() as session:
+        value = (await session.execute(text("SELECT 1"))).scalar_one()
+        await asyncio.sleep(0.05)
+        return int(value)
