@@ -292,5 +292,5 @@ class ChunkStateDelta(Base):
 
 # Every mapped class is above: their mappers are configured here, at import. `detached`
 # builds objects without the constructor, which is what configured them on first use; a
-# process whose first object came from `detached` found its attributes unset up.
+# process whose first object came from `detached` found its attributes not set up.
 configure_mappers()
