@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import (
 from storage import sqlite_connection
 from storage.models import Base
 from storage.write_batches import WriteBatches
-from storage.write_transaction import WriteTransaction
+from storage.write_transaction import WriteTransaction, write_transaction_on
 
 SQLITE_BUSY_TIMEOUT_S = 30.0
 # PostgreSQL connections a process keeps open, and how many more it may open under a burst
@@ -178,14 +178,12 @@ class Database:
             async with self._batches.transaction() as transaction:
                 yield transaction
             return
-        async with self._write_engine.connect() as connection, connection.begin():
-            transaction = WriteTransaction(connection)
-            try:
-                yield transaction
-                await transaction.finish()
-            except BaseException:
-                await transaction.discard()
-                raise
+        async with (
+            self._write_engine.connect() as connection,
+            connection.begin(),
+            write_transaction_on(connection) as transaction,
+        ):
+            yield transaction
 
     async def ping(self) -> None:
         async with self.read() as session:

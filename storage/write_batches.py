@@ -32,7 +32,7 @@ from contextlib import asynccontextmanager
 from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransaction
 
-from storage.write_transaction import WriteTransaction
+from storage.write_transaction import WriteTransaction, write_transaction_on
 
 # Bounds how long a batch's first member waits for the others' statements.
 MAX_MEMBERS = 32
@@ -94,15 +94,14 @@ class WriteBatches:
             except BaseException:
                 self._abort(batch)
                 raise
-            transaction = WriteTransaction(batch.connection)
             try:
-                yield transaction
-                await transaction.finish()
+                async with write_transaction_on(batch.connection) as transaction:
+                    yield transaction
             except BaseException:
                 # Only this member's savepoint is rolled back: the batch goes on.
-                await self._after_member(batch, transaction, savepoint, failed=True)
+                await self._after_member(batch, savepoint, failed=True)
                 raise
-            await self._after_member(batch, transaction, savepoint, failed=False)
+            await self._after_member(batch, savepoint, failed=False)
         await asyncio.shield(batch.committed)
 
     async def _join(self) -> _Batch:
@@ -119,16 +118,9 @@ class WriteBatches:
             self._open = _Batch(connection)
         return self._open
 
-    async def _after_member(
-        self,
-        batch: _Batch,
-        transaction: WriteTransaction,
-        savepoint: AsyncTransaction,
-        failed: bool,
-    ) -> None:
+    async def _after_member(self, batch: _Batch, savepoint: AsyncTransaction, failed: bool) -> None:
         try:
             if failed:
-                await transaction.discard()
                 await savepoint.rollback()
             else:
                 await savepoint.commit()  # RELEASE

@@ -15,10 +15,11 @@ autoflush), so statement order is what the code says.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from typing import Any, TypeAlias
 
-from sqlalchemy import Executable, Result, ScalarResult
+from sqlalchemy import Executable, Result
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from storage.commit_time_writes import drop_pending, write_pending
@@ -31,8 +32,8 @@ def _is_orm(statement: Executable) -> bool:
 
 
 class WriteTransaction:
-    """Lives for one transaction (or one member's savepoint of a group commit). Whoever
-    opened it calls `finish` before committing and `discard` before rolling back."""
+    """Lives for one transaction (or one member's savepoint of a group commit); made by
+    `write_transaction_on`, which finishes or discards it."""
 
     def __init__(self, connection: AsyncConnection) -> None:
         self._connection = connection
@@ -70,14 +71,6 @@ class WriteTransaction:
         await self._flush()
         return await self._connection.execute(statement, params)
 
-    async def scalar(self, statement: Executable, params: dict[str, Any] | None = None) -> Any:
-        return (await self.execute(statement, params)).scalar()
-
-    async def scalars(
-        self, statement: Executable, params: dict[str, Any] | None = None
-    ) -> ScalarResult[Any]:
-        return (await self.execute(statement, params)).scalars()
-
     async def get(self, entity: type[Any], ident: Any) -> Any:
         return await self._orm().get(entity, ident)
 
@@ -107,6 +100,20 @@ class WriteTransaction:
         if self._session is not None:
             session, self._session = self._session, None
             await session.close()  # rolls back to its savepoint
+
+
+@asynccontextmanager
+async def write_transaction_on(connection: AsyncConnection) -> AsyncIterator[WriteTransaction]:
+    """The write transaction of a connection its caller has begun (a transaction, or a
+    savepoint of one): at the block's end what it logged is written, before the caller
+    commits; if the block raises, nothing is, and the caller rolls back."""
+    transaction = WriteTransaction(connection)
+    try:
+        yield transaction
+        await transaction.finish()
+    except BaseException:
+        await transaction.discard()
+        raise
 
 
 # What a storage function that reads or writes is handed: a read session, or a write
