@@ -19,25 +19,18 @@ from sqlalchemy.orm import Session
 from storage.chunk_intake import ChunkIntake, Verdict
 from storage.commit_time_writes import EVENTS, UPLOAD_BYTES, log_event
 from storage.database import Database
+from storage.local_blobs import LocalBlobStore
 from storage.meeting_store import MeetingStore
 from storage.models import Chunk, Upload
 from storage.schema import ensure_schema
 from storage.state_machine import MEETINGS, ChunkState, new_meeting
-from storage.upload_store import UploadStore, make_upload
+from storage.upload_store import UploadStore, make_upload, new_upload_id
 from tests.databases import database_url_for
 
 
-class _Blobs:
-    """The upload store's bytes are not what is tested here."""
-
-    async def create(self, upload_id: str, length: int | None) -> None:
-        pass
-
-    async def delete(self, upload_id: str) -> int:
-        return 0
-
-
 class _ValidBytes(ChunkIntake):
+    """Validation is not what is tested here: every completed upload is valid Ogg Opus."""
+
     async def inspect(self, upload: Upload) -> Verdict:
         return Verdict(None, 1.0)
 
@@ -81,9 +74,10 @@ def test_an_upload_is_created_and_completed_without_an_orm_session(tmp_path: Pat
             track_labels=None,
             max_open_meetings=0,
         )
-        store = UploadStore(db, _Blobs(), _ValidBytes(db, _Blobs(), None))  # type: ignore[arg-type]
+        blobs = LocalBlobStore(tmp_path / "blobs")
+        store = UploadStore(db, blobs, _ValidBytes(db, blobs, None))  # type: ignore[arg-type]
         upload = make_upload(
-            upload_id="u1",
+            upload_id=new_upload_id(),
             length=100,
             meta={"meeting_id": "m1", "track": "mic", "seq": "0", "start_ms": "0"},
             concat=None,
