@@ -32,6 +32,7 @@ from storage.job_queue import (
     ready_state_for,
 )
 from storage.models import Chunk, Upload
+from storage.prepared_statements import PreparedStatement, fetch_first, write
 from storage.refusals import Refused, Rule
 from storage.state_machine import (
     CHUNKS,
@@ -49,8 +50,11 @@ from storage.write_transaction import Transaction
 
 CHUNK_KEYS = ("meeting_id", "track", "seq", "start_ms")
 UPLOADS: Table = Upload.__table__  # type: ignore[assignment]
-# Prepared once, read with Core (as job_queue.chunk_at): every PATCH looks its chunk up.
-_CHUNK_OF_UPLOAD = select(CHUNKS).where(CHUNKS.c.upload_id == bindparam("upload_id"))
+# Prepared once (as job_queue.chunk_at): every PATCH looks its chunk up, every POST inserts one.
+_CHUNK_OF_UPLOAD = PreparedStatement(
+    select(CHUNKS).where(CHUNKS.c.upload_id == bindparam("upload_id"))
+)
+_INSERT_CHUNK = PreparedStatement(insert(CHUNKS))
 # A chunk in one of these states was accepted: its upload is kept with the meeting.
 _PAST_VALIDATION = frozenset(
     {
@@ -214,9 +218,9 @@ class ChunkIntake:
                 error=None,
             )
             return
-        connection = await session.connection()
-        await connection.execute(
-            insert(CHUNKS),
+        await write(
+            session,
+            _INSERT_CHUNK,
             new_chunk_values(
                 meeting_id=key.meeting_id,
                 track=key.track,
@@ -227,9 +231,7 @@ class ChunkIntake:
         )
 
     async def _chunk_for(self, session: Transaction, upload_id: str) -> Chunk | None:
-        connection = await session.connection()
-        found = await connection.execute(_CHUNK_OF_UPLOAD, {"upload_id": upload_id})
-        return chunk_row(found.first())
+        return chunk_row(await fetch_first(session, _CHUNK_OF_UPLOAD, {"upload_id": upload_id}))
 
     async def on_progress(self, session: Transaction, upload: Upload) -> None:
         chunk = await self._chunk_for(session, upload.id)

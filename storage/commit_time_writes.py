@@ -36,6 +36,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storage.models import Event, KeyUploadBytes
+from storage.prepared_statements import PreparedStatement, write
 
 if TYPE_CHECKING:
     from storage.write_transaction import WriteTransaction
@@ -101,11 +102,13 @@ _PG_EVENTS_AND_COUNTS = text(
     f"WITH {_LOCK}, counted AS ({_COUNT.format(turn='turn CROSS JOIN')}) {_INSERT_EVENTS}"
 )
 _PG_COUNTS = text(_COUNT.format(turn=""))
-_INSERT_EVENT = insert(EVENTS)
+_INSERT_EVENT = PreparedStatement(insert(EVENTS))
 _SQLITE_UPSERT = sqlite_insert(UPLOAD_BYTES)
-_SQLITE_COUNT = _SQLITE_UPSERT.on_conflict_do_update(
-    index_elements=["owner", "day"],
-    set_={"bytes": UPLOAD_BYTES.c.bytes + _SQLITE_UPSERT.excluded.bytes},
+_SQLITE_COUNT = PreparedStatement(
+    _SQLITE_UPSERT.on_conflict_do_update(
+        index_elements=["owner", "day"],
+        set_={"bytes": UPLOAD_BYTES.c.bytes + _SQLITE_UPSERT.excluded.bytes},
+    )
 )
 
 
@@ -124,9 +127,9 @@ async def write_pending(connection: AsyncConnection, info: dict[str, Any]) -> No
         await _write_on_postgres(connection, events or [], count_rows)
         return
     if events:
-        await connection.execute(_INSERT_EVENT, events)
+        await write(connection, _INSERT_EVENT, events)
     if count_rows:
-        await connection.execute(_SQLITE_COUNT, count_rows)
+        await write(connection, _SQLITE_COUNT, count_rows)
 
 
 async def _write_on_postgres(

@@ -16,13 +16,15 @@ no row locks (and ignores the clause): its writers are serialised by BEGIN IMMED
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Row, and_, bindparam, or_, select, update
+from sqlalchemy import and_, bindparam, or_, select, update
 
 from storage.database import Database
 from storage.models import Chunk, Meeting, Segment, detached
+from storage.prepared_statements import PreparedStatement, fetch_first
 from storage.state_machine import (
     CHUNK_DONE_STATES,
     CHUNKS,
@@ -121,11 +123,13 @@ def _lease_free(now: float) -> Any:
 
 # Prepared once: built per call, the statement's construction and cache key were a visible
 # share of every upload's CPU (`bench/README.md`, "Many small uploads").
-_MEETING_AT = select(MEETINGS).where(MEETINGS.c.id == bindparam("meeting_id"))
-_CHUNK_AT = select(CHUNKS).where(
-    CHUNKS.c.meeting_id == bindparam("meeting_id"),
-    CHUNKS.c.track == bindparam("track"),
-    CHUNKS.c.seq == bindparam("seq"),
+_MEETING_AT = PreparedStatement(select(MEETINGS).where(MEETINGS.c.id == bindparam("meeting_id")))
+_CHUNK_AT = PreparedStatement(
+    select(CHUNKS).where(
+        CHUNKS.c.meeting_id == bindparam("meeting_id"),
+        CHUNKS.c.track == bindparam("track"),
+        CHUNKS.c.seq == bindparam("seq"),
+    )
 )
 
 
@@ -133,27 +137,25 @@ async def chunk_at(session: Transaction, meeting_id: str, track: str, seq: int) 
     """The chunk at a key (meeting, track, seq): unique, so at most one. Read with Core and
     handed back detached (as `chunk_row` does): nothing writes a chunk through the ORM, state
     changes go through `transition_chunk`."""
-    connection = await session.connection()
-    found = await connection.execute(
-        _CHUNK_AT, {"meeting_id": meeting_id, "track": track, "seq": seq}
+    found = await fetch_first(
+        session, _CHUNK_AT, {"meeting_id": meeting_id, "track": track, "seq": seq}
     )
-    return chunk_row(found.first())
+    return chunk_row(found)
 
 
 async def meeting_at(session: Transaction, meeting_id: str) -> Meeting | None:
     """The meeting, read with Core and handed back detached, as `chunk_at` does a chunk: every
     chunk's creation reads its meeting, and the ORM's load cost more than the SELECT. Its state
     changes go through `transition_meeting` (a Core compare-and-set) like every other."""
-    connection = await session.connection()
-    row = (await connection.execute(_MEETING_AT, {"meeting_id": meeting_id})).first()
-    return None if row is None else detached(Meeting, row._mapping)
+    row = await fetch_first(session, _MEETING_AT, {"meeting_id": meeting_id})
+    return None if row is None else detached(Meeting, row)
 
 
-def chunk_row(row: Row[Any] | None) -> Chunk | None:
+def chunk_row(row: Mapping[str, Any] | None) -> Chunk | None:
     """A chunk read with Core, as a detached object (`storage/models.detached`). Loading it
     through the ORM (identity map, instance state) cost several times the SELECT on the
     upload hot path."""
-    return None if row is None else detached(Chunk, row._mapping)
+    return None if row is None else detached(Chunk, row)
 
 
 def is_gap(meeting: Meeting, track: str, seq: int) -> bool:

@@ -13,11 +13,12 @@ import math
 import time
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 
 from storage.commit_time_writes import count_upload_bytes, utc_day
 from storage.database import Database
 from storage.models import KeyUploadBytes, Meeting, Webhook
+from storage.prepared_statements import PreparedStatement
 from storage.state_machine import MeetingState
 from storage.write_transaction import Transaction
 
@@ -47,17 +48,19 @@ async def webhooks(session: Transaction, owner: str) -> int:
     ).scalar_one()
 
 
+# Read on every upload's creation and offset (the key's daily byte limit).
+_BYTES_OF_DAY = PreparedStatement(
+    select(KeyUploadBytes.__table__.c.bytes).where(
+        KeyUploadBytes.__table__.c.owner == bindparam("owner"),
+        KeyUploadBytes.__table__.c.day == bindparam("day"),
+    )
+)
+
+
 async def upload_bytes_today(db: Database, owner: str, now: float | None = None) -> int:
     day = utc_day(time.time() if now is None else now)
-    async with db.point_read() as connection:
-        found = (
-            await connection.execute(
-                select(KeyUploadBytes.bytes).where(
-                    KeyUploadBytes.owner == owner, KeyUploadBytes.day == day
-                )
-            )
-        ).scalar_one_or_none()
-    return found or 0
+    found = await db.read_first(_BYTES_OF_DAY, {"owner": owner, "day": day})
+    return 0 if found is None else int(found["bytes"])
 
 
 def add_upload_bytes(

@@ -18,6 +18,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from storage.commit_time_writes import log_event
 from storage.metric_rollups import observe
 from storage.models import Chunk, Meeting
+from storage.prepared_statements import PreparedStatement, write
 from storage.states import ChunkState, MeetingState
 from storage.write_transaction import Transaction
 
@@ -30,11 +31,13 @@ MEETINGS: Table = Meeting.__table__  # type: ignore[assignment]
 # Built once: the SET clause is the execution's other parameters (a column each), and the
 # compiled form is cached per set of columns. Building the statement per call cost about six
 # times executing it (bench/README.md, "Many small uploads").
-_CHUNK_TRANSITION = update(CHUNKS).where(
-    CHUNKS.c.id == bindparam("_id"), CHUNKS.c.state == bindparam("_current")
+_CHUNK_TRANSITION = PreparedStatement(
+    update(CHUNKS).where(CHUNKS.c.id == bindparam("_id"), CHUNKS.c.state == bindparam("_current"))
 )
-_MEETING_TRANSITION = update(MEETINGS).where(
-    MEETINGS.c.id == bindparam("_id"), MEETINGS.c.state == bindparam("_current")
+_MEETING_TRANSITION = PreparedStatement(
+    update(MEETINGS).where(
+        MEETINGS.c.id == bindparam("_id"), MEETINGS.c.state == bindparam("_current")
+    )
 )
 
 CHUNK_TRANSITIONS: dict[ChunkState, frozenset[ChunkState]] = {
@@ -145,12 +148,14 @@ async def transition_chunk_through(
             .where(CHUNKS.c.id == chunk.id, CHUNKS.c.state == current, *guard)
             .values(state=state, **values)
         )
-        result = await session.execute(statement)
+        matched = (await session.execute(statement)).rowcount  # type: ignore[attr-defined]
     else:
-        result = await session.execute(
-            _CHUNK_TRANSITION, {"_id": chunk.id, "_current": current, "state": state, **values}
+        matched = await write(
+            session,
+            _CHUNK_TRANSITION,
+            {"_id": chunk.id, "_current": current, "state": state, **values},
         )
-    if result.rowcount != 1:
+    if matched != 1:
         raise StaleState(f"chunk {chunk.id} is no longer {current.value!r}")
     # What the row now holds, as loaded: marked as changed, the session would write the same
     # values again in a second UPDATE at flush.
@@ -178,10 +183,12 @@ async def transition_meeting(
     current = MeetingState(meeting.state)
     if target not in MEETING_TRANSITIONS[current]:
         raise IllegalTransition("meeting", current, target)
-    result = await session.execute(
-        _MEETING_TRANSITION, {"_id": meeting.id, "_current": current, "state": target, **fields}
+    matched = await write(
+        session,
+        _MEETING_TRANSITION,
+        {"_id": meeting.id, "_current": current, "state": target, **fields},
     )
-    if result.rowcount != 1:
+    if matched != 1:
         raise StaleState(f"meeting {meeting.id} is no longer {current.value!r}")
     set_committed_value(meeting, "state", target)
     for name, value in fields.items():

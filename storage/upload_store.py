@@ -21,15 +21,16 @@ from storage.chunk_intake import UPLOADS, ExistingUpload, mark_kept
 from storage.database import Database
 from storage.key_usage import add_upload_bytes
 from storage.models import Chunk, Upload, detached
+from storage.prepared_statements import PreparedStatement, write
 from storage.state_machine import ChunkState
 from storage.write_transaction import Transaction
 
 # Built once, as the chunk transitions (storage/state_machine.py): every tus request reads
-# an upload, every PATCH moves its offset.
-_INSERT_UPLOAD = insert(UPLOADS)
-_UPLOAD_BY_ID = select(UPLOADS).where(UPLOADS.c.id == bindparam("upload_id"))
-_MOVE_OFFSET = update(UPLOADS).where(
-    UPLOADS.c.id == bindparam("_id"), UPLOADS.c.offset == bindparam("_old")
+# an upload, every PATCH moves its offset (storage/prepared_statements.py).
+_INSERT_UPLOAD = PreparedStatement(insert(UPLOADS))
+_UPLOAD_BY_ID = PreparedStatement(select(UPLOADS).where(UPLOADS.c.id == bindparam("upload_id")))
+_MOVE_OFFSET = PreparedStatement(
+    update(UPLOADS).where(UPLOADS.c.id == bindparam("_id"), UPLOADS.c.offset == bindparam("_old"))
 )
 
 
@@ -103,7 +104,7 @@ class UploadStore:
         await self.blobs.create(upload.id, upload.length)
         try:
             async with self.db.write() as session:
-                await session.execute(_INSERT_UPLOAD, _row(upload))
+                await write(session, _INSERT_UPLOAD, _row(upload))
                 await self.intake.on_create(session, upload)
             return None
         except ExistingUpload as existing:
@@ -130,7 +131,7 @@ class UploadStore:
             await self.blobs.concatenate(upload.id, part_ids)
             upload.offset = upload.length or 0
             async with self.db.write() as session:
-                await session.execute(_INSERT_UPLOAD, _row(upload))
+                await write(session, _INSERT_UPLOAD, _row(upload))
                 await self.intake.on_create(session, upload)
         except ExistingUpload as existing:
             await self.blobs.delete(upload.id)
@@ -162,8 +163,7 @@ class UploadStore:
         if keeps:
             values["kept_with_meeting"] = True
         async with self.db.write() as session:
-            result = await session.execute(_MOVE_OFFSET, values)
-            if result.rowcount != 1:
+            if await write(session, _MOVE_OFFSET, values) != 1:
                 return False
             upload.offset = new
             add_upload_bytes(session, upload.owner, new - old)
@@ -216,10 +216,8 @@ class UploadStore:
     async def get(self, upload_id: str) -> Upload | None:
         """The upload as a detached object (every tus request reads one: a Core select is a
         good part cheaper than the ORM's identity-mapped load)."""
-        async with self.db.point_read() as connection:
-            found = await connection.execute(_UPLOAD_BY_ID, {"upload_id": upload_id})
-            row = found.first()
-        return None if row is None else detached(Upload, row._mapping)
+        row = await self.db.read_first(_UPLOAD_BY_ID, {"upload_id": upload_id})
+        return None if row is None else detached(Upload, row)
 
     async def declare_length(self, upload_id: str, length: int) -> bool:
         async with self.db.write() as session:

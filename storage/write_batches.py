@@ -12,6 +12,16 @@ What each caller keeps:
 - Its own write transaction (`storage/write_transaction.py`: its `info`, its ORM session if
   it needs one) in a savepoint of its own on the shared connection: if its block raises,
   only its savepoint is rolled back and only it sees the error, at once.
+
+The members' savepoints are plain SQL sent to sqlite3 itself (`prepared_statements.run_plain`,
+inline: the batch holds the write lock), not SQLAlchemy's nested transactions: `begin_nested`
+and its commit cost a greenlet switch each, a transaction object and a statement through
+SQLAlchemy's execution, two per member, where SQLite spends microseconds; under 200 uploading
+clients they were about a tenth of the server's GIL-holding time once the upload path's own
+statements ran on sqlite3 (`bench/README.md`, "Many small uploads"). SQLAlchemy's connection
+stays in the batch's one transaction throughout; an ORM session a member opens takes its
+own savepoint inside the member's, through SQLAlchemy, and is closed before the member's
+savepoint is released or rolled back to.
 - Durability: a caller whose block succeeded returns only after the shared COMMIT; if the
   COMMIT fails, every member of the batch gets the error and none of their changes stay.
 - Order: turns are first come, first served, and a batch is committed before the next one
@@ -29,42 +39,22 @@ import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from sqlalchemy import Connection
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransaction
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from storage.prepared_statements import inline_sqlite, run_plain
 from storage.write_transaction import WriteTransaction, write_transaction_on
 
 # Bounds how long a batch's first member waits for the others' statements.
 MAX_MEMBERS = 32
 
 
-def _savepoints_as_plain_sql(engine: AsyncEngine) -> None:
-    """Every member of a batch opens and releases a savepoint, two per write transaction.
-    SQLAlchemy's dialect sends each as a Core construct (`SavepointClause`), compiled through
-    the statement cache and its parameter setup every time: about 40 us of the 50 us a pair
-    costs, where the same statements as plain SQL take 10 (measured on SQLite, in-process).
-    Here they are plain SQL, still through the connection's `exec_driver_sql`, so its events
-    and its error wrapping stay; the names are SQLAlchemy's own (`sa_savepoint_N`)."""
-    dialect = engine.sync_engine.dialect
-
-    def do_savepoint(connection: Connection, name: str) -> None:
-        connection.exec_driver_sql(f"SAVEPOINT {name}")
-
-    def do_release_savepoint(connection: Connection, name: str) -> None:
-        connection.exec_driver_sql(f"RELEASE SAVEPOINT {name}")
-
-    def do_rollback_to_savepoint(connection: Connection, name: str) -> None:
-        connection.exec_driver_sql(f"ROLLBACK TO SAVEPOINT {name}")
-
-    # On this engine's own dialect instance: other engines keep the dialect's methods.
-    dialect.do_savepoint = do_savepoint  # type: ignore[method-assign]
-    dialect.do_release_savepoint = do_release_savepoint  # type: ignore[method-assign]
-    dialect.do_rollback_to_savepoint = do_rollback_to_savepoint  # type: ignore[method-assign]
-
-
 class _Batch:
     def __init__(self, connection: AsyncConnection) -> None:
         self.connection = connection
+        sqlite = inline_sqlite(connection)
+        assert sqlite is not None, "a batch is a SQLite transaction holding the write lock"
+        self.sqlite = sqlite
+        self.savepoints = 0
         self.members = 0
         self.committed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         # A batch whose members all failed has nobody awaiting its result: mark it read, so
@@ -76,7 +66,6 @@ class _Batch:
 class WriteBatches:
     def __init__(self, engine: AsyncEngine, max_members: int = MAX_MEMBERS) -> None:
         self._engine = engine
-        _savepoints_as_plain_sql(engine)
         self.max_members = max_members
         self._turn = asyncio.Lock()
         self._open: _Batch | None = None
@@ -89,8 +78,10 @@ class WriteBatches:
         """A write transaction: durable when the block ends, rolled back if it raises."""
         async with self._turn:
             batch = await self._join()
+            batch.savepoints += 1
+            savepoint = f"member_{batch.savepoints}"
             try:
-                savepoint = await batch.connection.begin_nested()
+                run_plain(batch.sqlite, f"SAVEPOINT {savepoint}")
             except BaseException:
                 self._abort(batch)
                 raise
@@ -118,12 +109,11 @@ class WriteBatches:
             self._open = _Batch(connection)
         return self._open
 
-    async def _after_member(self, batch: _Batch, savepoint: AsyncTransaction, failed: bool) -> None:
+    async def _after_member(self, batch: _Batch, savepoint: str, failed: bool) -> None:
         try:
             if failed:
-                await savepoint.rollback()
-            else:
-                await savepoint.commit()  # RELEASE
+                run_plain(batch.sqlite, f"ROLLBACK TO SAVEPOINT {savepoint}")
+            run_plain(batch.sqlite, f"RELEASE SAVEPOINT {savepoint}")
         except BaseException:
             # The savepoint could not be released or rolled back: nothing more can be
             # trusted on this connection. Every member is failed; none of it is kept.

@@ -28,6 +28,7 @@ from storage.state_machine import (
 )
 from storage.upload_store import make_upload
 from tests.databases import database_url_for
+from tests.sql_trace import statements_sent
 
 _ids = itertools.count()
 
@@ -184,26 +185,15 @@ UPLOADED_THEN_QUEUED = [
 def test_hops_are_one_write_with_every_event_in_order(tmp_path: Path) -> None:
     """uploading -> uploaded -> queued as the upload path makes it: one UPDATE that sets
     every hop's columns, and both events."""
-    from sqlalchemy import event as sa_event
 
     async def run() -> None:
         db = await _db(tmp_path)
         chunk_id = await _chunk_in(db, ChunkState.UPLOADING)
-        updates: list[str] = []
-
-        def seen(_conn, _cursor, statement, *_args) -> None:  # type: ignore[no-untyped-def]
-            if statement.startswith("UPDATE chunks"):
-                updates.append(statement)
-
-        engine = db.write_engine.sync_engine
-        sa_event.listen(engine, "before_cursor_execute", seen)
-        try:
-            async with db.write() as s:
-                chunk = await s.get(Chunk, chunk_id)
+        async with db.write() as s:
+            chunk = await s.get(Chunk, chunk_id)
+            with statements_sent(await s.connection()) as sent:
                 await transition_chunk_through(s, chunk, UPLOADED_THEN_QUEUED)
-        finally:
-            sa_event.remove(engine, "before_cursor_execute", seen)
-        assert len(updates) == 1
+        assert len([s for s in sent if s.startswith("UPDATE chunks")]) == 1, sent
         async with db.read() as s:
             row = await s.get(Chunk, chunk_id)
             assert (row.state, row.bytes, row.uploaded_at) == (ChunkState.QUEUED, 9, 1.0)

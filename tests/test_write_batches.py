@@ -14,6 +14,16 @@ from pathlib import Path
 from sqlalchemy import event, text
 
 from storage.database import Database
+from storage.prepared_statements import PreparedStatement
+
+_ROW = PreparedStatement(text("SELECT id FROM row WHERE id = :id"))
+
+
+def _point_reader(db: Database) -> sqlite3.Connection:
+    """The sqlite3 connection under the database's point reads (opened by the first)."""
+    reader = db._point_reader
+    assert reader is not None
+    return reader.sync_connection.connection.driver_connection._connection  # type: ignore[union-attr]
 
 
 async def _db(tmp_path: Path) -> Database:
@@ -178,11 +188,13 @@ def test_statements_run_inline_only_while_the_write_lock_is_held(tmp_path: Path)
         loop_thread = threading.get_ident()
         trace: list[tuple[bool, str]] = []
 
-        def traced(conn: object) -> None:
-            raw = conn.driver_connection._connection  # type: ignore[attr-defined]
+        def trace_raw(raw: sqlite3.Connection) -> None:
             raw.set_trace_callback(
                 lambda sql: trace.append((threading.get_ident() == loop_thread, sql.strip()))
             )
+
+        def traced(conn: object) -> None:
+            trace_raw(conn.driver_connection._connection)  # type: ignore[attr-defined]
 
         async with db.write_engine.connect() as c:
             await c.run_sync(lambda sync: traced(sync.connection))
@@ -192,9 +204,9 @@ def test_statements_run_inline_only_while_the_write_lock_is_held(tmp_path: Path)
             connection = await session.connection()
             await connection.run_sync(lambda sync: traced(sync.connection))
             await session.execute(text("SELECT count(*) FROM row"))
-        async with db.point_read() as connection:
-            await connection.run_sync(lambda sync: traced(sync.connection))
-            await connection.execute(text("SELECT id FROM row WHERE id = 1"))
+        assert await db.read_first(_ROW, {"id": 1}) == {"id": 1}  # opens the point reader
+        trace_raw(_point_reader(db))
+        assert await db.read_first(_ROW, {"id": 1}) == {"id": 1}
         await db.close()
         return trace
 
@@ -208,65 +220,70 @@ def test_statements_run_inline_only_while_the_write_lock_is_held(tmp_path: Path)
 
 
 def test_point_reads_are_one_statement_each_on_one_connection(tmp_path: Path) -> None:
-    """Many point reads at once (every tus request makes one) share one connection: none of
-    them yields to the loop while it holds it, so the pool never opens another. Each is its
-    SELECT alone, without BEGIN and ROLLBACK around it."""
+    """Many point reads at once (every tus request makes one) share one connection, held
+    for the database's life: none of them yields to the loop, so none waits for another,
+    and no connection is checked out or opened per read. Each is its SELECT alone, without
+    BEGIN and ROLLBACK around it."""
 
-    async def main() -> tuple[set[int], list[str], list[int]]:
+    async def main() -> tuple[list[int], list[str], list[dict[str, object] | None]]:
         db = await _db(tmp_path)
         await _insert(db, 7)
-        drivers: set[int] = set()
+        opened: list[int] = []
+        event.listen(db._point_read_engine.sync_engine, "connect", lambda *_: opened.append(1))
         trace: list[str] = []
-        found: list[int] = []
-
-        def driver_of(sync: object) -> None:
-            driver = sync.connection.driver_connection  # type: ignore[attr-defined]
-            if id(driver) not in drivers:
-                drivers.add(id(driver))
-                driver._connection.set_trace_callback(lambda sql: trace.append(sql.strip()))
-
-        async def read() -> None:
-            async with db.point_read() as connection:
-                await connection.run_sync(driver_of)
-                row = (await connection.execute(text("SELECT id FROM row WHERE id = 7"))).first()
-                found.append(row[0])
-
-        await read()  # the first opens the connection (that one yields, on its thread)
-        await asyncio.gather(*(read() for _ in range(200)))
+        await db.read_first(_ROW, {"id": 7})  # the first opens the connection, on its thread
+        _point_reader(db).set_trace_callback(lambda sql: trace.append(sql.strip()))
+        found = await asyncio.gather(*(db.read_first(_ROW, {"id": 7}) for _ in range(200)))
+        missing = await db.read_first(_ROW, {"id": 8})
         await db.close()
-        return drivers, trace, found
+        return opened, trace, [*found, missing]
 
-    drivers, trace, found = asyncio.run(main())
-    assert found == [7] * 201
-    assert len(drivers) == 1
-    assert trace == ["SELECT id FROM row WHERE id = 7"] * 201
+    opened, trace, found = asyncio.run(main())
+    assert found == [{"id": 7}] * 200 + [None]
+    assert opened == [1]
+    assert trace == ["SELECT id FROM row WHERE id = 7"] * 200 + ["SELECT id FROM row WHERE id = 8"]
 
 
-def test_savepoints_are_sent_as_plain_sql(tmp_path: Path) -> None:
-    """Each member's SAVEPOINT and RELEASE (and ROLLBACK TO, for a failing one) reach the
-    driver as plain SQL, not as Core constructs compiled through the statement cache."""
+def test_member_savepoints_go_to_sqlite_without_sqlalchemys_execution(tmp_path: Path) -> None:
+    """Each member's SAVEPOINT and RELEASE (ROLLBACK TO and RELEASE, for a failing one) are
+    plain SQL run on sqlite3 itself: SQLite sees them, SQLAlchemy's execution does not, and
+    the failing member's row is gone while the others' stay."""
 
     async def failing() -> None:
         async with db.write() as session:
             await session.execute(text("INSERT INTO row (id, parent) VALUES (100, 1)"))
             raise RuntimeError("refused")
 
-    async def main() -> list[tuple[str, bool]]:
+    async def main() -> tuple[list[str], list[str]]:
         nonlocal db
         db = await _db(tmp_path)
-        seen: list[tuple[str, bool]] = []
+        in_sqlite: list[str] = []
+        through_sqlalchemy: list[str] = []
+        engine = db.write_engine.sync_engine
 
-        @event.listens_for(db.write_engine.sync_engine, "before_cursor_execute")
-        def trace(_conn, _cursor, statement, _params, context, _many) -> None:  # type: ignore[no-untyped-def]
-            if "SAVEPOINT" in statement:
-                seen.append((statement.split()[0], context.compiled is not None))
+        @event.listens_for(engine, "checkout")
+        def traced(dbapi_connection, _record, _proxy) -> None:  # type: ignore[no-untyped-def]
+            dbapi_connection.driver_connection._connection.set_trace_callback(in_sqlite.append)
+
+        @event.listens_for(engine, "before_cursor_execute")
+        def executed(_conn, _cursor, statement, *_args) -> None:  # type: ignore[no-untyped-def]
+            through_sqlalchemy.append(statement)
 
         await asyncio.gather(_insert(db, 1), failing(), _insert(db, 2), return_exceptions=True)
         assert await _rows(db) == [1, 2]
         await db.close()
-        return seen
+        return in_sqlite, through_sqlalchemy
 
     db: Database
-    seen = asyncio.run(main())
-    assert sorted({kind for kind, _ in seen}) == ["RELEASE", "ROLLBACK", "SAVEPOINT"], seen
-    assert not any(compiled for _, compiled in seen), seen
+    in_sqlite, through_sqlalchemy = asyncio.run(main())
+    savepoints = [s for s in in_sqlite if "SAVEPOINT" in s]
+    assert savepoints == [
+        "SAVEPOINT member_1",
+        "RELEASE SAVEPOINT member_1",
+        "SAVEPOINT member_2",
+        "ROLLBACK TO SAVEPOINT member_2",
+        "RELEASE SAVEPOINT member_2",
+        "SAVEPOINT member_3",
+        "RELEASE SAVEPOINT member_3",
+    ], in_sqlite
+    assert not [s for s in through_sqlalchemy if "SAVEPOINT" in s], through_sqlalchemy

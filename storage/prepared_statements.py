@@ -1,0 +1,199 @@
+"""The few Core statements every upload runs, run on SQLite without SQLAlchemy's execution.
+
+An upload (its POST and its PATCH) runs about ten statements: reads of its upload, meeting
+and chunks by key, writes of their rows, its event and its byte count. Through
+`AsyncConnection.execute` each costs SQLAlchemy's whole execution path (a greenlet switch
+each way, the statement cache's lookup, parameter setup, a cursor adapter, the result's
+metadata) where SQLite itself spends a few microseconds: a profile of one server under 200
+uploading clients had SQLAlchemy innermost in 46 % of the samples that held the GIL, and
+sqlite3 in 5 % (`bench/README.md`, "Many small uploads").
+
+On SQLite those statements run where they can run inline anyway (`storage/sqlite_connection`:
+in a write transaction, once this process holds the write lock, and on point-read
+connections), so here they go straight to the `sqlite3` connection: the statement is compiled
+by SQLAlchemy once per set of parameter names, its parameters and result columns are
+converted by the columns' own types (JSON, states, booleans), and sqlite3 keeps it prepared
+(its statement cache). Errors are SQLAlchemy's (`IntegrityError` stays `IntegrityError`).
+
+What is hand-written is only the call: compiling, typing and the transaction stay
+SQLAlchemy's. Everything else falls back to Core, unchanged: PostgreSQL (asyncpg's
+execution is not this thin; a path of its own would be another piece of work), any other
+connection, and any statement this does not cover (Python-side defaults, expanding `IN`
+parameters, `RETURNING`) -- decided once per compiled form.
+
+Statement-level SQLAlchemy events (`before_cursor_execute`) do not see these statements;
+sqlite3's trace callback does.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+from sqlalchemy import Select, exc
+from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.sql import Executable
+from sqlalchemy.sql.compiler import SQLCompiler
+
+from storage.sqlite_connection import SqliteConnection
+
+if TYPE_CHECKING:  # write_transaction's commit-time writes use this module
+    from storage.write_transaction import WriteTransaction
+
+Processor = Callable[[Any], Any] | None
+Params = Mapping[str, Any]
+# What the statements of this module are handed: a write transaction, a read session, or a
+# connection (a point read's, or the one `write_pending` writes on).
+Runner: TypeAlias = "WriteTransaction | AsyncSession | AsyncConnection"
+
+_NO_VALUE = object()
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    sql: str
+    # Positional parameters: each one's name, its value when the caller names none, its
+    # type's conversion to what sqlite3 takes.
+    binds: tuple[tuple[str, Any, Processor], ...]
+    # A select's columns: each one's key and its type's conversion from what sqlite3 gives
+    # (None for a statement whose columns have no types: plain SQL, whose rows are as
+    # sqlite3 gives them, by the names SQLite gives).
+    columns: tuple[tuple[str, Processor], ...] | None
+
+
+def _plan(statement: Executable, dialect: Dialect, keys: list[str], many: bool) -> _Plan | None:
+    # Compiled as Connection.execute compiles it: for the parameter names given (an INSERT's
+    # or UPDATE's columns are the ones named), and for executemany when there are several.
+    compiled = statement.compile(dialect=dialect, column_keys=keys, for_executemany=many)
+    assert isinstance(compiled, SQLCompiler)
+    if (
+        compiled.insert_prefetch
+        or compiled.update_prefetch
+        or compiled.effective_returning
+        or compiled.post_compile_params
+        or compiled.positiontup is None
+    ):
+        return None  # defaults computed in Python, IN lists, RETURNING: Core's to run
+    binds = []
+    for name in compiled.positiontup:
+        bind = compiled.binds[name]
+        if bind.expanding or bind.callable is not None:
+            return None
+        default = _NO_VALUE if bind.required else bind.value
+        binds.append((name, default, bind.type.dialect_impl(dialect).bind_processor(dialect)))
+    columns: list[tuple[str, Processor]] | None = None
+    if isinstance(statement, Select):
+        columns = []
+        for column in statement.selected_columns:
+            process = column.type.dialect_impl(dialect).result_processor(dialect, None)
+            columns.append((column.key, process))
+    return _Plan(compiled.string, tuple(binds), None if columns is None else tuple(columns))
+
+
+class PreparedStatement:
+    """A Core statement of the upload path. Build it once, at import, as a module constant:
+    its compiled forms are kept with it."""
+
+    def __init__(self, statement: Executable) -> None:
+        self.statement = statement
+        self._plans: dict[tuple[tuple[str, ...], bool], _Plan | None] = {}
+
+    def _plan_for(self, dialect: Dialect, params: Params, many: bool) -> _Plan | None:
+        key = (tuple(sorted(params)), many)
+        try:
+            return self._plans[key]
+        except KeyError:
+            plan = self._plans[key] = _plan(self.statement, dialect, list(key[0]), many)
+            return plan
+
+
+def _arguments(plan: _Plan, params: Params) -> list[Any]:
+    values = []
+    for name, default, process in plan.binds:
+        value = params.get(name, default)
+        if value is _NO_VALUE:
+            raise exc.ArgumentError(f"A value is required for bind parameter {name!r}")
+        values.append(value if process is None else process(value))
+    return values
+
+
+def inline_sqlite(connection: AsyncConnection) -> sqlite3.Connection | None:
+    """The sqlite3 connection under `connection` when a statement may run on it now, on the
+    event loop's thread (storage/sqlite_connection: its own rules for running inline)."""
+    if connection.dialect.name != "sqlite":
+        return None
+    driver = connection.sync_connection.connection.driver_connection  # type: ignore[union-attr]
+    if not isinstance(driver, SqliteConnection) or not (driver.holds_write_lock or driver.inline):
+        return None
+    return driver._connection
+
+
+async def _connection_of(runner: Runner) -> AsyncConnection:
+    if isinstance(runner, AsyncConnection):
+        return runner
+    # A write transaction's connection: what its ORM session added is flushed first.
+    return await runner.connection()
+
+
+def run_plain(raw: sqlite3.Connection, sql: str) -> None:
+    """A statement without parameters or rows (a savepoint's), on an `inline_sqlite`."""
+    try:
+        raw.execute(sql)
+    except sqlite3.Error as error:
+        raise exc.DBAPIError.instance(sql, None, error, sqlite3.Error) from error
+
+
+def _run(raw: sqlite3.Connection, plan: _Plan, params: Params | Sequence[Params]) -> sqlite3.Cursor:
+    try:
+        if isinstance(params, Mapping):
+            return raw.execute(plan.sql, _arguments(plan, params))
+        return raw.executemany(plan.sql, [_arguments(plan, p) for p in params])
+    except sqlite3.Error as error:
+        # As Core raises it: IntegrityError for a duplicate key, and so on.
+        raise exc.DBAPIError.instance(plan.sql, params, error, sqlite3.Error) from error
+
+
+async def fetch_first(
+    runner: Runner, prepared: PreparedStatement, params: Params
+) -> dict[str, Any] | None:
+    """The first row of a SELECT, by column key (for `storage/models.detached`), or None."""
+    connection = await _connection_of(runner)
+    raw = inline_sqlite(connection)
+    plan = None if raw is None else prepared._plan_for(connection.dialect, params, False)
+    if raw is None or plan is None:
+        row = (await connection.execute(prepared.statement, params)).first()
+        return None if row is None else dict(row._mapping)
+    cursor = _run(raw, plan, params)
+    found, description = cursor.fetchone(), cursor.description
+    # Done with the statement now, as Core's `first()` is: a read left open would hold its
+    # snapshot of the WAL (and keep checkpoints from finishing) until the cursor is freed.
+    cursor.close()
+    if found is None:
+        return None
+    if plan.columns is None:
+        return {column[0]: value for column, value in zip(description, found, strict=True)}
+    return {
+        key: value if process is None else process(value)
+        for (key, process), value in zip(plan.columns, found, strict=True)
+    }
+
+
+async def write(
+    runner: Runner, prepared: PreparedStatement, params: Params | Sequence[Params]
+) -> int:
+    """An INSERT, UPDATE or DELETE (several rows' parameters: executemany); the rows it
+    matched."""
+    if not params and not isinstance(params, Mapping):
+        return 0  # no rows to write (Core would refuse an empty executemany)
+    connection = await _connection_of(runner)
+    raw = inline_sqlite(connection)
+    many = not isinstance(params, Mapping)
+    first = params if isinstance(params, Mapping) else params[0]
+    plan = None if raw is None else prepared._plan_for(connection.dialect, first, many)
+    if raw is None or plan is None:
+        result = await connection.execute(prepared.statement, params)  # type: ignore[arg-type]
+        return result.rowcount  # type: ignore[attr-defined, no-any-return]
+    return _run(raw, plan, params).rowcount
