@@ -60,7 +60,7 @@ _BYTES_OF_DAY = PreparedStatement(
 async def upload_bytes_today(db: Database, owner: str, now: float | None = None) -> int:
     day = utc_day(time.time() if now is None else now)
     found = await db.read_first(_BYTES_OF_DAY, {"owner": owner, "day": day})
-    return 0 if found is None else int(found["bytes"])
+    return 0 if found is None else found["bytes"] or 0
 
 
 def add_upload_bytes(
