@@ -15,17 +15,13 @@ import pytest
 from sqlalchemy import Engine, bindparam, event, insert, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from storage.chunk_intake import ChunkIntake, Verdict
 from storage.commit_time_writes import EVENTS
-from storage.database import Database
-from storage.local_blobs import LocalBlobStore
-from storage.meeting_store import MeetingStore
 from storage.models import Chunk, Meeting, Upload, detached
 from storage.prepared_statements import PreparedStatement, fetch_first, write
-from storage.schema import ensure_schema
 from storage.state_machine import CHUNKS, MEETINGS, ChunkState, MeetingState, new_meeting
-from storage.upload_store import UploadStore, make_upload, new_upload_id
-from tests.databases import database_url_for, on_postgres
+from storage.upload_store import make_upload
+from tests.databases import on_postgres
+from tests.upload_store_setup import chunk_upload, fresh_database, store_with_a_meeting
 
 UPLOADS = Upload.__table__
 _UPLOAD = PreparedStatement(select(UPLOADS).where(UPLOADS.c.id == bindparam("upload_id")))
@@ -36,17 +32,6 @@ _INSERT_CHUNK = PreparedStatement(insert(CHUNKS))
 _CHUNK = PreparedStatement(select(CHUNKS).where(CHUNKS.c.upload_id == bindparam("upload_id")))
 # `tracks` and `gaps` left out: their defaults are computed in Python (models.py).
 _INSERT_MEETING = PreparedStatement(insert(MEETINGS))
-
-
-class _ValidBytes(ChunkIntake):
-    async def inspect(self, upload: Upload) -> Verdict:
-        return Verdict(None, 1.0)
-
-
-async def _database(tmp_path: Path) -> Database:
-    db = Database(database_url_for(tmp_path))
-    await ensure_schema(db)
-    return db
 
 
 @contextmanager
@@ -88,30 +73,9 @@ def test_an_upload_runs_no_statement_through_sqlalchemys_execution_on_sqlite(
         pytest.skip("SQLite's path: on PostgreSQL every statement is Core's")
 
     async def main() -> tuple[list[str], list[ChunkState], int]:
-        db = await _database(tmp_path)
-        await MeetingStore(db).create(
-            meeting_id="m1",
-            owner="key",
-            title=None,
-            external_id=None,
-            tracks=[],
-            track_labels=None,
-            max_open_meetings=0,
-        )
-        blobs = LocalBlobStore(tmp_path / "blobs")
-        store = UploadStore(db, blobs, _ValidBytes(db, blobs, None))  # type: ignore[arg-type]
-        uploads = [
-            make_upload(
-                upload_id=new_upload_id(),
-                length=100,
-                meta={"meeting_id": "m1", "track": "mic", "seq": str(seq), "start_ms": "0"},
-                concat=None,
-                concat_parts=None,
-                expires_at=None,
-                owner="key",
-            )
-            for seq in (0, 1)
-        ]
+        db = await fresh_database(tmp_path)
+        store = await store_with_a_meeting(db, tmp_path)
+        uploads = [chunk_upload(0), chunk_upload(1)]
         with _through_sqlalchemy() as seen:
             for upload in uploads:
                 assert await store.create(upload) is None
@@ -138,7 +102,7 @@ def test_rows_come_back_as_the_column_types_read_them(tmp_path: Path) -> None:
     """JSON, booleans, states and NULLs: as SQLAlchemy's own reads give them."""
 
     async def main() -> tuple[dict[str, Any] | None, dict[str, Any] | None, Upload, Meeting]:
-        db = await _database(tmp_path)
+        db = await fresh_database(tmp_path)
         async with db.write() as transaction:
             transaction.add(new_meeting(meeting_id="m1", external_id=None, title=None, tracks=[]))
             await transaction.flush()
@@ -166,7 +130,7 @@ def test_a_duplicate_key_is_sqlalchemys_integrity_error(tmp_path: Path) -> None:
     """What the upload store catches when two creations race (storage/upload_store.py)."""
 
     async def main() -> list[str]:
-        db = await _database(tmp_path)
+        db = await fresh_database(tmp_path)
         async with db.write() as transaction:
             await write(transaction, _INSERT_UPLOAD, _upload_row("u1"))
         with pytest.raises(IntegrityError):
@@ -184,7 +148,7 @@ def test_a_duplicate_key_is_sqlalchemys_integrity_error(tmp_path: Path) -> None:
 
 def test_several_rows_are_written_in_one_call_and_counted(tmp_path: Path) -> None:
     async def main() -> tuple[int, list[tuple[str, dict[str, Any]]]]:
-        db = await _database(tmp_path)
+        db = await fresh_database(tmp_path)
         async with db.write() as transaction:
             transaction.add(new_meeting(meeting_id="m1", external_id=None, title=None, tracks=[]))
             await transaction.flush()
@@ -215,7 +179,7 @@ def test_what_the_driver_path_does_not_cover_runs_through_core(tmp_path: Path) -
     read in a read session, which may wait for a scan and keeps its thread."""
 
     async def main() -> tuple[list[str], list[str], dict[str, Any] | None]:
-        db = await _database(tmp_path)
+        db = await fresh_database(tmp_path)
         with _through_sqlalchemy() as inserted:
             async with db.write() as transaction:
                 await write(
@@ -237,7 +201,7 @@ def test_what_the_driver_path_does_not_cover_runs_through_core(tmp_path: Path) -
 
 def test_a_missing_parameter_is_an_error_not_a_null(tmp_path: Path) -> None:
     async def main() -> None:
-        db = await _database(tmp_path)
+        db = await fresh_database(tmp_path)
         with pytest.raises(SQLAlchemyError, match="upload_id"):
             async with db.write() as transaction:
                 await fetch_first(transaction, _UPLOAD, {"id": "u1"})
@@ -248,7 +212,7 @@ def test_a_missing_parameter_is_an_error_not_a_null(tmp_path: Path) -> None:
 
 def test_an_orm_write_reaches_the_database_before_a_prepared_statement(tmp_path: Path) -> None:
     async def main() -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-        db = await _database(tmp_path)
+        db = await fresh_database(tmp_path)
         async with db.write() as transaction:
             transaction.add(new_meeting(meeting_id="m1", external_id=None, title=None, tracks=[]))
             meeting = await fetch_first(transaction, _MEETING, {"meeting_id": "m1"})

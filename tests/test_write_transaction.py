@@ -16,29 +16,11 @@ from sqlalchemy import event, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from storage.chunk_intake import ChunkIntake, Verdict
 from storage.commit_time_writes import EVENTS, UPLOAD_BYTES, log_event
 from storage.database import Database
-from storage.local_blobs import LocalBlobStore
-from storage.meeting_store import MeetingStore
-from storage.models import Chunk, Upload
-from storage.schema import ensure_schema
+from storage.models import Chunk
 from storage.state_machine import MEETINGS, ChunkState, new_meeting
-from storage.upload_store import UploadStore, make_upload, new_upload_id
-from tests.databases import database_url_for
-
-
-class _ValidBytes(ChunkIntake):
-    """Validation is not what is tested here: every completed upload is valid Ogg Opus."""
-
-    async def inspect(self, upload: Upload) -> Verdict:
-        return Verdict(None, 1.0)
-
-
-async def _database(tmp_path: Path) -> Database:
-    db = Database(database_url_for(tmp_path))
-    await ensure_schema(db)
-    return db
+from tests.upload_store_setup import chunk_upload, fresh_database, store_with_a_meeting
 
 
 @contextmanager
@@ -63,28 +45,9 @@ async def _event_types(db: Database) -> list[str]:
 
 def test_an_upload_is_created_and_completed_without_an_orm_session(tmp_path: Path) -> None:
     async def main() -> tuple[list[object], ChunkState, list[str], int]:
-        db = await _database(tmp_path)
-        meetings = MeetingStore(db)
-        await meetings.create(
-            meeting_id="m1",
-            owner="key",
-            title=None,
-            external_id=None,
-            tracks=[],
-            track_labels=None,
-            max_open_meetings=0,
-        )
-        blobs = LocalBlobStore(tmp_path / "blobs")
-        store = UploadStore(db, blobs, _ValidBytes(db, blobs, None))  # type: ignore[arg-type]
-        upload = make_upload(
-            upload_id=new_upload_id(),
-            length=100,
-            meta={"meeting_id": "m1", "track": "mic", "seq": "0", "start_ms": "0"},
-            concat=None,
-            concat_parts=None,
-            expires_at=None,
-            owner="key",
-        )
+        db = await fresh_database(tmp_path)
+        store = await store_with_a_meeting(db, tmp_path)
+        upload = chunk_upload(0)
         with _orm_sessions_begun() as begun:
             assert await store.create(upload) is None
             assert await store.commit_offset(upload, 0, 100, None)
@@ -107,7 +70,7 @@ def test_an_orm_write_reaches_the_database_before_the_next_core_statement(
     tmp_path: Path,
 ) -> None:
     async def main() -> list[str]:
-        db = await _database(tmp_path)
+        db = await fresh_database(tmp_path)
         async with db.write() as transaction:
             transaction.add(new_meeting(meeting_id="m1", external_id=None, title=None, tracks=[]))
             # A Core statement on the connection: the ORM's pending insert goes first.
@@ -123,7 +86,7 @@ def test_logged_events_are_written_with_the_commit_and_not_at_all_on_rollback(
     tmp_path: Path,
 ) -> None:
     async def main() -> tuple[list[str], int]:
-        db = await _database(tmp_path)
+        db = await fresh_database(tmp_path)
         wakes: list[int] = []
         db.on_events_committed.append(lambda: wakes.append(1))
         with pytest.raises(RuntimeError):
@@ -151,7 +114,7 @@ def test_a_transaction_whose_orm_flush_fails_alone_is_rolled_back(tmp_path: Path
             )
 
     async def main() -> tuple[list[BaseException | None], list[str], list[str]]:
-        db = await _database(tmp_path)
+        db = await fresh_database(tmp_path)
         await add(db, "taken", "first")
         # Queued up together (one group commit on SQLite); the middle one's insert fails at
         # its flush, at the end of its block.
