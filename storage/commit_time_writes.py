@@ -97,11 +97,11 @@ _INSERT_EVENTS = """INSERT INTO events (meeting_id, type, payload, created_at)
             AS (meeting_id text, type text, payload json, created_at double precision)
     ) WITH ORDINALITY AS r(meeting_id, type, payload, created_at, n)
     ORDER BY r.n"""
-_PG_EVENTS = text(f"WITH {_LOCK} {_INSERT_EVENTS}")
-_PG_EVENTS_AND_COUNTS = text(
-    f"WITH {_LOCK}, counted AS ({_COUNT.format(turn='turn CROSS JOIN')}) {_INSERT_EVENTS}"
+_PG_EVENTS = PreparedStatement(text(f"WITH {_LOCK} {_INSERT_EVENTS}"))
+_PG_EVENTS_AND_COUNTS = PreparedStatement(
+    text(f"WITH {_LOCK}, counted AS ({_COUNT.format(turn='turn CROSS JOIN')}) {_INSERT_EVENTS}")
 )
-_PG_COUNTS = text(_COUNT.format(turn=""))
+_PG_COUNTS = PreparedStatement(text(_COUNT.format(turn="")))
 _INSERT_EVENT = PreparedStatement(insert(EVENTS))
 _SQLITE_UPSERT = sqlite_insert(UPLOAD_BYTES)
 _SQLITE_COUNT = PreparedStatement(
@@ -137,15 +137,13 @@ async def _write_on_postgres(
 ) -> None:
     if not events:
         # No event: no lock. The count's row lock is the last thing this transaction takes.
-        await connection.execute(_PG_COUNTS, {"counts": json.dumps(count_rows)})
+        await write(connection, _PG_COUNTS, {"counts": json.dumps(count_rows)})
         return
     params = {"lock": EVENT_ORDER_LOCK, "channel": EVENTS_CHANNEL, "events": json.dumps(events)}
     if count_rows:
-        await connection.execute(
-            _PG_EVENTS_AND_COUNTS, {**params, "counts": json.dumps(count_rows)}
-        )
+        await write(connection, _PG_EVENTS_AND_COUNTS, {**params, "counts": json.dumps(count_rows)})
     else:
-        await connection.execute(_PG_EVENTS, params)
+        await write(connection, _PG_EVENTS, params)
 
 
 def drop_pending(info: dict[str, Any]) -> None:

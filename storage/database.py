@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, DisconnectionError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -94,6 +94,33 @@ def _sqlite_engine(url: str, begin: str | None, inline: bool = False) -> AsyncEn
     return engine
 
 
+def _postgres_engine(url: str) -> AsyncEngine:
+    on_asyncpg = make_url(url).get_driver_name() == "asyncpg"
+    engine = create_async_engine(
+        url,
+        pool_pre_ping=not on_asyncpg,  # another async driver: asked as before
+        pool_size=POSTGRES_POOL_SIZE,
+        max_overflow=POSTGRES_POOL_OVERFLOW,
+    )
+    if not on_asyncpg:
+        return engine
+
+    # A connection the server has closed (a restart, a terminated backend) is replaced when
+    # the pool hands it out (SQLAlchemy's documented way: raising DisconnectionError at
+    # checkout). asyncpg notices a closed socket by itself, so the check costs no round trip.
+    # SQLAlchemy's `pool_pre_ping`, used before, asks the server: through its asyncpg
+    # adapter a BEGIN, an empty statement and a ROLLBACK, three round trips per checkout and
+    # two checkouts per upload (A/B in `bench/README.md`, "Many small uploads"). What only a
+    # ping would find, a connection whose peer vanished without closing it (a network cut),
+    # fails the statement that finds it, and the connection is dropped then.
+    @event.listens_for(engine.sync_engine.pool, "checkout")
+    def _replace_if_closed(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+        if dbapi_connection.driver_connection.is_closed():
+            raise DisconnectionError("the database server closed this connection")
+
+    return engine
+
+
 class Database:
     """`read()` for queries (an ORM session), `read_first()` for one SELECT by key, `write()`
     for transactions that change rows (`WriteTransaction`)."""
@@ -112,15 +139,10 @@ class Database:
             self._point_read_engine = _sqlite_engine(url, None, inline=True)
             self._write_engine = _sqlite_engine(url, "BEGIN IMMEDIATE")
         else:
-            self._read_engine = create_async_engine(
-                url,
-                pool_pre_ping=True,
-                pool_size=POSTGRES_POOL_SIZE,
-                max_overflow=POSTGRES_POOL_OVERFLOW,
-            )
+            self._read_engine = _postgres_engine(url)
             # One SELECT needs no transaction: without one, a point read is the SELECT's
-            # round trip (and the pool's ping) instead of BEGIN, SELECT and ROLLBACK too.
-            # The same pool; asyncpg only skips the BEGIN.
+            # round trip instead of BEGIN, SELECT and ROLLBACK too. The same pool; asyncpg
+            # only skips the BEGIN.
             self._point_read_engine = self._read_engine.execution_options(
                 isolation_level="AUTOCOMMIT"
             )

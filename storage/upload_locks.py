@@ -32,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storage.database import Database
 from storage.models import Upload
+from storage.prepared_statements import PreparedStatement, fetch_first
 
 log = logging.getLogger("rollscribe.upload_locks")
 
@@ -164,6 +165,10 @@ def lock_offset(upload_id: str) -> int:
     return int.from_bytes(digest, "big") >> 2
 
 
+_TRY_LOCK = PreparedStatement(text("SELECT pg_try_advisory_lock(:cls, hashtext(:id)) AS done"))
+_UNLOCK = PreparedStatement(text("SELECT pg_advisory_unlock(:cls, hashtext(:id)) AS done"))
+
+
 class PostgresAdvisoryLocks(TakeoverStamps):
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -182,14 +187,16 @@ class PostgresAdvisoryLocks(TakeoverStamps):
             self._held.clear()
         return self._connection
 
-    async def _scalar(self, sql: str, upload_id: str) -> object:
+    async def _scalar(self, prepared: PreparedStatement, upload_id: str) -> object:
         async with self._guard:
             connection = await self._conn()
             try:
-                result = await connection.execute(
-                    text(sql), {"cls": UPLOAD_LOCK_CLASS, "id": upload_id}
+                # Every PATCH takes and gives back its lock here, one at a time on this one
+                # connection: on the driver path (storage/prepared_statements.py).
+                row = await fetch_first(
+                    connection, prepared, {"cls": UPLOAD_LOCK_CLASS, "id": upload_id}
                 )
-                return result.scalar()
+                return None if row is None else row["done"]
             except DBAPIError:
                 # The session (and every lock it held) is gone; the next call reconnects.
                 await connection.invalidate()
@@ -197,7 +204,7 @@ class PostgresAdvisoryLocks(TakeoverStamps):
                 raise
 
     async def try_lock(self, upload_id: str) -> bool:
-        got = await self._scalar("SELECT pg_try_advisory_lock(:cls, hashtext(:id))", upload_id)
+        got = await self._scalar(_TRY_LOCK, upload_id)
         if got:
             self._held.add(upload_id)
         return bool(got)
@@ -207,7 +214,7 @@ class PostgresAdvisoryLocks(TakeoverStamps):
             return
         self._held.discard(upload_id)
         try:
-            await self._scalar("SELECT pg_advisory_unlock(:cls, hashtext(:id))", upload_id)
+            await self._scalar(_UNLOCK, upload_id)
         except DBAPIError:
             log.warning("upload lock connection lost; its locks went with it")
 

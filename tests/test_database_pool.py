@@ -1,5 +1,5 @@
 """PostgreSQL connections are kept across bursts of transactions, not opened and closed per
-request (storage/database.py, POSTGRES_POOL_SIZE)."""
+request (storage/database.py, POSTGRES_POOL_SIZE), and one the server closed is replaced."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import event, text
 
 from storage.database import POSTGRES_POOL_OVERFLOW, POSTGRES_POOL_SIZE, Database
+from storage.prepared_statements import PreparedStatement
 from tests.databases import database_url_for, on_postgres
 
 pytestmark = pytest.mark.skipif(
@@ -57,3 +58,41 @@ async def _held_select(db: Database) -> int:
         value = (await session.execute(text("SELECT 1"))).scalar_one()
         await asyncio.sleep(0.05)
         return int(value)
+
+
+def test_connections_the_server_closed_are_replaced_without_an_error(tmp_path: Path) -> None:
+    """The server ends every idle connection of the pool (as a restart does): the next
+    transactions and point reads get new connections and never see the closed ones. The
+    pool asks asyncpg whether the socket is closed, not the server (no round trip)."""
+    own_pid = PreparedStatement(text("SELECT pg_backend_pid() AS pid"))
+
+    async def main() -> tuple[set[int], set[int], int]:
+        db = Database(database_url_for(tmp_path))
+        before = set(await asyncio.gather(*(_held_pid(db) for _ in range(5))))
+        async with db.write() as session:
+            ended = (
+                await session.execute(
+                    text(
+                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                        " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                    )
+                )
+            ).scalar_one()
+        await asyncio.sleep(0.2)  # asyncpg reads the closed sockets on the event loop
+        after = set(await asyncio.gather(*(_held_pid(db) for _ in range(5))))
+        read = await db.read_first(own_pid)
+        assert read is not None
+        after.add(read["pid"])
+        await db.close()
+        return before, after, ended
+
+    before, after, ended = asyncio.run(main())
+    assert ended >= len(before) - 1  # all but the connection that ended them
+    assert len(before & after) <= 1  # at most the one that ended the others is reused
+
+
+async def _held_pid(db: Database) -> int:
+    async with db.write() as session:
+        pid = (await session.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+        await asyncio.sleep(0.05)  # so that the five hold five connections
+        return int(pid)
