@@ -115,10 +115,15 @@ def _postgres_engine(url: str) -> AsyncEngine:
     # fails the statement that finds it, and the connection is dropped then.
     @event.listens_for(engine.sync_engine.pool, "checkout")
     def _replace_if_closed(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
-        if dbapi_connection.driver_connection.is_closed():
+        if closed_by_server(dbapi_connection.driver_connection):
             raise DisconnectionError("the database server closed this connection")
 
     return engine
+
+
+def closed_by_server(driver_connection: Any) -> bool:
+    """Whether asyncpg saw the server close this connection (its socket; no round trip)."""
+    return bool(driver_connection.is_closed())
 
 
 class Database:

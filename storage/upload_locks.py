@@ -30,7 +30,7 @@ from sqlalchemy import select, text, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from storage.database import Database
+from storage.database import Database, closed_by_server
 from storage.models import Upload
 from storage.prepared_statements import PreparedStatement, fetch_first
 
@@ -178,13 +178,18 @@ class PostgresAdvisoryLocks(TakeoverStamps):
         self._held: set[str] = set()
 
     async def _conn(self) -> AsyncConnection:
-        if self._connection is None or self._connection.closed or self._connection.invalidated:
-            connection = await self.db.write_engine.connect()
-            # No transaction: the locks are the session's, and an idle-in-transaction
-            # connection would hold back vacuum for as long as the node runs.
-            self._connection = await connection.execution_options(isolation_level="AUTOCOMMIT")
-            # A new session holds nothing: whoever thought it held a lock must learn it.
-            self._held.clear()
+        current = self._connection
+        if current is not None and not current.closed and not current.invalidated:
+            if not closed_by_server(current.sync_connection.connection.driver_connection):
+                return current
+            # The server ended the session (a restart): its locks went with it.
+            await current.invalidate()
+        connection = await self.db.write_engine.connect()
+        # No transaction: the locks are the session's, and an idle-in-transaction
+        # connection would hold back vacuum for as long as the node runs.
+        self._connection = await connection.execution_options(isolation_level="AUTOCOMMIT")
+        # A new session holds nothing: whoever thought it held a lock must learn it.
+        self._held.clear()
         return self._connection
 
     async def _scalar(self, prepared: PreparedStatement, upload_id: str) -> object:
