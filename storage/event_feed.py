@@ -3,9 +3,10 @@ them to every stream of their meeting, instead of each open stream polling the t
 
 It is woken at once when a transaction of this process commits events (`Database`'s commit
 hook) and, on PostgreSQL, when any process commits some (LISTEN/NOTIFY: `record_event`'s
-transaction notifies at commit). Events committed by other processes on SQLite (the
-transcription workers) are found by one poll of the table every `poll_s`, whatever the
-number of streams; with no stream open it reads nothing.
+transaction notifies at commit; a LISTEN connection the server closed is opened again).
+Events committed by other processes on SQLite (the transcription workers) are found by one
+poll of the table every `poll_s`, whatever the number of streams; with no stream open it
+reads nothing.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +31,9 @@ BATCH = 500
 # A stream that falls this far behind (a client that reads slowly) stops being fed in
 # memory and reads the rest from the table itself.
 MAX_BUFFERED = 5000
+# PostgreSQL: how often a lost LISTEN connection is opened again (not at every poll while
+# the server is down).
+LISTEN_RETRY_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -81,6 +86,7 @@ class EventFeed:
         self._committed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._listener: Any = None
+        self._listen_again_at = 0.0
         db.on_events_committed.append(self.notify)
 
     # ---- reading the log (no stream state) ------------------------------------------------
@@ -153,18 +159,37 @@ class EventFeed:
         import asyncpg
 
         url = self.db.url.replace("postgresql+asyncpg://", "postgresql://")
+        self._listen_again_at = time.monotonic() + LISTEN_RETRY_S
         try:
-            self._listener = await asyncpg.connect(url)
-            await self._listener.add_listener(EVENTS_CHANNEL, lambda *_: self.notify())
-        except (OSError, asyncpg.PostgresError) as exc:  # polling still finds every event
+            listener = await asyncpg.connect(url)
+            await listener.add_listener(EVENTS_CHANNEL, lambda *_: self.notify())
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            # Polling still finds every event, a little later; LISTEN is tried again.
             log.warning("cannot LISTEN for events (%s); polling every %ss", exc, self.poll_s)
             self._listener = None
+            return
+        self._listener = listener
+        self.notify()  # what was committed while nobody listened: read it now
+
+    def _listener_lost(self) -> bool:
+        """PostgreSQL: the LISTEN connection is gone (a server restart closed it, or it
+        could not be opened) and it is time to try again. asyncpg sees the closed socket
+        by itself: asking costs no round trip."""
+        if self.db.is_sqlite or time.monotonic() < self._listen_again_at:
+            return False
+        return self._listener is None or bool(self._listener.is_closed())
 
     async def _run(self) -> None:
         while True:
+            # asyncio.timeout, not wait_for: on Python 3.11, wait_for drops a cancellation
+            # that arrives in the turn of the loop in which the event is set (`stop` right
+            # after a `notify`), and this loop then ran on and `stop` never returned.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._woken.wait(), self.poll_s)
+                async with asyncio.timeout(self.poll_s):
+                    await self._woken.wait()
             self._woken.clear()
+            if self._listener_lost():
+                await self._listen()
             if not self._subs:
                 continue
             try:

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
 from storage import event_feed
 from storage.database import Database
@@ -195,6 +196,65 @@ def test_postgres_notifies_other_processes_at_commit(tmp_path):
         finally:
             await feed.stop()
             await elsewhere.close()
+            await db.close()
+
+    run(check, tmp_path)
+
+
+@pytest.mark.skipif(not on_postgres(), reason="LISTEN/NOTIFY is PostgreSQL's")
+def test_a_listen_connection_the_server_closed_is_opened_again(tmp_path):
+    """A PostgreSQL restart closes the LISTEN connection: the feed opens a new one by
+    itself, and other processes' commits wake it at once again (not only its poll)."""
+
+    async def check(data: Path) -> None:
+        db = await opened(data)
+        elsewhere = Database(db.url)
+        feed = EventFeed(db, poll_s=0.2)
+        await feed.start()
+        try:
+            first = feed._listener.get_server_pid()
+            async with elsewhere.write() as session:
+                await session.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": first})
+            for _ in range(100):  # up to 5 s
+                listener = feed._listener
+                if listener is not None and not listener.is_closed():
+                    if listener.get_server_pid() != first:
+                        break
+                await asyncio.sleep(0.05)
+            assert feed._listener is not None and not feed._listener.is_closed()
+            assert feed._listener.get_server_pid() != first
+            # Only a notification ends this wait (the poll does not): LISTEN works again.
+            waiting = asyncio.ensure_future(feed.wait_for_commit(5))
+            await asyncio.sleep(0)
+            started = time.monotonic()
+            await log(elsewhere, "m1")
+            await waiting
+            assert time.monotonic() - started < 1.0
+        finally:
+            await feed.stop()
+            await elsewhere.close()
+            await db.close()
+
+    run(check, tmp_path)
+
+
+def test_stop_ends_the_feed_even_as_an_event_wakes_it(tmp_path):
+    """`stop` right after a `notify`, in the same turn of the loop. The feed's loop waited
+    with `asyncio.wait_for`, which on Python 3.11 drops a cancellation that arrives as the
+    awaited event is set: the loop then ran on and `stop` never returned (the hangs of this
+    file seen in CI)."""
+
+    async def check(data: Path) -> None:
+        db = await opened(data)
+        try:
+            for _ in range(10):
+                feed = EventFeed(db)
+                await feed.start()
+                await asyncio.sleep(0.01)
+                feed.notify()
+                async with asyncio.timeout(5):
+                    await feed.stop()
+        finally:
             await db.close()
 
     run(check, tmp_path)

@@ -28,7 +28,8 @@ def test_a_session_the_server_ended_is_replaced_and_its_locks_forgotten(tmp_path
             await session.execute(
                 text(
                     "SELECT pg_terminate_backend(pid) FROM pg_locks"
-                    " WHERE locktype = 'advisory' AND granted"
+                    " WHERE locktype = 'advisory' AND granted AND database ="
+                    " (SELECT oid FROM pg_database WHERE datname = current_database())"
                 )
             )
         await asyncio.sleep(0.2)  # asyncpg reads the closed socket on the event loop

@@ -70,7 +70,8 @@ class SupervisedProcesses:
             if process is None:
                 continue
             try:
-                await asyncio.wait_for(process.wait(), timeout_s)
+                async with asyncio.timeout(timeout_s):  # not wait_for: see storage/event_feed
+                    await process.wait()
             except TimeoutError:
                 with contextlib.suppress(ProcessLookupError):
                     process.kill()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
@@ -164,10 +165,10 @@ class Worker:
         try:
             while not self.stopping.is_set():
                 if not await self.run_one():
-                    try:
-                        await asyncio.wait_for(self.stopping.wait(), self.settings.poll_s)
-                    except TimeoutError:
-                        pass
+                    # Not wait_for: on 3.11 it can drop a cancellation (storage/event_feed.py).
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(self.settings.poll_s):
+                            await self.stopping.wait()
         finally:
             ready.unlink(missing_ok=True)
             await self.blobs.close()

@@ -218,7 +218,10 @@ class TusHandler:
             # The holder is stalled (a dead client's socket): ask it to stop, as tusd does.
             slot.takeover.set()
             try:
-                await asyncio.wait_for(slot.lock.acquire(), self.settings.takeover_wait_s)
+                # asyncio.timeout: wait_for (3.11) can drop a cancellation that arrives as
+                # the lock is acquired (storage/event_feed.py).
+                async with asyncio.timeout(self.settings.takeover_wait_s):
+                    await slot.lock.acquire()
             except TimeoutError:
                 raise ApiError(Errors.UPLOAD_LOCKED) from None
         else:
