@@ -87,6 +87,7 @@ class EventFeed:
         self._task: asyncio.Task[None] | None = None
         self._listener: Any = None
         self._listen_again_at = 0.0
+        self._relisten: asyncio.Task[None] | None = None
         db.on_events_committed.append(self.notify)
 
     # ---- reading the log (no stream state) ------------------------------------------------
@@ -146,9 +147,10 @@ class EventFeed:
         self._task = asyncio.create_task(self._run())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        for task in (self._task, self._relisten):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         if self._listener is not None:
             with contextlib.suppress(Exception):
                 # Bounded: a server that stopped answering must not hold up a shutdown.
@@ -188,8 +190,10 @@ class EventFeed:
                 async with asyncio.timeout(self.poll_s):
                     await self._woken.wait()
             self._woken.clear()
-            if self._listener_lost():
-                await self._listen()
+            if self._listener_lost() and (self._relisten is None or self._relisten.done()):
+                # Beside the loop: a connection attempt that hangs (a network cut) must not
+                # hold up the streams it feeds meanwhile by polling.
+                self._relisten = asyncio.create_task(self._listen())
             if not self._subs:
                 continue
             try:
