@@ -12,9 +12,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 @contextmanager
 def statements_sent(connection: AsyncConnection) -> Iterator[list[str]]:
-    """On SQLite, sqlite3's own trace: it sees the statements storage/prepared_statements.py
-    runs on the driver as well as Core's. Elsewhere every statement goes through SQLAlchemy's
-    execution, whose `before_cursor_execute` sees it."""
+    """The statements storage/prepared_statements.py runs on the driver as well as Core's.
+    On SQLite, sqlite3's own trace. On PostgreSQL, each statement that SQLAlchemy's asyncpg
+    adapter prepares for this connection (its cache hands both paths their prepared
+    statement; BEGIN and COMMIT are not prepared, so not seen). Elsewhere every statement
+    goes through SQLAlchemy's execution, whose `before_cursor_execute` sees it."""
     sent: list[str] = []
     if connection.dialect.name == "sqlite":
 
@@ -32,6 +34,23 @@ def statements_sent(connection: AsyncConnection) -> Iterator[list[str]]:
             yield sent
         finally:
             raw.set_trace_callback(None)
+        return
+
+    if connection.dialect.driver == "asyncpg":
+        adapter = connection.sync_connection.connection.dbapi_connection  # type: ignore[union-attr]
+        adapter_class = type(adapter)
+        prepare = adapter_class._prepare
+
+        async def prepared(self: Any, operation: str, *args: Any) -> Any:
+            if self is adapter:
+                sent.append(operation)
+            return await prepare(self, operation, *args)
+
+        adapter_class._prepare = prepared
+        try:
+            yield sent
+        finally:
+            adapter_class._prepare = prepare
         return
 
     def seen(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
