@@ -37,7 +37,9 @@ HANG_S = 120
 
 async def _show_what_hangs() -> str:
     """Every task's stack and, on PostgreSQL, what each busy backend waits on and for whom:
-    a check in this file hung twice in CI (600 s, the loop idle) and never here."""
+    a check in this file hung twice in CI (600 s, the loop idle). The stacks this shows found
+    the cause: `EventFeed.stop` after a `notify` in the same turn of the loop, with the
+    feed's loop on `asyncio.wait_for` (test_stop_ends_the_feed_even_as_an_event_wakes_it)."""
     import io
 
     out = io.StringIO()
