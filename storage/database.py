@@ -122,8 +122,10 @@ def _postgres_engine(url: str) -> AsyncEngine:
 
 
 def closed_by_server(driver_connection: Any) -> bool:
-    """Whether asyncpg saw the server close this connection (its socket; no round trip)."""
-    return bool(driver_connection.is_closed())
+    """Whether asyncpg saw the server close this connection (its socket; no round trip).
+    Another driver's connection is not asked (False): its statements find out."""
+    is_closed = getattr(driver_connection, "is_closed", None)
+    return callable(is_closed) and bool(is_closed())
 
 
 class Database:

@@ -87,9 +87,7 @@ class LocalUploadWriter:
     def _rollback(self, to_offset: int) -> None:
         self._file.truncate(to_offset)
         self._file.seek(to_offset)
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._unsynced = False
+        self._sync()  # nothing waits by now (`rollback` dropped it): only the fsync
 
     async def rollback(self, to_offset: int) -> None:
         """Drop what this request wrote past `to_offset` (the last committed offset)."""

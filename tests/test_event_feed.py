@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -29,6 +31,24 @@ async def opened(data_dir: Path) -> Database:
     db = Database(database_url_for(data_dir))
     await upgrade(db)
     return db
+
+
+@asynccontextmanager
+async def feed_with_another_process(
+    data_dir: Path, poll_s: float
+) -> AsyncIterator[tuple[EventFeed, Database]]:
+    """A started feed, and a second Database on the same database: another process's
+    connection, whose commits have no hook to this feed."""
+    db = await opened(data_dir)
+    elsewhere = Database(db.url)
+    feed = EventFeed(db, poll_s=poll_s)
+    await feed.start()
+    try:
+        yield feed, elsewhere
+    finally:
+        await feed.stop()
+        await elsewhere.close()
+        await db.close()
 
 
 # Far more than any check here takes (under a second): past it, what hangs is shown.
@@ -104,21 +124,13 @@ def test_a_commit_in_this_process_wakes_the_stream_without_a_poll(tmp_path):
 
 def test_another_process_events_are_found_by_the_poll(tmp_path):
     async def check(data: Path) -> None:
-        db = await opened(data)
-        elsewhere = Database(db.url)  # another process's connection: no hook to this feed
-        feed = EventFeed(db, poll_s=0.2)
-        await feed.start()
-        try:
+        async with feed_with_another_process(data, poll_s=0.2) as (feed, elsewhere):
             sub = await feed.subscribe("m1")
             await log(elsewhere, "m1", "chunk.transcribed")
             await sub.wait(5)
             assert [e.type for e in sub.take()] == ["chunk.transcribed"]
             sub.close()
             assert feed.streams == 0
-        finally:
-            await feed.stop()
-            await elsewhere.close()
-            await db.close()
 
     run(check, tmp_path)
 
@@ -183,11 +195,7 @@ def test_the_webhook_dispatcher_wait_ends_at_a_commit(tmp_path):
 @pytest.mark.skipif(not on_postgres(), reason="LISTEN/NOTIFY is PostgreSQL's")
 def test_postgres_notifies_other_processes_at_commit(tmp_path):
     async def check(data: Path) -> None:
-        db = await opened(data)
-        elsewhere = Database(db.url)
-        feed = EventFeed(db, poll_s=60)
-        await feed.start()
-        try:
+        async with feed_with_another_process(data, poll_s=60) as (feed, elsewhere):
             sub = await feed.subscribe("m1")
             started = time.monotonic()
             await log(elsewhere, "m1")
@@ -195,10 +203,6 @@ def test_postgres_notifies_other_processes_at_commit(tmp_path):
             assert time.monotonic() - started < 1.0
             assert len(sub.take()) == 1
             sub.close()
-        finally:
-            await feed.stop()
-            await elsewhere.close()
-            await db.close()
 
     run(check, tmp_path)
 
@@ -209,11 +213,7 @@ def test_a_listen_connection_the_server_closed_is_opened_again(tmp_path):
     itself, and other processes' commits wake it at once again (not only its poll)."""
 
     async def check(data: Path) -> None:
-        db = await opened(data)
-        elsewhere = Database(db.url)
-        feed = EventFeed(db, poll_s=0.2)
-        await feed.start()
-        try:
+        async with feed_with_another_process(data, poll_s=0.2) as (feed, elsewhere):
             first = feed._listener.get_server_pid()
             async with elsewhere.write() as session:
                 await session.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": first})
@@ -232,10 +232,6 @@ def test_a_listen_connection_the_server_closed_is_opened_again(tmp_path):
             await log(elsewhere, "m1")
             await waiting
             assert time.monotonic() - started < 1.0
-        finally:
-            await feed.stop()
-            await elsewhere.close()
-            await db.close()
 
     run(check, tmp_path)
 
