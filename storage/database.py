@@ -44,6 +44,19 @@ SQLITE_BUSY_TIMEOUT_S = 30.0
 # `max_connections` must allow N times that (its default of 100 allows three).
 POSTGRES_POOL_SIZE = 20
 POSTGRES_POOL_OVERFLOW = 10
+# SQLite keeps a page cache per connection (2 MiB by default), each a copy of pages the
+# operating system's file cache holds anyway. The read pool keeps 5 connections between
+# bursts (SQLAlchemy's default) and opens up to 10 more during one. Every scan of a large table
+# (admission's backlog sum at each new meeting, with tens of thousands of pending chunks) fills
+# the cache of the connection that ran it: the server's resident size grew in steps as the kept
+# connections took their turns, by up to 10 MiB, and by 30 MiB for as long as a burst held
+# them all. 100,000 uploads through one server: +12.6 % RSS with the default, +6.2 % with
+# 512 KiB for the read pool (`./dev bench upload_memory`, bench/README.md, "A long-running
+# server and many uploads"). The read pool's queries (views, admission, /metrics) find their
+# index pages in 512 KiB; a page missed is a read from the file cache, not the disk. The
+# writer and the point reader, one connection each on every request's path, keep SQLite's
+# default.
+SQLITE_READ_POOL_CACHE_KIB = 512
 
 # What the database driver raises (a malformed URL, an unreachable server, a failed query),
 # for callers outside `storage`, which do not import sqlalchemy.
@@ -62,9 +75,12 @@ def sqlite_url(data_dir: Path) -> str:
     return f"sqlite+aiosqlite:///{(data_dir / 'rollscribe.db').resolve()}"
 
 
-def _sqlite_engine(url: str, begin: str | None, inline: bool = False) -> AsyncEngine:
+def _sqlite_engine(
+    url: str, begin: str | None, inline: bool = False, cache_kib: int | None = None
+) -> AsyncEngine:
     """`begin`: the statement that starts a transaction; None for a connection whose every
-    statement is a transaction of its own (SQLite's autocommit)."""
+    statement is a transaction of its own (SQLite's autocommit). `cache_kib`: each
+    connection's page cache, None for SQLite's default."""
     path = make_url(url).database or ":memory:"
     engine = create_async_engine(
         url, async_creator=sqlite_connection.connector(path, SQLITE_BUSY_TIMEOUT_S, inline)
@@ -80,6 +96,8 @@ def _sqlite_engine(url: str, begin: str | None, inline: bool = False) -> AsyncEn
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
         cursor.execute("PRAGMA foreign_keys=ON")
+        if cache_kib is not None:
+            cursor.execute(f"PRAGMA cache_size=-{int(cache_kib)}")  # negative: in KiB
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")
@@ -140,7 +158,7 @@ class Database:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         if self.is_sqlite:
-            self._read_engine = _sqlite_engine(url, "BEGIN")
+            self._read_engine = _sqlite_engine(url, "BEGIN", cache_kib=SQLITE_READ_POOL_CACHE_KIB)
             # A point read is one SELECT, consistent by itself: no BEGIN before it and no
             # ROLLBACK after it (two calls of the three, on every tus request).
             self._point_read_engine = _sqlite_engine(url, None, inline=True)
