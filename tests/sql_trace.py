@@ -7,7 +7,10 @@ from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import event
+from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_connection
 from sqlalchemy.ext.asyncio import AsyncConnection
+
+from storage.database import Database
 
 
 @contextmanager
@@ -63,3 +66,48 @@ def statements_sent(connection: AsyncConnection) -> Iterator[list[str]]:
         yield sent
     finally:
         event.remove(sync, "before_cursor_execute", seen)
+
+
+@contextmanager
+def statements_sent_by(db: Database) -> Iterator[list[str]]:
+    """What `db` sends while the block runs, through whichever connection: on SQLite the
+    write transactions' (each connection the write engine hands out in the block is traced,
+    as `statements_sent` traces one); on PostgreSQL every statement the asyncpg adapter
+    prepares in this process (every connection's, reads too; BEGIN and COMMIT not)."""
+    engine = db.write_engine.sync_engine
+    sent: list[str] = []
+    if engine.dialect.name == "sqlite":
+        traced: list[Any] = []
+
+        def on_checkout(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+            raw = dbapi_connection.driver_connection._connection
+            raw.set_trace_callback(
+                lambda statement: (
+                    sent.append(statement)
+                    if not sent or sent[-1] != statement  # as in `statements_sent`
+                    else None
+                )
+            )
+            traced.append(raw)
+
+        event.listen(engine.pool, "checkout", on_checkout)
+        try:
+            yield sent
+        finally:
+            event.remove(engine.pool, "checkout", on_checkout)
+            for raw in traced:
+                raw.set_trace_callback(None)
+        return
+
+    assert engine.dialect.driver == "asyncpg", engine.dialect.driver
+    prepare = AsyncAdapt_asyncpg_connection._prepare
+
+    async def prepared(self: Any, operation: str, *args: Any) -> Any:
+        sent.append(operation)
+        return await prepare(self, operation, *args)
+
+    AsyncAdapt_asyncpg_connection._prepare = prepared  # type: ignore[method-assign]
+    try:
+        yield sent
+    finally:
+        AsyncAdapt_asyncpg_connection._prepare = prepare  # type: ignore[method-assign]
