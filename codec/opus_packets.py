@@ -4,6 +4,7 @@ shape a Discord bot receives per speaker."""
 from __future__ import annotations
 
 import ctypes
+from dataclasses import dataclass
 
 import numpy as np
 from pyogg import opus
@@ -144,3 +145,80 @@ def packet_samples(packet: bytes) -> int:
     if samples < 0:
         raise InvalidOpusError(f"an audio packet is not Opus (libopus error {samples})")
     return samples
+
+
+# The same rules for all the audio packets of an Ogg page at once. Validation walks every
+# packet of every chunk (about 1,500 in 30 s): one Python call per packet and rule cost
+# 1.3 ms per chunk, most of a small upload's validation, which runs on one of the server's
+# cores beside it (bench/README.md, "Many small uploads"). These take numpy arrays of the
+# packets' bounds in one buffer; `tests/test_opus_packet_rules.py` holds them to the
+# per-packet functions above.
+_NO_ANSWER = np.iinfo(np.int32).min
+# opus_packet_get_nb_samples per packet head, as `_SAMPLES_BY_HEAD`: index toc * 256 +
+# second byte for packets of two bytes or more, 65,536 + toc for a packet of the TOC alone.
+_SAMPLES_BY_HEAD_INDEX = np.full(65_536 + 256, _NO_ANSWER, dtype=np.int32)
+
+
+@dataclass(frozen=True)
+class PacketsJudged:
+    substantive: int  # packets longer than a silence frame
+    encrypted: int  # packets that end like a DAVE-encrypted frame
+    samples: int  # what the packets read as Opus hold (`packet_samples`)
+    first_bad: int | None  # the first packet that is not Opus (`packet_layout_error`, or
+    # a head libopus cannot count); the counts above then cover only the packets before it
+
+
+def judge_packets(buffer: bytes, starts: np.ndarray, ends: np.ndarray) -> PacketsJudged:
+    """`has_dave_trailer`, `packet_layout_error` and `packet_samples` for the packets
+    `buffer[starts[i]:ends[i]]`, in order, as a loop over them would answer."""
+    if len(starts) == 0:
+        return PacketsJudged(0, 0, 0, None)
+    # (Only empty packets in no bytes: one byte to index, masked out as every byte past a
+    # packet's end is.)
+    data = np.frombuffer(buffer or b"\0", dtype=np.uint8)
+    last = len(data) - 1
+    lengths = ends - starts
+    # Indexes of bytes a packet may not have: clipped, and masked out below by its length.
+    first_byte = data[np.minimum(starts, last)]
+    second_byte = data[np.minimum(starts + 1, last)]
+    trailer = lengths >= DAVE_MIN_SUPPLEMENTAL
+    size_byte = data[np.clip(ends - 3, 0, last)]
+    dave = (
+        trailer
+        & (data[np.clip(ends - 1, 0, last)] == DAVE_MARKER[1])
+        & (data[np.clip(ends - 2, 0, last)] == DAVE_MARKER[0])
+        & (size_byte >= DAVE_MIN_SUPPLEMENTAL)
+        & (size_byte <= lengths)
+    )
+    judged = (lengths > 0) & ~dave  # an empty packet is a lost frame: nothing to judge
+    code = first_byte & 0x3
+    payload = lengths - 1
+    bad = judged & (
+        ((code == 0) & (payload > MAX_FRAME_BYTES))
+        | ((code == 1) & (((payload & 1) == 1) | (payload // 2 > MAX_FRAME_BYTES)))
+    )
+    for i in np.flatnonzero(judged & (code >= 2)):  # coded lengths, padding: libopus
+        bad[i] = _libopus_layout_error(buffer[starts[i] : ends[i]]) is not None
+    heads = np.where(
+        lengths >= 2,
+        first_byte.astype(np.int32) * 256 + second_byte,
+        65_536 + first_byte.astype(np.int32),
+    )
+    samples = _SAMPLES_BY_HEAD_INDEX[heads]
+    for head in np.unique(heads[judged & (samples == _NO_ANSWER)]):
+        key = bytes([head - 65_536]) if head >= 65_536 else bytes([head >> 8, head & 0xFF])
+        _SAMPLES_BY_HEAD_INDEX[head] = _libopus_samples(key)
+    samples = _SAMPLES_BY_HEAD_INDEX[heads]
+    bad |= judged & (samples < 0)
+    stop = len(starts)
+    first_bad = None
+    if bad.any():
+        first_bad = int(np.argmax(bad))
+        stop = first_bad
+    counted = slice(0, stop)
+    return PacketsJudged(
+        substantive=int(np.count_nonzero(lengths[counted] > len(SILENCE_FRAME))),
+        encrypted=int(np.count_nonzero(dave[counted])),
+        samples=int(samples[counted][judged[counted]].sum()),
+        first_bad=first_bad,
+    )

@@ -182,6 +182,35 @@ def test_a_few_packets_that_end_like_dave_by_chance_are_not_ciphertext(tmp_path:
     assert validate_ogg_opus(path).packets == 300
 
 
+def test_the_first_problem_in_the_stream_is_named(tmp_path: Path, monkeypatch) -> None:
+    """Packets are judged many pages at a time (codec/validate.py, `JUDGE_EVERY`); a
+    problem in a later page is still named only after those of the packets before it,
+    whether those were judged already or not: the answer of a walk packet by packet."""
+
+    def muxed(packets: list[bytes]) -> bytes:
+        mux = OggOpusMuxer(serial=11)
+        stream = bytearray()
+        for i, packet in enumerate(packets, start=1):
+            back = 250 if i >= 300 else 0  # the granule position goes backwards at 300
+            stream += mux.write_packet(packet, mux.pre_skip + (i - back) * FRAME)
+        return bytes(stream + mux.close())
+
+    packets = _speech_packets(400)
+    honest = packets[30]
+    packets[30] = b"\x00" + b"\x55" * 1300  # one frame longer than Opus allows
+    path = tmp_path / "chunk.opus"
+    for judge_every in (1 << 20, 1, 5000):
+        monkeypatch.setattr("codec.validate.JUDGE_EVERY", judge_every)
+        path.write_bytes(muxed(packets))
+        with pytest.raises(InvalidOpusError, match="audio packet 30 is not an Opus packet"):
+            validate_ogg_opus(path)
+        packets[30] = honest  # without it, the later problem is the one named
+        path.write_bytes(muxed(packets))
+        with pytest.raises(InvalidOpusError, match="granule position goes backwards"):
+            validate_ogg_opus(path)
+        packets[30] = b"\x00" + b"\x55" * 1300
+
+
 def test_each_hostile_chunk_ends_rejected_and_the_server_carries_on(protocol_server) -> None:
     base = protocol_server.url
     meeting_id = create_meeting(base, tracks=["mic"])["id"]
