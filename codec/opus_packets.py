@@ -129,8 +129,22 @@ def _libopus_samples(packet: bytes) -> int:
 
 # opus_packet_get_nb_samples reads only the TOC byte and, for code 3, the frame count in the
 # second byte: its answer for a packet's first two bytes is its answer for the packet. Kept
-# per key (at most 65,792 of them), each asked of libopus once.
-_SAMPLES_BY_HEAD: dict[bytes, int] = {}
+# per packet head, each asked of libopus once: at toc * 256 + second byte for a packet of two
+# bytes or more, at 65,536 + toc for a packet of the TOC alone (`judge_packets` looks up all
+# of a page's packets at once).
+_NO_ANSWER = np.iinfo(np.int32).min
+_SAMPLES_BY_HEAD = np.full(65_536 + 256, _NO_ANSWER, dtype=np.int32)
+
+
+def _head_key(head: int) -> bytes:
+    return bytes([head - 65_536]) if head >= 65_536 else bytes([head >> 8, head & 0xFF])
+
+
+def _samples_of_heads(heads: np.ndarray) -> np.ndarray:
+    """What libopus says of each packet head (negative: not Opus), asked once per head."""
+    for head in np.unique(heads[_SAMPLES_BY_HEAD[heads] == _NO_ANSWER]).tolist():
+        _SAMPLES_BY_HEAD[head] = _libopus_samples(_head_key(head))
+    return _SAMPLES_BY_HEAD[heads]
 
 
 def packet_samples(packet: bytes) -> int:
@@ -138,10 +152,10 @@ def packet_samples(packet: bytes) -> int:
     (opus_packet_get_nb_samples); InvalidOpusError for a packet libopus cannot read."""
     if not packet:
         return 0  # an empty packet: a lost frame, nothing to count
-    head = packet[:2]
-    samples = _SAMPLES_BY_HEAD.get(head)
-    if samples is None:
-        samples = _SAMPLES_BY_HEAD[head] = _libopus_samples(head)
+    head = packet[0] * 256 + packet[1] if len(packet) >= 2 else 65_536 + packet[0]
+    samples = int(_SAMPLES_BY_HEAD[head])
+    if samples == _NO_ANSWER:
+        samples = _SAMPLES_BY_HEAD[head] = _libopus_samples(_head_key(head))
     if samples < 0:
         raise InvalidOpusError(f"an audio packet is not Opus (libopus error {samples})")
     return samples
@@ -153,10 +167,6 @@ def packet_samples(packet: bytes) -> int:
 # cores beside it (bench/README.md, "Many small uploads"). These take numpy arrays of the
 # packets' bounds in one buffer; `tests/test_opus_packet_rules.py` holds them to the
 # per-packet functions above.
-_NO_ANSWER = np.iinfo(np.int32).min
-# opus_packet_get_nb_samples per packet head, as `_SAMPLES_BY_HEAD`: index toc * 256 +
-# second byte for packets of two bytes or more, 65,536 + toc for a packet of the TOC alone.
-_SAMPLES_BY_HEAD_INDEX = np.full(65_536 + 256, _NO_ANSWER, dtype=np.int32)
 
 
 @dataclass(frozen=True)
@@ -204,21 +214,14 @@ def judge_packets(buffer: bytes, starts: np.ndarray, ends: np.ndarray) -> Packet
         first_byte.astype(np.int32) * 256 + second_byte,
         65_536 + first_byte.astype(np.int32),
     )
-    samples = _SAMPLES_BY_HEAD_INDEX[heads]
-    for head in np.unique(heads[judged & (samples == _NO_ANSWER)]):
-        key = bytes([head - 65_536]) if head >= 65_536 else bytes([head >> 8, head & 0xFF])
-        _SAMPLES_BY_HEAD_INDEX[head] = _libopus_samples(key)
-    samples = _SAMPLES_BY_HEAD_INDEX[heads]
+    samples = np.where(judged, _samples_of_heads(np.where(judged, heads, 0)), 0)
     bad |= judged & (samples < 0)
-    stop = len(starts)
-    first_bad = None
-    if bad.any():
-        first_bad = int(np.argmax(bad))
-        stop = first_bad
-    counted = slice(0, stop)
+    # Past the first packet that is not Opus nothing counts (the validator stops there).
+    first_bad = int(np.argmax(bad)) if bad.any() else None
+    counted = slice(0, len(starts) if first_bad is None else first_bad)
     return PacketsJudged(
         substantive=int(np.count_nonzero(lengths[counted] > len(SILENCE_FRAME))),
         encrypted=int(np.count_nonzero(dave[counted])),
-        samples=int(samples[counted][judged[counted]].sum()),
+        samples=int(samples[counted].sum()),
         first_bad=first_bad,
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -13,26 +13,47 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from storage.database import Database
 
 
+def _sqlite_tracer(sent: list[str]) -> Callable[[str], None]:
+    def traced(statement: str) -> None:
+        # SQLite calls the trace again at the start of each trigger subprogram of the
+        # statement (foreign keys' among them), and Python hands over the statement's
+        # text each time: one execution, one entry. (Two identical statements one after
+        # the other count as one too: the tests compare statements that differ.)
+        if not sent or sent[-1] != statement:
+            sent.append(statement)
+
+    return traced
+
+
+@contextmanager
+def _asyncpg_prepares(sent: list[str], only: object = None) -> Iterator[None]:
+    """Each statement SQLAlchemy's asyncpg adapter prepares (its cache hands the driver
+    path and Core their prepared statement; BEGIN and COMMIT are not prepared, so not
+    seen): every connection's, or `only` that adapter's."""
+    prepare = AsyncAdapt_asyncpg_connection._prepare
+
+    async def prepared(self: Any, operation: str, *args: Any) -> Any:
+        if only is None or self is only:
+            sent.append(operation)
+        return await prepare(self, operation, *args)
+
+    AsyncAdapt_asyncpg_connection._prepare = prepared  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        AsyncAdapt_asyncpg_connection._prepare = prepare  # type: ignore[method-assign]
+
+
 @contextmanager
 def statements_sent(connection: AsyncConnection) -> Iterator[list[str]]:
     """The statements storage/prepared_statements.py runs on the driver as well as Core's.
-    On SQLite, sqlite3's own trace. On PostgreSQL, each statement that SQLAlchemy's asyncpg
-    adapter prepares for this connection (its cache hands both paths their prepared
-    statement; BEGIN and COMMIT are not prepared, so not seen). Elsewhere every statement
-    goes through SQLAlchemy's execution, whose `before_cursor_execute` sees it."""
+    On SQLite, sqlite3's own trace. On PostgreSQL, what the asyncpg adapter prepares for
+    this connection. Elsewhere every statement goes through SQLAlchemy's execution, whose
+    `before_cursor_execute` sees it."""
     sent: list[str] = []
     if connection.dialect.name == "sqlite":
-
-        def traced(statement: str) -> None:
-            # SQLite calls the trace again at the start of each trigger subprogram of the
-            # statement (foreign keys' among them), and Python hands over the statement's
-            # text each time: one execution, one entry. (Two identical statements one after
-            # the other count as one too: the tests compare statements that differ.)
-            if not sent or sent[-1] != statement:
-                sent.append(statement)
-
         raw = connection.sync_connection.connection.driver_connection._connection  # type: ignore[union-attr]
-        raw.set_trace_callback(traced)
+        raw.set_trace_callback(_sqlite_tracer(sent))
         try:
             yield sent
         finally:
@@ -41,19 +62,8 @@ def statements_sent(connection: AsyncConnection) -> Iterator[list[str]]:
 
     if connection.dialect.driver == "asyncpg":
         adapter = connection.sync_connection.connection.dbapi_connection  # type: ignore[union-attr]
-        adapter_class = type(adapter)
-        prepare = adapter_class._prepare
-
-        async def prepared(self: Any, operation: str, *args: Any) -> Any:
-            if self is adapter:
-                sent.append(operation)
-            return await prepare(self, operation, *args)
-
-        adapter_class._prepare = prepared
-        try:
+        with _asyncpg_prepares(sent, only=adapter):
             yield sent
-        finally:
-            adapter_class._prepare = prepare
         return
 
     def seen(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
@@ -73,41 +83,26 @@ def statements_sent_by(db: Database) -> Iterator[list[str]]:
     """What `db` sends while the block runs, through whichever connection: on SQLite the
     write transactions' (each connection the write engine hands out in the block is traced,
     as `statements_sent` traces one); on PostgreSQL every statement the asyncpg adapter
-    prepares in this process (every connection's, reads too; BEGIN and COMMIT not)."""
+    prepares in this process (every connection's, reads too)."""
     engine = db.write_engine.sync_engine
     sent: list[str] = []
-    if engine.dialect.name == "sqlite":
-        traced: list[Any] = []
-
-        def on_checkout(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
-            raw = dbapi_connection.driver_connection._connection
-            raw.set_trace_callback(
-                lambda statement: (
-                    sent.append(statement)
-                    if not sent or sent[-1] != statement  # as in `statements_sent`
-                    else None
-                )
-            )
-            traced.append(raw)
-
-        event.listen(engine.pool, "checkout", on_checkout)
-        try:
+    if engine.dialect.name != "sqlite":
+        assert engine.dialect.driver == "asyncpg", engine.dialect.driver
+        with _asyncpg_prepares(sent):
             yield sent
-        finally:
-            event.remove(engine.pool, "checkout", on_checkout)
-            for raw in traced:
-                raw.set_trace_callback(None)
         return
 
-    assert engine.dialect.driver == "asyncpg", engine.dialect.driver
-    prepare = AsyncAdapt_asyncpg_connection._prepare
+    traced: list[Any] = []
 
-    async def prepared(self: Any, operation: str, *args: Any) -> Any:
-        sent.append(operation)
-        return await prepare(self, operation, *args)
+    def on_checkout(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+        raw = dbapi_connection.driver_connection._connection
+        raw.set_trace_callback(_sqlite_tracer(sent))
+        traced.append(raw)
 
-    AsyncAdapt_asyncpg_connection._prepare = prepared  # type: ignore[method-assign]
+    event.listen(engine.pool, "checkout", on_checkout)
     try:
         yield sent
     finally:
-        AsyncAdapt_asyncpg_connection._prepare = prepare  # type: ignore[method-assign]
+        event.remove(engine.pool, "checkout", on_checkout)
+        for raw in traced:
+            raw.set_trace_callback(None)
