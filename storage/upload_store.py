@@ -262,15 +262,22 @@ def make_upload(
     expires_at: float | None,
     owner: str = "",
 ) -> Upload:
-    return Upload(
-        id=upload_id,
-        owner=owner,
-        length=length,
-        offset=0,
-        meta=meta,
-        concat=concat,
-        concat_parts=concat_parts,
-        created_at=time.time(),
-        expires_at=expires_at,
-        kept_with_meeting=False,
+    # Built as a loaded row is (`models.detached`): the mapped constructor sets each column
+    # through its instrumented attribute, 30 us per upload created, on every POST.
+    return detached(
+        Upload,
+        {
+            "id": upload_id,
+            "owner": owner,
+            "length": length,
+            "offset": 0,
+            "meta": meta,
+            "concat": concat,
+            "concat_parts": concat_parts,
+            "created_at": time.time(),
+            "expires_at": expires_at,
+            "terminated_at": None,
+            "kept_with_meeting": False,
+            "takeover_at": None,
+        },
     )

@@ -124,6 +124,41 @@ def test_rows_come_back_as_the_column_types_read_them(tmp_path: Path) -> None:
     assert detached(Meeting, meeting).gaps == []
 
 
+def test_a_new_upload_holds_every_column_as_the_mapped_constructor_would() -> None:
+    """`make_upload` builds the object as a loaded row (no instrumented sets, on every POST):
+    it must still name every column, or a column added to the model would be missing from
+    the INSERT (`upload_store._row`) instead of taking its value."""
+    fields: dict[str, Any] = {
+        "upload_id": "u1",
+        "length": 100,
+        "meta": {"track": "mic"},
+        "concat": None,
+        "concat_parts": None,
+        "expires_at": 5.0,
+        "owner": "key",
+    }
+    made = make_upload(**fields)
+    by_constructor = Upload(
+        id="u1",
+        owner="key",
+        length=100,
+        offset=0,
+        meta={"track": "mic"},
+        concat=None,
+        concat_parts=None,
+        created_at=made.created_at,
+        expires_at=5.0,
+        kept_with_meeting=False,
+    )
+    columns = {c.name for c in UPLOADS.columns}
+    assert columns <= made.__dict__.keys()
+    assert {c: getattr(made, c) for c in columns} == {
+        c: getattr(by_constructor, c) for c in columns
+    }
+    made.offset = 100  # and it takes writes as a loaded object does
+    assert made.offset == 100
+
+
 def test_a_duplicate_key_is_sqlalchemys_integrity_error(tmp_path: Path) -> None:
     """What the upload store catches when two creations race (storage/upload_store.py)."""
 
