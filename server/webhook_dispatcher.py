@@ -44,6 +44,11 @@ class DeliveryPolicy:
     # or any on PostgreSQL) before it looks again (events of other processes on SQLite,
     # retries falling due).
     poll_s: float = 1.0
+    # Woken by commits, it looks no more often than this: under many small uploads a commit
+    # that logs events lands every few milliseconds, and each look is a read (a round trip
+    # on PostgreSQL, a thread hop on SQLite), one per upload; a delivery waits at most this
+    # much longer for it.
+    min_gap_s: float = 0.1
     concurrency: int = 16
 
     def delay(self, attempts: int) -> float:
@@ -159,8 +164,12 @@ class WebhookDispatcher:
             self._session = session
             while True:
                 try:
+                    looked_at = time.monotonic()
                     if await self.run_once() == 0:
                         await self.wait_for_events(self.policy.poll_s)
+                        too_soon = self.policy.min_gap_s - (time.monotonic() - looked_at)
+                        if too_soon > 0:
+                            await asyncio.sleep(too_soon)
                 except asyncio.CancelledError:
                     raise
                 except Exception:
