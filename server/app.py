@@ -202,7 +202,7 @@ def build_app(config: ServerConfig, keys: KeyRing | ApiKeys | None = None) -> we
         await sweeper.stop()
         await pool.stop()
         await locks.close()
-        validation.close()
+        await validation.close()
         await blobs.close()
         await db.close()
 

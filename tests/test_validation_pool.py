@@ -1,11 +1,13 @@
-"""Ogg Opus validation in a worker process (codec/validation_pool.py): the same verdicts as
-in-process validation, errors carried back, and a dead worker replaced."""
+"""Ogg Opus validation in worker processes (codec/validation_pool.py): the same verdicts as
+in-process validation, errors carried back, answers to their own requests when many are
+asked at once, a dead worker replaced, and no thread of the server's process involved."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import signal
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +16,7 @@ import pytest
 from codec.errors import InvalidOpusError
 from codec.segmenter import OggOpusFileWriter
 from codec.validate import validate_ogg_opus
-from codec.validation_pool import ValidationPool
+from codec.validation_pool import ValidationFailed, ValidationPool
 
 
 def _opus(path: Path, seconds: float) -> Path:
@@ -42,7 +44,7 @@ def test_same_verdicts_as_in_process(tmp_path: Path) -> None:
                 validate_ogg_opus(bad)
             assert str(raised.value) == str(local.value)
         finally:
-            pool.close()
+            await pool.close()
 
     asyncio.run(main())
 
@@ -54,7 +56,7 @@ def test_a_killed_worker_is_replaced(tmp_path: Path) -> None:
         pool = ValidationPool()
         try:
             await pool.validate(good)
-            workers = list(pool._executor()._processes)  # noqa: SLF001 - the test kills one
+            workers = pool.worker_pids()
             assert workers
             for pid in workers:
                 os.kill(pid, signal.SIGKILL)
@@ -62,6 +64,82 @@ def test_a_killed_worker_is_replaced(tmp_path: Path) -> None:
             info = await pool.validate(good)
             assert info.duration_s == pytest.approx(1.0, abs=0.03)
         finally:
-            pool.close()
+            await pool.close()
 
     asyncio.run(main())
+
+
+def test_many_requests_at_once_each_get_their_own_answer(tmp_path: Path) -> None:
+    """Answers come back in the order asked; each reaches its own caller, also when a caller
+    went away before its answer (a cancelled request), across two workers."""
+    files = [_opus(tmp_path / f"{n}.opus", 0.5 + 0.1 * n) for n in range(8)]
+    bad = tmp_path / "bad.opus"
+    bad.write_bytes(files[0].read_bytes()[:-200])
+    missing = tmp_path / "missing.opus"
+
+    async def main() -> list[object]:
+        pool = ValidationPool(processes=2)
+        try:
+            gone = asyncio.ensure_future(pool.validate(files[1]))
+            asked = [asyncio.ensure_future(pool.validate(p)) for p in [*files, bad, missing]]
+            await asyncio.sleep(0)
+            gone.cancel()
+            answers = await asyncio.gather(*asked, return_exceptions=True)
+            assert len(pool.worker_pids()) == 2
+            return answers
+        finally:
+            await pool.close()
+
+    answers = asyncio.run(main())
+    for path, answer in zip(files, answers[:8], strict=True):
+        assert answer == validate_ogg_opus(path)
+    assert isinstance(answers[8], InvalidOpusError)
+    assert isinstance(answers[9], ValidationFailed)
+    assert "FileNotFoundError" in str(answers[9])
+
+
+def _switches_of_other_threads() -> int:
+    """Context switches of every thread of this process but the calling one (/proc): a
+    thread that sleeps throughout makes none."""
+    me = threading.get_native_id()
+    total = 0
+    for task in Path("/proc/self/task").iterdir():
+        if int(task.name) == me:
+            continue
+        for line in (task / "status").read_text().splitlines():
+            if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
+                total += int(line.split()[1])
+    return total
+
+
+def test_validation_wakes_no_thread_of_the_server(tmp_path: Path) -> None:
+    """The reason for the pool of our own: no thread of the server's process wakes per job
+    (concurrent.futures' process pool woke two, each a GIL hand-off with the event loop)."""
+    good = _opus(tmp_path / "good.opus", 1.0)
+
+    async def main() -> int:
+        pool = ValidationPool()
+        try:
+            await pool.validate(good)  # the worker is started
+            before = _switches_of_other_threads()
+            await asyncio.gather(*(pool.validate(good) for _ in range(20)))
+            return _switches_of_other_threads() - before
+        finally:
+            await pool.close()
+
+    assert asyncio.run(main()) == 0
+
+
+def test_closing_ends_the_workers(tmp_path: Path) -> None:
+    good = _opus(tmp_path / "good.opus", 0.5)
+
+    async def main() -> list[int]:
+        pool = ValidationPool(processes=2)
+        await asyncio.gather(pool.validate(good), pool.validate(good))
+        pids = pool.worker_pids()
+        await pool.close()
+        return pids
+
+    for pid in asyncio.run(main()):
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
