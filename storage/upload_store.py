@@ -226,7 +226,13 @@ class UploadStore:
                 .where(Upload.id == upload_id, Upload.length.is_(None))
                 .values(length=length)
             )
-            return result.rowcount == 1
+            if result.rowcount != 1:
+                return False
+        if length == 0:
+            # Complete with no byte: its blob is made now, as an empty upload's is at
+            # creation (a store may make any other at its first bytes).
+            await self.blobs.create(upload_id, 0)
+        return True
 
 
 def expiry_candidates(now: float, expiry_s: float) -> Select[tuple[Upload]]:

@@ -1,5 +1,6 @@
 """The folder blob store's upload writer (storage/local_blobs.py): what reaches the file and
-when, and how many hops to executor threads a PATCH body costs."""
+when, how many hops to executor threads a POST and a PATCH body cost, and that the file an
+upload's first bytes make is durable with them."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from storage.blob_store import BlobLost
 from storage.local_blobs import LocalBlobStore
 
 UPLOAD_ID = "upload-0001"
@@ -30,27 +32,108 @@ def hops(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return seen
 
 
+def _folder_syncs(store: LocalBlobStore, monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """The folders the store fsyncs from now on."""
+    synced: list[Path] = []
+    real = store.sync_uploads_folder
+
+    def sync_uploads_folder() -> None:
+        synced.append(store.uploads)
+        real()
+
+    monkeypatch.setattr(store, "sync_uploads_folder", sync_uploads_folder)
+    return synced
+
+
 def _store(tmp_path: Path) -> LocalBlobStore:
     store = LocalBlobStore(tmp_path)
     asyncio.run(store.create(UPLOAD_ID, None))
     return store
 
 
-def test_a_body_in_one_batch_costs_two_hops_open_and_write_with_fsync(
-    tmp_path: Path, hops: list[str]
+def test_a_small_upload_costs_one_hop_that_makes_writes_and_fsyncs_its_file(
+    tmp_path: Path, hops: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = _store(tmp_path)
-    hops.clear()
+    """POST makes no file (no hop); the PATCH's one hop creates the file, writes the body and
+    fsyncs it and then the folder, so the new name is durable before the offset commits."""
+    store = LocalBlobStore(tmp_path)
+    synced_folders = _folder_syncs(store, monkeypatch)
 
-    async def patch() -> None:
+    async def post_and_patch() -> bool:
+        await store.create(UPLOAD_ID, 90_000)
+        made_by_post = store.upload_path(UPLOAD_ID).exists()
         writer = await store.open_writer(UPLOAD_ID, 0)
         await writer.write(b"a" * 90_000)
         await writer.sync(final=True)
         await writer.close()
+        return made_by_post
 
-    asyncio.run(patch())
-    assert hops == ["LocalUploadWriter", "_sync"]
+    assert asyncio.run(post_and_patch()) is False
+    assert hops == ["_sync"]
+    assert synced_folders == [store.uploads]
     assert store.upload_path(UPLOAD_ID).read_bytes() == b"a" * 90_000
+
+
+def test_a_later_patch_opens_the_file_it_finds_and_syncs_no_folder(
+    tmp_path: Path, hops: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = _store(tmp_path)
+    synced_folders = _folder_syncs(store, monkeypatch)
+
+    async def patches() -> None:
+        for offset, body in ((0, b"first"), (5, b"-second")):
+            writer = await store.open_writer(UPLOAD_ID, offset)
+            await writer.write(body)
+            await writer.sync(final=False)
+            await writer.close()
+
+    asyncio.run(patches())
+    assert hops == ["_sync", "_sync"]
+    assert synced_folders == [store.uploads]  # once, by the PATCH that made the file
+    assert store.upload_path(UPLOAD_ID).read_bytes() == b"first-second"
+
+
+def test_an_empty_upload_has_its_file_at_creation(tmp_path: Path) -> None:
+    # Complete at once, and read as such (validation, streaming): no PATCH will make it.
+    store = LocalBlobStore(tmp_path)
+    asyncio.run(store.create(UPLOAD_ID, 0))
+    assert store.upload_path(UPLOAD_ID).read_bytes() == b""
+
+
+def test_a_missing_file_past_offset_zero_is_bytes_lost_and_nothing_is_made(
+    tmp_path: Path,
+) -> None:
+    store = LocalBlobStore(tmp_path)
+
+    async def patch_at(offset: int) -> None:
+        writer = await store.open_writer(UPLOAD_ID, offset)
+        try:
+            await writer.write(b"more")
+            await writer.sync(final=False)
+        finally:
+            await writer.close()
+
+    with pytest.raises(BlobLost, match="its file is missing"):
+        asyncio.run(patch_at(3))
+    assert not store.upload_path(UPLOAD_ID).exists()
+    asyncio.run(patch_at(0))  # offset 0: nothing was acknowledged, the file is made
+    assert store.upload_path(UPLOAD_ID).read_bytes() == b"more"
+
+
+def test_a_patch_that_fails_before_its_first_hop_touches_no_file(
+    tmp_path: Path, hops: list[str]
+) -> None:
+    store = LocalBlobStore(tmp_path)
+
+    async def refused_patch() -> None:
+        writer = await store.open_writer(UPLOAD_ID, 0)
+        await writer.write(b"refused")  # waits in memory
+        await writer.rollback(0)
+        await writer.close()
+
+    asyncio.run(refused_patch())
+    assert hops == []
+    assert not store.upload_path(UPLOAD_ID).exists()
 
 
 def test_batches_reach_the_file_in_order_one_hop_each(tmp_path: Path, hops: list[str]) -> None:
@@ -69,7 +152,7 @@ def test_batches_reach_the_file_in_order_one_hop_each(tmp_path: Path, hops: list
     body = b"1" * 10 + b"2" * 20 + b"3" * 30
     assert store.upload_path(UPLOAD_ID).read_bytes() == body
     assert digest == hashlib.sha1(body).hexdigest()
-    assert hops == ["LocalUploadWriter", "_write", "_write", "_sync"]
+    assert hops == ["_write", "_write", "_sync"]
 
 
 def test_bytes_never_synced_are_not_kept_and_the_next_writer_starts_clean(

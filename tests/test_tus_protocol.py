@@ -218,6 +218,29 @@ def test_concatenation(tus_server):
     assert r.status_code == 400
 
 
+def test_uploads_without_bytes_download_empty_and_concatenate(tus_server):
+    """An upload's bytes may be stored only from its first PATCH on (the folder store makes
+    its file then): one without bytes yet downloads as nothing, and empty parts (empty at
+    creation, or deferred and then declared empty) join a concatenation as nothing."""
+    started = _upload(tus_server, 5)
+    r = requests.get(started, headers=TUS, timeout=10)
+    assert r.status_code == 200 and r.content == b""
+    empty = tus_create(tus_server.url, 0, **{"Upload-Concat": "partial"}).headers["Location"]
+    deferred = tus_create(
+        tus_server.url, None, **{"Upload-Concat": "partial", "Upload-Defer-Length": "1"}
+    ).headers["Location"]
+    assert tus_patch(deferred, 0, b"", **{"Upload-Length": "0"}).status_code == 204
+    full = tus_create(tus_server.url, 3, **{"Upload-Concat": "partial"}).headers["Location"]
+    assert tus_patch(full, 0, b"abc").status_code == 204
+    r = requests.post(
+        tus_server.url + "/files/",
+        headers={**TUS, "Upload-Concat": f"final;{empty} {full} {deferred}"},
+        timeout=10,
+    )
+    assert r.status_code == 201, r.text
+    assert requests.get(r.headers["Location"], headers=TUS, timeout=10).content == b"abc"
+
+
 def test_malformed_and_oversized_metadata(tus_server):
     for bad in ("key not-base64!", "key a b", "dup YQ==,dup YQ==", "a YQ==,,b", "k\u00e9y YQ=="):
         r = tus_create(tus_server.url, 3, bad)

@@ -603,8 +603,7 @@ class TusHandler:
                 upload.id, upload.offset, checksum.algorithm if checksum else None
             )
         except BlobLost as exc:
-            log.error("upload %s: %s", upload.id, exc)
-            raise ApiError(Errors.UPLOAD_BYTES_LOST, str(exc)) from None
+            raise self._bytes_lost(upload, exc) from None
         committed = upload.offset
         stalled: ApiError | None = None
         pending = bytearray()
@@ -668,6 +667,11 @@ class TusHandler:
         except UploadMoved:
             await writer.close()
             raise
+        except BlobLost as exc:
+            # A store may open the upload's bytes at its first write (the folder store
+            # does): nothing of this request reached them.
+            await writer.close()
+            raise self._bytes_lost(upload, exc) from None
         except ApiError:
             await writer.rollback(committed)
             await writer.close()
@@ -684,6 +688,11 @@ class TusHandler:
             raise stalled
         return upload
 
+    @staticmethod
+    def _bytes_lost(upload: Upload, lost: BlobLost) -> ApiError:
+        log.error("upload %s: %s", upload.id, lost)
+        return ApiError(Errors.UPLOAD_BYTES_LOST, str(lost))
+
     async def _keep_partial(
         self,
         writer: UploadWriter,
@@ -699,6 +708,10 @@ class TusHandler:
                 if pending:
                     await writer.write(pending)
                 await self._commit(writer, upload, committed)
+        except BlobLost as exc:
+            # The client is gone, so is the upload's file: nothing to keep; said in the log
+            # (the request's own error, the client's going away, is what propagates).
+            self._bytes_lost(upload, exc)
         finally:
             await writer.close()
 
