@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import json
 import os
 import sys
@@ -80,6 +81,14 @@ class _Worker:
                 if not answer.done():
                     answer.set_exception(_WorkerDied())
             self.unanswered.clear()
+            # Its stdout ended: it exited, or is of no more use. Its stdin closed and the
+            # process reaped here, so that no process or pipe outlives it.
+            if self.process.stdin is not None:
+                self.process.stdin.close()
+            if self.process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    self.process.kill()
+            await self.process.wait()
 
 
 class ValidationPool:
@@ -87,6 +96,7 @@ class ValidationPool:
         self.processes = processes
         self._workers: list[_Worker] = []
         self._starting = asyncio.Lock()
+        self.worker_args: tuple[str, ...] = ("-m", "codec.validation_worker")
 
     def worker_pids(self) -> list[int]:
         return [worker.process.pid for worker in self._workers]
@@ -96,8 +106,7 @@ class ValidationPool:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [_PROJECT_ROOT, env.get("PYTHONPATH")]))
         process = await asyncio.create_subprocess_exec(
             sys.executable,
-            "-m",
-            "codec.validation_worker",
+            *self.worker_args,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             env=env,
@@ -131,9 +140,15 @@ class ValidationPool:
         try:
             return await self._validate_once(path)
         except _WorkerDied:
-            # The worker died (killed, out of memory): a new one is started and asked once
-            # more, so that one lost process never fails a chunk that is fine.
+            pass
+        # The worker died (killed, out of memory): a new one is started and asked once more,
+        # so that one lost process never fails a chunk that is fine.
+        try:
             return await self._validate_once(path)
+        except _WorkerDied:
+            raise ValidationFailed(
+                f"validating {path.name}: two validation workers ended before answering"
+            ) from None
 
     async def close(self) -> None:
         """Ends the workers: their stdin closes, and they exit when they have read it all."""

@@ -63,8 +63,10 @@ class LocalUploadWriter:
 
     An upload's file is made by its first bytes (`LocalBlobStore.create` makes none): at
     offset 0 a missing file is created, and the folder is fsynced with the bytes
-    (`sync_folder`), before any offset that counts on the file is committed. Past offset 0
-    a missing file is acknowledged bytes lost (BlobLost, raised by the first hop)."""
+    (`sync_folder`), before any offset that counts on the file is committed; so it is when
+    a PATCH at offset 0 finds a file (one that died before its commit may have made it).
+    Past offset 0 a missing file is acknowledged bytes lost (BlobLost, raised by the first
+    hop)."""
 
     def __init__(
         self,
@@ -76,7 +78,9 @@ class LocalUploadWriter:
         self._path = path
         self._sync_folder = sync_folder
         self._fd: int | None = None  # opened by the first hop
-        self._made_file = False  # created by this writer, the folder not yet synced
+        # At offset 0 no offset was ever committed on the file, so its name may not be
+        # durable yet (made by this writer, or by a PATCH that died before its fsync).
+        self._name_unsynced = offset == 0
         self.start = offset
         self.written = 0
         self._hash = hashlib.new(checksum_algorithm) if checksum_algorithm else None
@@ -90,7 +94,6 @@ class LocalUploadWriter:
         if self.start == 0:
             try:
                 self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
-                self._made_file = True
                 return self._fd
             except FileExistsError:
                 pass  # a file an earlier PATCH made: opened as any other below
@@ -129,9 +132,9 @@ class LocalUploadWriter:
             self._write(self._waiting)
             self._waiting = b""
         os.fsync(self._opened())
-        if self._made_file:
+        if self._name_unsynced:
             self._sync_folder()
-            self._made_file = False
+            self._name_unsynced = False
         self._unsynced = False
 
     async def sync(self, final: bool) -> None:

@@ -93,6 +93,26 @@ def test_a_later_patch_opens_the_file_it_finds_and_syncs_no_folder(
     assert store.upload_path(UPLOAD_ID).read_bytes() == b"first-second"
 
 
+def test_a_patch_at_offset_zero_that_finds_a_file_syncs_the_folder_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first PATCH that made the file and died before its fsync left a name that may not
+    be durable: the next PATCH at offset 0 fsyncs the folder as if it had made it."""
+    store = LocalBlobStore(tmp_path)
+    store.upload_path(UPLOAD_ID).write_bytes(b"never acknowledged")
+    synced_folders = _folder_syncs(store, monkeypatch)
+
+    async def patch() -> None:
+        writer = await store.open_writer(UPLOAD_ID, 0)
+        await writer.write(b"new")
+        await writer.sync(final=False)
+        await writer.close()
+
+    asyncio.run(patch())
+    assert synced_folders == [store.uploads]
+    assert store.upload_path(UPLOAD_ID).read_bytes() == b"new"
+
+
 def test_an_empty_upload_has_its_file_at_creation(tmp_path: Path) -> None:
     # Complete at once, and read as such (validation, streaming): no PATCH will make it.
     store = LocalBlobStore(tmp_path)

@@ -143,3 +143,21 @@ def test_closing_ends_the_workers(tmp_path: Path) -> None:
     for pid in asyncio.run(main()):
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def test_a_worker_that_never_answers_is_a_clear_failure_not_a_hang(tmp_path: Path) -> None:
+    """A worker that ends before answering (here: every one started) is replaced once; a
+    second that does too fails the request with a message, instead of hanging or raising
+    something internal."""
+    good = _opus(tmp_path / "good.opus", 0.5)
+
+    async def main() -> None:
+        pool = ValidationPool()
+        pool.worker_args = ("-c", "raise SystemExit(3)")
+        try:
+            with pytest.raises(ValidationFailed, match="two validation workers ended"):
+                await asyncio.wait_for(pool.validate(good), 30)
+        finally:
+            await pool.close()
+
+    asyncio.run(main())
