@@ -26,6 +26,7 @@ import contextlib
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +68,7 @@ class _Worker:
         stdin.write(json.dumps(str(path)).encode() + b"\n")
         return answer
 
-    async def read_answers(self, on_exit: Any) -> None:
+    async def read_answers(self, on_exit: Callable[[_Worker], None]) -> None:
         stdout = self.process.stdout
         assert stdout is not None
         try:

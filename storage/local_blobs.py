@@ -85,7 +85,6 @@ class LocalUploadWriter:
         self.written = 0
         self._hash = hashlib.new(checksum_algorithm) if checksum_algorithm else None
         self._waiting = b""  # given to `write`, not yet to the file
-        self._at = offset  # where the file's next byte goes
         self._unsynced = False  # given to the file since the last fsync
 
     def _opened(self) -> int:
@@ -110,14 +109,16 @@ class LocalUploadWriter:
         self._fd = fd
         return fd
 
-    def _write(self, data: bytes) -> None:
-        _pwrite_all(self._opened(), data, self._at)
-        self._at += len(data)
+    def _write(self) -> None:
+        """The waiting bytes to the file, after everything this writer was given before."""
+        at = self.start + self.written - len(self._waiting)
+        _pwrite_all(self._opened(), self._waiting, at)
+        self._waiting = b""
         self._unsynced = True
 
     async def write(self, data: bytes) -> None:
         if self._waiting:
-            await asyncio.to_thread(self._write, self._waiting)
+            await asyncio.to_thread(self._write)
         self._waiting = data
         self.written += len(data)
         if self._hash is not None:
@@ -129,8 +130,7 @@ class LocalUploadWriter:
 
     def _sync(self) -> None:
         if self._waiting:
-            self._write(self._waiting)
-            self._waiting = b""
+            self._write()
         os.fsync(self._opened())
         if self._name_unsynced:
             self._sync_folder()
@@ -142,7 +142,6 @@ class LocalUploadWriter:
 
     def _rollback(self, to_offset: int) -> None:
         os.ftruncate(self._opened(), to_offset)
-        self._at = to_offset
         self._sync()  # nothing waits by now (`rollback` dropped it): only the fsync
 
     async def rollback(self, to_offset: int) -> None:
