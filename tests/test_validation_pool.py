@@ -7,7 +7,8 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import threading
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -98,9 +99,14 @@ def test_many_requests_at_once_each_get_their_own_answer(tmp_path: Path) -> None
     assert "FileNotFoundError" in str(answers[9])
 
 
-def _switches_of_other_threads() -> int:
-    """Context switches of every thread of this process but the calling one (/proc): a
-    thread that sleeps throughout makes none."""
+_SWITCHES_OF_OTHER_THREADS = """
+import asyncio, sys, threading
+from pathlib import Path
+from codec.validation_pool import ValidationPool
+
+def switches_of_other_threads():
+    # Context switches of every thread of this process but this one (/proc): a thread that
+    # sleeps throughout makes none.
     me = threading.get_native_id()
     total = 0
     for task in Path("/proc/self/task").iterdir():
@@ -111,23 +117,35 @@ def _switches_of_other_threads() -> int:
                 total += int(line.split()[1])
     return total
 
+async def main():
+    good = Path(sys.argv[1])
+    pool = ValidationPool()
+    try:
+        await pool.validate(good)  # the worker is started
+        before = switches_of_other_threads()
+        await asyncio.gather(*(pool.validate(good) for _ in range(20)))
+        return switches_of_other_threads() - before
+    finally:
+        await pool.close()
+
+print(asyncio.run(main()))
+"""
+
 
 def test_validation_wakes_no_thread_of_the_server(tmp_path: Path) -> None:
     """The reason for the pool of our own: no thread of the server's process wakes per job
-    (concurrent.futures' process pool woke two, each a GIL hand-off with the event loop)."""
+    (concurrent.futures' process pool woke two, each a GIL hand-off with the event loop).
+    Counted in a fresh interpreter: this one has the threads other tests left running."""
     good = _opus(tmp_path / "good.opus", 1.0)
-
-    async def main() -> int:
-        pool = ValidationPool()
-        try:
-            await pool.validate(good)  # the worker is started
-            before = _switches_of_other_threads()
-            await asyncio.gather(*(pool.validate(good) for _ in range(20)))
-            return _switches_of_other_threads() - before
-        finally:
-            await pool.close()
-
-    assert asyncio.run(main()) == 0
+    counted = subprocess.run(
+        [sys.executable, "-c", _SWITCHES_OF_OTHER_THREADS, str(good)],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert int(counted.stdout) == 0
 
 
 def test_closing_ends_the_workers(tmp_path: Path) -> None:
