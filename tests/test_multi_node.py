@@ -226,6 +226,37 @@ def _upload_alternating(nodes: list[ServerProcess], meeting_id: str, segment) ->
     assert uploader.offset == size
 
 
+def _in_flight(node: ServerProcess, meeting_id: str) -> list[tuple[int, int]]:
+    """(seq, worker pid) of the meeting's chunks being transcribed, as the node reports them."""
+    view = requests.get(f"{node.url}/meetings/{meeting_id}", timeout=10).json()
+    return [
+        (c["seq"], int(c["worker"].split(":")[1]))
+        for c in view["chunks"]
+        if c["state"] == "transcribing" and c["worker"]
+    ]
+
+
+def _kill_a_worker_mid_job(
+    node: ServerProcess, meetings: list[str]
+) -> tuple[int | None, tuple[str, int] | None]:
+    """SIGKILL a worker while it holds a job. A job seen in flight may be committed before a
+    kill lands (CI run 29 killed a worker just after its commit: the chunk ran once), so the
+    worker is stopped first and the job looked at again: a stopped worker commits nothing, and
+    after the pause a commit it sent before the stop has been made visible."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        for meeting_id in meetings:
+            for seq, pid in _in_flight(node, meeting_id):
+                os.kill(pid, signal.SIGSTOP)
+                time.sleep(0.3)
+                if (seq, pid) in _in_flight(node, meeting_id):
+                    os.kill(pid, signal.SIGKILL)
+                    return pid, (meeting_id, seq)
+                os.kill(pid, signal.SIGCONT)
+        time.sleep(0.02)
+    return None, None
+
+
 @needs_postgres
 @pytest.mark.crash
 def test_two_nodes_two_workers_one_killed(tmp_path, jfk_segments):
@@ -244,19 +275,7 @@ def test_two_nodes_two_workers_one_killed(tmp_path, jfk_segments):
         for segment in segments:
             for meeting_id in meetings:
                 _upload_alternating(nodes, meeting_id, segment)
-        killed = None
-        killed_chunk: tuple[str, int] | None = None
-        deadline = time.monotonic() + 60
-        while killed is None and time.monotonic() < deadline:
-            for meeting_id in meetings:
-                view = requests.get(f"{nodes[1].url}/meetings/{meeting_id}", timeout=10).json()
-                busy = [c for c in view["chunks"] if c["state"] == "transcribing" and c["worker"]]
-                if busy:
-                    killed = int(busy[0]["worker"].split(":")[1])
-                    os.kill(killed, signal.SIGKILL)
-                    killed_chunk = (meeting_id, busy[0]["seq"])
-                    break
-            time.sleep(0.02)
+        killed, killed_chunk = _kill_a_worker_mid_job(nodes[1], meetings)
         assert killed in [w.pid for w in workers], "never saw a worker's job in flight"
         for i, meeting_id in enumerate(meetings):
             r = requests.post(
