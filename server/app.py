@@ -182,6 +182,7 @@ def build_app(config: ServerConfig, keys: KeyRing | ApiKeys | None = None) -> we
     async def lifecycle(_app: web.Application):  # type: ignore[no-untyped-def]
         await ensure_schema(db)  # SchemaMismatch stops the start: `rollscribe db upgrade`
         await blobs.start()  # BlobStoreError stops the start: a bad bucket or endpoint
+        await validation.start()
         # Recovery first, so that a restart moves everything on before new work arrives.
         # The other processes of a `--processes` server only serve HTTP.
         if not config.sibling:

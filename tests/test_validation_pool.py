@@ -18,6 +18,7 @@ from codec.errors import InvalidOpusError
 from codec.segmenter import OggOpusFileWriter
 from codec.validate import validate_ogg_opus
 from codec.validation_pool import ValidationFailed, ValidationPool
+from tests.server_process import ServerProcess
 
 
 def _opus(path: Path, seconds: float) -> Path:
@@ -146,6 +147,48 @@ def test_validation_wakes_no_thread_of_the_server(tmp_path: Path) -> None:
         check=True,
     )
     assert int(counted.stdout) == 0
+
+
+def test_started_workers_take_the_first_requests(tmp_path: Path) -> None:
+    """`start` spawns the workers up front; the first requests go to them (none is started
+    at the first chunk, which would then wait for its Python and libopus to load)."""
+    good = _opus(tmp_path / "good.opus", 0.5)
+
+    async def main() -> tuple[list[int], list[int]]:
+        pool = ValidationPool(processes=2)
+        try:
+            await pool.start()
+            started = pool.worker_pids()
+            await asyncio.gather(*(pool.validate(good) for _ in range(4)))
+            return started, pool.worker_pids()
+        finally:
+            await pool.close()
+
+    started, after = asyncio.run(main())
+    assert len(started) == 2
+    assert after == started
+
+
+def _validation_workers_of(pid: int) -> list[int]:
+    children = [
+        int(child)
+        for task in Path(f"/proc/{pid}/task").iterdir()
+        for child in (task / "children").read_text().split()
+    ]
+    return [
+        child
+        for child in children
+        if b"codec.validation_worker" in Path(f"/proc/{child}/cmdline").read_bytes()
+    ]
+
+
+def test_a_server_starts_its_validation_worker_before_any_chunk(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path / "data", workers=0).start()
+    try:
+        assert server.process is not None
+        assert len(_validation_workers_of(server.process.pid)) == 1
+    finally:
+        server.stop()
 
 
 def test_closing_ends_the_workers(tmp_path: Path) -> None:
