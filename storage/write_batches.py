@@ -11,7 +11,10 @@ once for all of them (`bench/README.md`, "small uploads").
 What each caller keeps:
 - Its own write transaction (`storage/write_transaction.py`: its `info`, its ORM session if
   it needs one) in a savepoint of its own on the shared connection: if its block raises,
-  only its savepoint is rolled back and only it sees the error, at once.
+  only its savepoint is rolled back and only it sees the error, once the batch's COMMIT is
+  done (the error may have been decided on rows earlier members wrote: a POST told "that
+  chunk exists, answer with its upload" must find that upload when it reads it; a
+  cancelled member leaves at once).
 
 The members' savepoints are plain SQL sent to sqlite3 itself (`prepared_statements.run_plain`,
 inline: the batch holds the write lock), not SQLAlchemy's nested transactions: `begin_nested`
@@ -88,11 +91,25 @@ class WriteBatches:
             try:
                 async with write_transaction_on(batch.connection) as transaction:
                     yield transaction
-            except BaseException:
+            except Exception as error:
                 # Only this member's savepoint is rolled back: the batch goes on.
                 await self._after_member(batch, savepoint, failed=True)
+                failed: Exception | None = error
+            except BaseException:  # cancelled: it leaves at once
+                await self._after_member(batch, savepoint, failed=True)
                 raise
-            await self._after_member(batch, savepoint, failed=False)
+            else:
+                await self._after_member(batch, savepoint, failed=False)
+                failed = None
+        if failed is not None:
+            # Its error may have been decided on what earlier members of the batch wrote (a
+            # chunk's key found taken: "answer with that upload"), which nobody else can
+            # read before the COMMIT: it is raised once that is done, as their success is
+            # (outside the turn, which the COMMIT needs). A failed COMMIT changes nothing for
+            # it: its own writes were rolled back already.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(batch.committed)
+            raise failed
         await asyncio.shield(batch.committed)
 
     async def _join(self) -> _Batch:

@@ -1,7 +1,7 @@
 """SQLite group commit (storage/write_batches.py) and the connections under it
 (storage/sqlite_connection.py): shared commits, a failing member alone rolled back, a
-failed COMMIT failing every member, durability before return, cancellation, and where
-statements run."""
+failed COMMIT failing every member, a failing member's error raised once what it may have
+read is committed, durability before return, cancellation, and where statements run."""
 
 from __future__ import annotations
 
@@ -110,6 +110,45 @@ def test_a_failing_member_alone_is_rolled_back(tmp_path: Path) -> None:
     results = asyncio.run(main())
     assert results[0] is None and results[2] is None
     assert isinstance(results[1], RuntimeError)
+
+
+def test_a_member_that_refuses_on_what_another_wrote_raises_once_that_is_committed(
+    tmp_path: Path,
+) -> None:
+    """A member may refuse because of a row an earlier member of its batch wrote (a chunk's
+    key found taken: "answer with the upload that has it"); its caller then reads that row
+    elsewhere, which it can only do once the batch is committed."""
+
+    class Taken(Exception):
+        pass
+
+    async def refusing(seen_by_caller: list[list[tuple[int]]]) -> None:
+        try:
+            async with db.write() as session:
+                found = await session.execute(text("SELECT id FROM row WHERE id = 5"))
+                if found.first() is not None:
+                    raise Taken
+                await session.execute(text("INSERT INTO row (id, parent) VALUES (5, 1)"))
+        except Taken:
+            with sqlite3.connect(tmp_path / "batches.db") as other:
+                seen_by_caller.append(other.execute("SELECT id FROM row").fetchall())
+            raise
+
+    async def main() -> tuple[list[BaseException | None], list[list[tuple[int]]]]:
+        nonlocal db
+        db = await _db(tmp_path)
+        seen: list[list[tuple[int]]] = []
+        results = await asyncio.gather(
+            refusing(seen), refusing(seen), refusing(seen), return_exceptions=True
+        )
+        await db.close()
+        return results, seen
+
+    db: Database
+    results, seen = asyncio.run(main())
+    assert results[0] is None
+    assert all(isinstance(r, Taken) for r in results[1:])
+    assert seen == [[(5,)], [(5,)]]
 
 
 def test_a_failed_commit_fails_every_member_and_keeps_nothing(tmp_path: Path) -> None:
