@@ -132,9 +132,9 @@ class ValidationPool:
 
     async def _least_busy(self) -> _Worker:
         if len(self._workers) < self.processes:
-            async with self._starting:
-                if len(self._workers) < self.processes:
-                    return await self._start_worker()
+            # A pool nobody started, or one whose worker died: made whole again first. (The
+            # last worker started is in the list when `start` returns: nothing awaited after.)
+            await self.start()
         return min(self._workers, key=lambda worker: len(worker.unanswered))
 
     async def _validate_once(self, path: Path) -> OpusStreamInfo:
