@@ -211,6 +211,7 @@ def main(argv: list[str] | None = None) -> None:
     # Alembic narrates each plugin and migration context at INFO; `db` prints the outcome.
     logging.getLogger("alembic").setLevel(logging.WARNING)
     if args.command == "serve":
+        from server.config import resolve_processes
         from server.event_loop import EVENT_LOOPS, run_on
 
         if args.event_loop not in EVENT_LOOPS:  # argparse checks a flag's value, not a default
@@ -219,8 +220,7 @@ def main(argv: list[str] | None = None) -> None:
             )
         argv = list(sys.argv[1:] if argv is None else argv)
         serve_argv = argv[argv.index("serve") + 1 :]
-        if args.processes == 0:
-            args.processes = os.cpu_count() or 1
+        args.processes = resolve_processes(args.processes, args.database_url)
         if args.processes > 1 and not args.sibling:
             from pathlib import Path
 

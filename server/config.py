@@ -24,7 +24,8 @@ class ServerConfig:
     s3_endpoint_url: str | None = None
     workers: int = 1
     # Server processes sharing the port (SO_REUSEPORT); the first also runs the sweeps,
-    # webhook deliveries and the worker pool. The flag's 0 means one per core.
+    # webhook deliveries and the worker pool. The flag's 0 means one per core, its default
+    # `auto` what `resolve_processes` picks.
     processes: int = 1
     event_loop: str = DEFAULT_EVENT_LOOP
     sibling: bool = False  # one of the extra processes (started by the first)
@@ -88,11 +89,10 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--processes",
-        type=_non_negative,
-        # 1 by default until the hot paths pay for a second process: on a 2-core machine
-        # with SQLite, 2 processes served fewer small uploads than 1 (bench/README.md).
-        default=_env("PROCESSES", "1"),
-        help="server processes serving the port (SO_REUSEPORT; 0: one per core; default 1)",
+        type=_processes,
+        default=_env("PROCESSES", "auto"),
+        help="server processes serving the port (SO_REUSEPORT; 0: one per core; default "
+        f"auto: one per core up to {MAX_AUTO_PROCESSES} on SQLite, 1 on PostgreSQL)",
     )
     parser.add_argument(
         "--event-loop",
@@ -246,6 +246,36 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+# `--processes auto`, the default. On SQLite one process per core: on a 2-core machine with
+# SQLite, 2 processes served 15-25 % more small uploads than 1, with a lower p99, once they
+# queued for SQLite's write lock in the kernel (storage/writer_queue.py; bench/README.md,
+# "Many small uploads"). At most 4: SQLite has one writer however many processes ask, and
+# each process has its own validation worker, connections and memory (not measured past 2
+# cores). On PostgreSQL 1: 2 processes served no more small uploads than 1 there, and each
+# process keeps up to 30 connections of the server's `max_connections`.
+MAX_AUTO_PROCESSES = 4
+
+
+def resolve_processes(value: int | None, database_url: str | None) -> int:
+    """The number of server processes `--processes` means: None is `auto`, 0 one per core."""
+    cores = os.cpu_count() or 1
+    if value is None:
+        on_sqlite = database_url is None or database_url.startswith("sqlite")
+        return min(cores, MAX_AUTO_PROCESSES) if on_sqlite else 1
+    return value or cores
+
+
+def _processes(value: str) -> int | None:
+    if value.strip() == "auto":
+        return None
+    try:
+        return _non_negative(value)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"expected auto or a non-negative integer, got {value.strip()!r}"
+        ) from None
+
+
 def _non_negative(value: str) -> int:
     value = value.strip()
     if not (value.isascii() and value.isdigit()):  # "²" is a digit to str.isdigit alone
@@ -269,7 +299,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         blob_url=args.blob_url,
         s3_endpoint_url=args.s3_endpoint_url,
         workers=args.workers,
-        processes=args.processes or (os.cpu_count() or 1),  # main() resolved 0 already
+        processes=resolve_processes(args.processes, args.database_url),  # main() resolved it
         sibling=args.sibling,
         event_loop=args.event_loop,
         worker_threads=args.worker_threads,

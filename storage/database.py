@@ -32,6 +32,7 @@ from storage.models import Base
 from storage.prepared_statements import PreparedStatement, fetch_first
 from storage.write_batches import WriteBatches
 from storage.write_transaction import WriteTransaction, write_transaction_on
+from storage.writer_queue import WriterQueue
 
 SQLITE_BUSY_TIMEOUT_S = 30.0
 # PostgreSQL connections a process keeps open, and how many more it may open under a burst
@@ -179,7 +180,13 @@ class Database:
         # transaction of every process sleeps and retries, and under load a process can
         # starve past the busy timeout ("database is locked"); queued here, a process offers
         # one transaction at a time, and those that queue up share it (group commit).
-        self._batches = WriteBatches(self._write_engine) if self.is_sqlite else None
+        self._batches = None
+        if self.is_sqlite:
+            # Other processes on the same file (`--processes N`, the workers) take turns
+            # with this one through a lock that wakes its waiters: storage/writer_queue.
+            path = make_url(url).database
+            queue = None if path in (None, "", ":memory:") else WriterQueue(Path(path))
+            self._batches = WriteBatches(self._write_engine, queue=queue)
         # SQLite: the connection every point read runs on (`read_first`), opened at the first.
         self._point_reader: AsyncConnection | None = None
         self._point_reader_opening = asyncio.Lock()

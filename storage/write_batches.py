@@ -28,7 +28,9 @@ savepoint is released or rolled back to.
 - Durability: a caller whose block succeeded returns only after the shared COMMIT; if the
   COMMIT fails, every member of the batch gets the error and none of their changes stay.
 - Order: turns are first come, first served, and a batch is committed before the next one
-  begins.
+  begins. Between processes that share the database, batches take turns through a
+  `WriterQueue` (`storage/writer_queue.py`), taken before BEGIN IMMEDIATE and given back
+  after the COMMIT.
 
 A batch is committed by a task of its own, queued for a turn when the batch's first member
 ends. So it holds the members that were already waiting then (at most `max_members`), and
@@ -46,6 +48,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from storage.prepared_statements import inline_sqlite, run_plain
 from storage.write_transaction import WriteTransaction, write_transaction_on
+from storage.writer_queue import WriterQueue
 
 # Bounds how long a batch's first member waits for the others' statements.
 MAX_MEMBERS = 32
@@ -67,8 +70,14 @@ class _Batch:
 
 
 class WriteBatches:
-    def __init__(self, engine: AsyncEngine, max_members: int = MAX_MEMBERS) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        max_members: int = MAX_MEMBERS,
+        queue: WriterQueue | None = None,
+    ) -> None:
         self._engine = engine
+        self._queue = queue  # None: no other process writes (an in-memory database)
         self.max_members = max_members
         self._turn = asyncio.Lock()
         self._open: _Batch | None = None
@@ -117,11 +126,18 @@ class WriteBatches:
             await asyncio.shield(self._committing)  # never raises: see _commit
             self._committing = None
         if self._open is None:
-            connection = await self._engine.connect()
+            if self._queue is not None:
+                await self._queue.acquire()
             try:
-                await connection.begin()  # BEGIN IMMEDIATE: storage/database.py
+                connection = await self._engine.connect()
+                try:
+                    await connection.begin()  # BEGIN IMMEDIATE: storage/database.py
+                except BaseException:
+                    await connection.close()
+                    raise
             except BaseException:
-                await connection.close()
+                if self._queue is not None:
+                    self._queue.release()
                 raise
             self._open = _Batch(connection)
         return self._open
@@ -177,6 +193,8 @@ class WriteBatches:
         finally:
             with contextlib.suppress(Exception):
                 await connection.close()
+            if self._queue is not None:
+                self._queue.release()  # after the COMMIT or ROLLBACK: the next may begin
 
     async def close(self) -> None:
         """Commit what is open (a server shutting down)."""
@@ -186,3 +204,5 @@ class WriteBatches:
             if self._committing is not None:
                 await asyncio.shield(self._committing)
                 self._committing = None
+            if self._queue is not None:
+                self._queue.close()

@@ -149,7 +149,7 @@ def test_siblings_stop_when_the_first_process_is_killed(tmp_path):
             os.kill(pid, signal.SIGKILL)
 
 
-@pytest.mark.parametrize("value", ["-1", "two", "²"])
+@pytest.mark.parametrize("value", ["-1", "two", "²", "Auto", ""])
 def test_a_bad_process_count_is_refused(tmp_path, value):
     result = subprocess.run(
         [
@@ -168,4 +168,41 @@ def test_a_bad_process_count_is_refused(tmp_path, value):
         timeout=60,
     )
     assert result.returncode == 2
-    assert "--processes: expected a non-negative integer" in result.stderr
+    assert "--processes: expected auto or a non-negative integer" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("value", "database_url", "cores", "expected"),
+    [
+        (None, None, 2, 2),  # auto on SQLite (the default): one per core
+        (None, "sqlite+aiosqlite:////tmp/x.db", 1, 1),
+        (None, None, 32, 4),  # at most MAX_AUTO_PROCESSES
+        (None, "postgresql+asyncpg://u:p@127.0.0.1/db", 8, 1),  # auto on PostgreSQL: one
+        (0, "postgresql+asyncpg://u:p@127.0.0.1/db", 8, 8),  # 0: one per core, asked for
+        (3, None, 2, 3),
+    ],
+)
+def test_the_process_count_auto_means(monkeypatch, value, database_url, cores, expected):
+    from server.config import resolve_processes
+
+    monkeypatch.setattr(os, "cpu_count", lambda: cores)
+    assert resolve_processes(value, database_url) == expected
+
+
+def test_serve_defaults_to_auto(monkeypatch):
+    import argparse
+
+    from server.config import add_serve_arguments, config_from_args
+
+    monkeypatch.delenv("ROLLSCRIBE_PROCESSES", raising=False)
+    monkeypatch.delenv("ROLLSCRIBE_DATABASE_URL", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    parser = argparse.ArgumentParser()
+    add_serve_arguments(parser)
+    args = parser.parse_args([])
+    assert args.processes is None  # auto
+    assert config_from_args(args).processes == 2
+    monkeypatch.setenv("ROLLSCRIBE_PROCESSES", "1")
+    parser = argparse.ArgumentParser()
+    add_serve_arguments(parser)
+    assert config_from_args(parser.parse_args([])).processes == 1
