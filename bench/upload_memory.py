@@ -19,6 +19,7 @@ from pathlib import Path
 import aiohttp
 
 from bench.comparison_servers import WORK
+from bench.deleted_files import note_deletions
 from bench.server_under_test import RollscribeServer, rss_kib, save_results
 from bench.small_uploads import TUS, meta, segment
 
@@ -118,19 +119,22 @@ def main() -> None:
     parser.add_argument("--no-save", action="store_true")
     args = parser.parse_args()
     WORK.mkdir(exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=WORK) as tmp:
-        root = Path(tmp)
-        body = segment(root)
-        # Uploads never expire during the run and nothing is transcribed: every row stays.
-        # So every upload adds 30 s to the backlog, and admission would refuse a new meeting
-        # past its default 4 h (480 such chunks): the limit is lifted for the run.
-        server = RollscribeServer(
-            root / "rs", "--processes", "1", "--max-backlog-seconds", str(10**12)
-        )
-        try:
-            samples = asyncio.run(run(server, body, args.uploads))
-        finally:
-            server.stop()
+    try:
+        with tempfile.TemporaryDirectory(dir=WORK) as tmp:
+            root = Path(tmp)
+            body = segment(root)
+            # Uploads never expire during the run and nothing is transcribed: every row stays.
+            # So every upload adds 30 s to the backlog, and admission would refuse a new meeting
+            # past its default 4 h (480 such chunks): the limit is lifted for the run.
+            server = RollscribeServer(
+                root / "rs", "--processes", "1", "--max-backlog-seconds", str(10**12)
+            )
+            try:
+                samples = asyncio.run(run(server, body, args.uploads))
+            finally:
+                server.stop()
+    finally:
+        note_deletions(WORK)  # 100,000 files deleted: small_uploads waits for them to age
     first = next(s["rss_kib"] for s in samples.in_flight if s["uploads"] >= STEP)
     last = samples.in_flight[-1]["rss_kib"]
     start, end = samples.settled[0], samples.settled[-1]

@@ -61,6 +61,9 @@ async def _serve(args: argparse.Namespace, argv: list[str]) -> None:
     several = config.processes > 1 or config.sibling
     site = web.TCPSite(runner, config.host, config.port, reuse_port=several or None)
     await site.start()
+    from server.collector import settle_after_start
+
+    settle_after_start()  # what start-up made is never traversed again: server/collector.py
     port = runner.addresses[0][1] if runner.addresses else config.port
     siblings = None
     if config.processes > 1:
