@@ -132,6 +132,7 @@ class WriteBatches:
                 connection = await self._engine.connect()
                 try:
                     await connection.begin()  # BEGIN IMMEDIATE: storage/database.py
+                    self._open = _Batch(connection)
                 except BaseException:
                     await connection.close()
                     raise
@@ -139,7 +140,6 @@ class WriteBatches:
                 if self._queue is not None:
                     self._queue.release()
                 raise
-            self._open = _Batch(connection)
         return self._open
 
     async def _after_member(self, batch: _Batch, savepoint: str, failed: bool) -> None:
@@ -191,10 +191,12 @@ class WriteBatches:
         else:
             batch.committed.set_result(None)
         finally:
-            with contextlib.suppress(Exception):
-                await connection.close()
-            if self._queue is not None:
-                self._queue.release()  # after the COMMIT or ROLLBACK: the next may begin
+            try:
+                with contextlib.suppress(Exception):
+                    await connection.close()
+            finally:
+                if self._queue is not None:
+                    self._queue.release()  # after the COMMIT or ROLLBACK: the next may begin
 
     async def close(self) -> None:
         """Commit what is open (a server shutting down)."""
