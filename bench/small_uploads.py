@@ -6,6 +6,9 @@ For rollscribe each upload is a real meeting chunk (meeting, track, seq metadata
 validated as Ogg Opus and queued: the production path, with every acknowledgement fsynced.
 The load is generated with aiohttp, not 200 tuspy threads, so the client is not the limit.
 With `--postgres URL` (or ROLLSCRIBE_BENCH_POSTGRES) rollscribe also runs on PostgreSQL.
+Every server is measured in `--rounds` rounds (3) that interleave the servers, and their
+medians are compared; a run waits first until the files the last run deleted are six
+minutes old (`bench/deleted_files.py`).
 """
 
 from __future__ import annotations
