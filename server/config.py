@@ -247,7 +247,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 # `--processes auto`, the default. On SQLite one process per core: on a 2-core machine with
-# SQLite, 2 processes served 15-25 % more small uploads than 1, with a lower p99, once they
+# SQLite, 2 processes served 13-19 % more small uploads than 1, with a lower p99, once they
 # queued for SQLite's write lock in the kernel (storage/writer_queue.py; bench/README.md,
 # "Many small uploads"). At most 4: SQLite has one writer however many processes ask, and
 # each process has its own validation worker, connections and memory (not measured past 2

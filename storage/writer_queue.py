@@ -7,8 +7,8 @@ among themselves (`storage/write_batches.py`); between processes (`--processes N
 transcription workers) the handler's sleeps were the queue. Under 200 uploading clients and
 two server processes each turn lasted a few milliseconds, so a waiting process slept past
 the moment the lock was free while the process that held it, its next batch ready, took it
-again at once: one process's requests waited in bursts (p99 about twice that of one
-process; `bench/README.md`, "Many small uploads").
+again at once: one process's requests waited in bursts (p99 677-834 ms against about
+450 for one process; `bench/README.md`, "Many small uploads").
 
 Here each process takes an exclusive `flock` on a file beside the database before BEGIN
 IMMEDIATE and gives it back after COMMIT or ROLLBACK: a process that finds it taken blocks
