@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -29,11 +30,13 @@ def _sqlite_tracer(sent: list[str]) -> Callable[[str], None]:
 def _asyncpg_prepares(sent: list[str], only: object = None) -> Iterator[None]:
     """Each statement SQLAlchemy's asyncpg adapter prepares (its cache hands the driver
     path and Core their prepared statement; BEGIN and COMMIT are not prepared, so not
-    seen): every connection's, or `only` that adapter's."""
+    seen): every connection's, or `only` that adapter's; on this thread only, so a server
+    another test left running on a thread of its own (a sweep's read) is not counted."""
     prepare = AsyncAdapt_asyncpg_connection._prepare
+    thread = threading.get_ident()
 
     async def prepared(self: Any, operation: str, *args: Any) -> Any:
-        if only is None or self is only:
+        if (only is None or self is only) and threading.get_ident() == thread:
             sent.append(operation)
         return await prepare(self, operation, *args)
 
@@ -83,7 +86,7 @@ def statements_sent_by(db: Database) -> Iterator[list[str]]:
     """What `db` sends while the block runs, through whichever connection: on SQLite the
     write transactions' (each connection the write engine hands out in the block is traced,
     as `statements_sent` traces one); on PostgreSQL every statement the asyncpg adapter
-    prepares in this process (every connection's, reads too)."""
+    prepares on this thread (every connection's, reads too)."""
     engine = db.write_engine.sync_engine
     sent: list[str] = []
     if engine.dialect.name != "sqlite":
