@@ -50,7 +50,9 @@ class UploadWriter(Protocol):
     start: int
     written: int
 
-    async def write(self, data: bytes) -> None: ...
+    async def write(self, *blocks: bytes) -> None:
+        """Append `blocks`, in order (a batch as the network handed it over: not joined)."""
+        ...
 
     def digest(self) -> bytes: ...
 

@@ -9,6 +9,7 @@ few hops as it can).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import shutil
@@ -20,8 +21,11 @@ import aiofiles
 import numpy as np
 
 from storage.blob_store import BlobLost, check_upload_id
+from storage.writeback import start_writeback
 
 READ_BLOCK = 256 * 1024
+# The most blocks one pwritev(2) takes (Linux: 1024).
+IOV_MAX = os.sysconf("SC_IOV_MAX") if "SC_IOV_MAX" in os.sysconf_names else 1024
 
 
 def _fsync_dir(path: Path) -> None:
@@ -32,12 +36,18 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.pwrite(fd, view, offset)
-        view = view[written:]
+def _pwrite_all(fd: int, blocks: list[bytes], offset: int) -> None:
+    """Write `blocks` one after another at `offset`, as one vectored call where it can:
+    the blocks go to the kernel as the network handed them over, never joined in memory
+    (a join would copy each byte of a large PATCH once more)."""
+    views = [memoryview(block) for block in blocks if block]
+    while views:
+        written = os.pwritev(fd, views[:IOV_MAX], offset)
         offset += written
+        while views and written >= len(views[0]):
+            written -= len(views.pop(0))
+        if written:
+            views[0] = views[0][written:]
 
 
 class LocalUploadWriter:
@@ -50,9 +60,9 @@ class LocalUploadWriter:
     uploads"). So the writer makes as few hops, and as few calls in each, as it can:
 
     - the file is opened at the first hop, not before, and by its descriptor (`os.open`,
-      `os.pwrite`: no buffered file object, whose open adds three calls and whose writes
+      `os.pwritev`: no buffered file object, whose open adds three calls and whose writes
       need a seek and a flush);
-    - the bytes handed to `write` wait in memory for the next hop (the next `write`, or
+    - the blocks handed to `write` wait in memory for the next hop (the next `write`, or
       `sync`, which writes and fsyncs them in one); at most one batch (the handler's,
       1 MiB) waits so, and bytes that wait are not acknowledged, as nothing is before
       `sync`;
@@ -60,6 +70,14 @@ class LocalUploadWriter:
       then, so close(2) has nothing to flush, even on a network file system.
 
     A body that fits in one batch (every small upload's) costs one hop: open, write, fsync.
+
+    A longer body's batches go to the file while the next batch arrives: `write` starts the
+    waiting batch's hop and returns without waiting for it (the next `write`, `sync`,
+    `rollback` or `close` waits for it first, so hops never overlap one another). Each such
+    hop also starts the disk writing its batch without waiting (`start_writeback`), so the
+    `sync` that acknowledges the body waits for about the last batch only, not for the
+    whole body (`bench/README.md`, "Upload throughput"). A hop that fails leaves its batch
+    waiting again: `sync` writes it or fails, never skips it.
 
     An upload's file is made by its first bytes (`LocalBlobStore.create` makes none): at
     offset 0 a missing file is created, and the folder is fsynced with the bytes
@@ -84,7 +102,12 @@ class LocalUploadWriter:
         self.start = offset
         self.written = 0
         self._hash = hashlib.new(checksum_algorithm) if checksum_algorithm else None
-        self._waiting = b""  # given to `write`, not yet to the file
+        self._waiting: list[bytes] = []  # given to `write`, not yet to the file
+        self._waiting_bytes = 0
+        # The hop writing the batch before the waiting one, started by `write`, not awaited,
+        # and that batch (its blocks and size), for it to wait again if the hop fails.
+        self._in_flight: asyncio.Future[None] | None = None
+        self._in_flight_batch: tuple[list[bytes], int] = ([], 0)
         self._unsynced = False  # given to the file since the last fsync
 
     def _opened(self) -> int:
@@ -109,51 +132,107 @@ class LocalUploadWriter:
         self._fd = fd
         return fd
 
-    def _write(self) -> None:
-        """The waiting bytes to the file, after everything this writer was given before."""
-        at = self.start + self.written - len(self._waiting)
-        _pwrite_all(self._opened(), self._waiting, at)
-        self._waiting = b""
+    def _write(self, blocks: list[bytes], at: int, size: int) -> None:
+        """One batch to the file, and on its way to the disk, while the loop takes in the
+        next."""
+        fd = self._opened()
         self._unsynced = True
+        _pwrite_all(fd, blocks, at)
+        start_writeback(fd, at, size)
 
-    async def write(self, data: bytes) -> None:
+    async def _settle(self) -> None:
+        """Wait for the batch in flight. If its hop failed, its blocks wait again (so a
+        later `sync` writes them or fails, never skips them) and the failure is raised."""
+        in_flight, self._in_flight = self._in_flight, None
+        if in_flight is None:
+            return
+        try:
+            # Shielded: a cancelled caller must not leave the hop running unawaited, or
+            # `close` could close the file under it.
+            await asyncio.shield(in_flight)
+        except asyncio.CancelledError:
+            if not in_flight.done():
+                self._in_flight = in_flight  # still running: `close` waits for it
+            raise
+        except BaseException:
+            blocks, size = self._in_flight_batch
+            self._waiting[:0] = blocks
+            self._waiting_bytes += size
+            raise
+
+    async def write(self, *blocks: bytes) -> None:
+        await self._settle()
         if self._waiting:
-            await asyncio.to_thread(self._write)
-        self._waiting = data
-        self.written += len(data)
+            batch, size = self._waiting, self._waiting_bytes
+            at = self.start + self.written - size
+            self._in_flight = asyncio.ensure_future(asyncio.to_thread(self._write, batch, at, size))
+            self._in_flight_batch = (batch, size)
+        self._waiting = list(blocks)
+        self._waiting_bytes = sum(map(len, blocks))
+        self.written += self._waiting_bytes
         if self._hash is not None:
-            self._hash.update(data)
+            for block in blocks:
+                self._hash.update(block)
 
     def digest(self) -> bytes:
         assert self._hash is not None
         return self._hash.digest()
 
-    def _sync(self) -> None:
-        if self._waiting:
-            self._write()
-        os.fsync(self._opened())
+    def _sync(self, blocks: list[bytes], at: int) -> None:
+        fd = self._opened()
+        if blocks:
+            self._unsynced = True
+            _pwrite_all(fd, blocks, at)
+        os.fsync(fd)
         if self._name_unsynced:
             self._sync_folder()
             self._name_unsynced = False
         self._unsynced = False
 
     async def sync(self, final: bool) -> None:
-        await asyncio.to_thread(self._sync)
+        await self._settle()
+        blocks, at = self._waiting, self.start + self.written - self._waiting_bytes
+        await asyncio.to_thread(self._sync, blocks, at)
+        self._waiting, self._waiting_bytes = [], 0
 
     def _rollback(self, to_offset: int) -> None:
         os.ftruncate(self._opened(), to_offset)
-        self._sync()  # nothing waits by now (`rollback` dropped it): only the fsync
+        self._sync([], to_offset)
 
     async def rollback(self, to_offset: int) -> None:
         """Drop what this request wrote past `to_offset` (the last committed offset)."""
-        self._waiting = b""
+        with contextlib.suppress(Exception):
+            # A failed hop's bytes are dropped with the rest; the truncation below reports
+            # a file that is gone (BlobLost) or cannot be written.
+            await self._settle()
+        self._waiting, self._waiting_bytes = [], 0
         if self._fd is not None:  # else nothing of this request reached the file
             await asyncio.to_thread(self._rollback, to_offset)
         self.written = to_offset - self.start
 
     async def close(self) -> None:
         # Bytes still waiting were never synced, so never acknowledged: dropped.
-        self._waiting = b""
+        self._waiting, self._waiting_bytes = [], 0
+        in_flight, self._in_flight = self._in_flight, None
+        if in_flight is not None and not in_flight.done():
+            # Closed when its hop ends, not under it, even if this caller is cancelled.
+            try:
+                await asyncio.shield(in_flight)
+            except asyncio.CancelledError:
+                in_flight.add_done_callback(lambda _: self._close_now())
+                raise
+            except Exception:
+                pass  # its bytes were never acknowledged
+        elif in_flight is not None and not in_flight.cancelled():
+            in_flight.exception()  # retrieved: a failed hop nobody waits for is no error
+        await self._close_file()
+
+    def _close_now(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+
+    async def _close_file(self) -> None:
         fd, self._fd = self._fd, None
         if fd is None:
             return

@@ -100,11 +100,12 @@ class S3UploadWriter:
                 self._id, self._multipart, number, first, first + s.part_size - 1
             )
 
-    async def write(self, data: bytes) -> None:
-        self._buffer += data
-        self.written += len(data)
-        if self._hash is not None:
-            self._hash.update(data)
+    async def write(self, *blocks: bytes) -> None:
+        for data in blocks:
+            self._buffer += data
+            self.written += len(data)
+            if self._hash is not None:
+                self._hash.update(data)
         s = self._store
         while len(self._buffer) >= s.part_size:
             await self._put_part(bytes(self._buffer[: s.part_size]))

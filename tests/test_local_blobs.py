@@ -1,17 +1,23 @@
 """The folder blob store's upload writer (storage/local_blobs.py): what reaches the file and
-when, how many hops to executor threads a POST and a PATCH body cost, and that the file an
-upload's first bytes make is durable with them."""
+when, how many hops to executor threads a POST and a PATCH body cost, that the file an
+upload's first bytes make is durable with them, and that a batch written while the next
+arrives is never lost, skipped or written under a closed file (storage/writeback.py too)."""
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
+import os
+import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from storage import local_blobs, writeback
 from storage.blob_store import BlobLost
 from storage.local_blobs import LocalBlobStore
 
@@ -188,11 +194,12 @@ def test_bytes_never_synced_are_not_kept_and_the_next_writer_starts_clean(
         await first.write(b"kept")
         await first.sync(final=False)  # committed offset: 4
         await first.write(b"-handed-to-the-file")
-        await first.write(b"-waiting")
         hops.clear()
+        await first.write(b"-waiting")  # the batch before goes to the file meanwhile
         await first.close()
-        # Bytes went to the file since the fsync: closing may have to flush, so in a thread.
-        assert hops == ["close"]
+        # Close waits for that hop; bytes went to the file since the fsync, so closing may
+        # have to flush: in a thread.
+        assert hops == ["_write", "close"]
         assert store.upload_path(UPLOAD_ID).read_bytes() == b"kept-handed-to-the-file"
         second = await store.open_writer(UPLOAD_ID, 4)
         await second.write(b"+more")
@@ -220,3 +227,154 @@ def test_rollback_drops_what_waits_and_what_reached_the_file(tmp_path: Path) -> 
 
     assert asyncio.run(patch()) == 10
     assert store.upload_path(UPLOAD_ID).read_bytes() == b"committed!"
+
+
+def test_a_batch_goes_to_the_file_while_the_next_one_arrives(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`write` starts the waiting batch's hop and returns without waiting for it; the disk
+    is asked to start writing that batch (no wait) in the same hop; the next call that
+    touches the file waits for the hop first, so the bytes land in order."""
+    store = _store(tmp_path)
+    release = threading.Event()
+    real_pwrite_all = local_blobs._pwrite_all
+    writebacks: list[tuple[int, int]] = []
+
+    def held_pwrite_all(fd: int, blocks: list[bytes], offset: int) -> None:
+        assert release.wait(10), "the hop was never let go"
+        real_pwrite_all(fd, blocks, offset)
+
+    def recorded_writeback(fd: int, offset: int, length: int) -> bool:
+        writebacks.append((offset, length))
+        return True
+
+    monkeypatch.setattr(local_blobs, "_pwrite_all", held_pwrite_all)
+    monkeypatch.setattr(local_blobs, "start_writeback", recorded_writeback)
+
+    async def patch() -> None:
+        writer = await store.open_writer(UPLOAD_ID, 0)
+        await writer.write(b"first", b"-batch")
+        # The first batch's hop starts and is held; this call returns all the same.
+        await asyncio.wait_for(writer.write(b"-second"), 5)
+        assert store.upload_path(UPLOAD_ID).read_bytes() == b""
+        syncing = asyncio.ensure_future(writer.sync(final=True))
+        await asyncio.sleep(0.05)
+        assert not syncing.done()  # waits for the held hop, then writes the rest
+        release.set()
+        await syncing
+        await writer.close()
+
+    asyncio.run(patch())
+    assert store.upload_path(UPLOAD_ID).read_bytes() == b"first-batch-second"
+    # The batch that went ahead was sent on to the disk; the last one the fsync covers.
+    assert writebacks == [(0, len(b"first-batch"))]
+
+
+def test_a_batch_whose_hop_failed_is_written_by_the_sync_or_the_sync_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hop that fails (a full disk, say) after `write` returned: its failure is raised by
+    the next call, and its bytes wait again, so the `sync` that would acknowledge them
+    writes them first; they are never skipped."""
+    store = _store(tmp_path)
+    real_pwrite_all = local_blobs._pwrite_all
+    failures = [OSError(errno.ENOSPC, "No space left on device")]
+
+    def failing_once(fd: int, blocks: list[bytes], offset: int) -> None:
+        if failures:
+            raise failures.pop()
+        real_pwrite_all(fd, blocks, offset)
+
+    monkeypatch.setattr(local_blobs, "_pwrite_all", failing_once)
+
+    async def patch() -> int:
+        writer = await store.open_writer(UPLOAD_ID, 0)
+        await writer.write(b"one")
+        await writer.write(b"-two")  # "one"'s hop starts, and fails
+        with pytest.raises(OSError, match="No space"):
+            await writer.write(b"-three")  # refused: not taken
+        await writer.sync(final=False)
+        await writer.close()
+        return writer.start + writer.written
+
+    assert asyncio.run(patch()) == len(b"one-two")
+    assert store.upload_path(UPLOAD_ID).read_bytes() == b"one-two"
+
+
+def test_a_cancelled_close_closes_the_file_when_the_hop_in_flight_ends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The file is never closed under a hop that still writes to it (its descriptor could
+    be another file's by then), even when the caller of `close` is cancelled."""
+    store = _store(tmp_path)
+    release = threading.Event()
+    real_pwrite_all = local_blobs._pwrite_all
+    closed: list[int] = []
+    real_close = os.close
+
+    def held_pwrite_all(fd: int, blocks: list[bytes], offset: int) -> None:
+        assert release.wait(10), "the hop was never let go"
+        real_pwrite_all(fd, blocks, offset)
+
+    def recorded_close(fd: int) -> None:
+        closed.append(fd)
+        real_close(fd)
+
+    monkeypatch.setattr(local_blobs, "_pwrite_all", held_pwrite_all)
+    monkeypatch.setattr(local_blobs.os, "close", recorded_close)
+
+    async def cancelled_close() -> None:
+        writer = await store.open_writer(UPLOAD_ID, 0)
+        await writer.write(b"in-flight")
+        await writer.write(b"-waiting")
+        closing = asyncio.ensure_future(writer.close())
+        await asyncio.sleep(0.05)
+        closing.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await closing
+        assert closed == []  # the hop still holds the file
+        release.set()
+        for _ in range(500):
+            if closed:
+                break
+            await asyncio.sleep(0.01)
+
+    asyncio.run(cancelled_close())
+    assert len(closed) == 1
+    assert store.upload_path(UPLOAD_ID).read_bytes() == b"in-flight"
+
+
+def test_blocks_are_written_whole_and_in_order_when_the_kernel_takes_a_few_bytes_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pwritev may write less than it was given; the rest is written, from the right block
+    and the right byte, and empty blocks are skipped."""
+    real_pwritev = os.pwritev
+    calls: list[tuple[int, int]] = []
+
+    def three_bytes_at_most(fd: int, buffers: list[memoryview], offset: int) -> int:
+        calls.append((offset, len(buffers)))
+        return real_pwritev(fd, [bytes(b"".join(buffers)[:3])], offset)
+
+    monkeypatch.setattr(local_blobs.os, "pwritev", three_bytes_at_most)
+    path = tmp_path / "blocks"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT)
+    try:
+        local_blobs._pwrite_all(fd, [b"ab", b"", b"cdefg", b"h"], 4)
+    finally:
+        os.close(fd)
+    assert path.read_bytes() == b"\0\0\0\0abcdefgh"
+    # Each call starts at the byte where the last one stopped, from the block it was in.
+    assert calls == [(4, 3), (7, 2), (10, 2)]
+
+
+def test_start_writeback_asks_the_kernel_and_never_raises(tmp_path: Path) -> None:
+    path = tmp_path / "file"
+    path.write_bytes(b"x" * 100_000)
+    fd = os.open(path, os.O_RDWR)
+    try:
+        assert writeback.start_writeback(fd, 0, 100_000) is sys.platform.startswith("linux")
+        assert writeback.start_writeback(fd, 0, 0) is False  # nothing to write
+    finally:
+        os.close(fd)
+    assert writeback.start_writeback(-1, 0, 10) is False  # a bad descriptor: only a hint

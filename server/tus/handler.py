@@ -606,13 +606,18 @@ class TusHandler:
             raise self._bytes_lost(upload, exc) from None
         committed = upload.offset
         stalled: ApiError | None = None
-        pending = bytearray()
+        # The blocks read since the last batch went to the store, kept as they came: joining
+        # them would copy every byte of a large PATCH once more on the loop.
+        pending: list[bytes] = []
+        pending_bytes = 0
 
         async def flush_pending() -> None:
             # One blob store call (a thread hop, or an S3 part) per MiB, not per network read.
+            nonlocal pending_bytes
             if pending:
-                await writer.write(bytes(pending))
+                await writer.write(*pending)
                 pending.clear()
+                pending_bytes = 0
 
         try:
             idle_since = time.monotonic()
@@ -642,15 +647,16 @@ class TusHandler:
                     await flush_pending()
                     break
                 sent = writer.start + writer.written - upload.offset
-                body_bytes = sent + len(pending) + len(data)
+                body_bytes = sent + pending_bytes + len(data)
                 if body_bytes > room:
                     raise ApiError(Errors.BEYOND_LENGTH, f"body longer than the {room} bytes left")
                 # The caller checked a declared Content-Length; a body of unknown length
                 # (chunked) is refused where it passes the key's daily bytes, and what it sent
                 # since its last checkpoint is cut, as for any refused body.
                 self._check_quota(request, quota_left, body_bytes)
-                pending += data
-                if len(pending) < WRITE_BATCH:
+                pending.append(data)
+                pending_bytes += len(data)
+                if pending_bytes < WRITE_BATCH:
                     continue
                 await flush_pending()
                 if (
@@ -680,7 +686,7 @@ class TusHandler:
             # The client went away mid-body (reset, payload error, cancellation): keep what
             # arrived, as tus asks, unless it was to be verified against a checksum.
             await asyncio.shield(
-                self._keep_partial(writer, upload, committed, checksum, bytes(pending))
+                self._keep_partial(writer, upload, committed, checksum, list(pending))
             )
             raise
         await writer.close()
@@ -699,14 +705,14 @@ class TusHandler:
         upload: Upload,
         committed: int,
         checksum: Checksum | None,
-        pending: bytes,
+        pending: list[bytes],
     ) -> None:
         try:
             if checksum is not None:
                 await writer.rollback(committed)
             else:
                 if pending:
-                    await writer.write(pending)
+                    await writer.write(*pending)
                 await self._commit(writer, upload, committed)
         except BlobLost as exc:
             # The client is gone, so is the upload's file: nothing to keep; said in the log
