@@ -50,8 +50,10 @@ class UploadWriter(Protocol):
     start: int
     written: int
 
-    async def write(self, *blocks: bytes) -> None:
-        """Append `blocks`, in order (a batch as the network handed it over: not joined)."""
+    async def write(self, *blocks: bytes, more_follows: bool = False) -> None:
+        """Append `blocks`, in order (a batch as the network handed it over: not joined).
+        `more_follows`: the body goes on, so the store may send these on at once rather than
+        keep them for `sync` (a body's last batch goes with its `sync`)."""
         ...
 
     def digest(self) -> bytes: ...

@@ -11,6 +11,7 @@ The schema itself is `storage.schema`'s job (Alembic migrations).
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, DisconnectionError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, DBAPIError, DisconnectionError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -26,6 +27,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.util import await_only
 
 from storage import sqlite_connection
 from storage.models import Base
@@ -105,10 +107,15 @@ def _sqlite_engine(
     def _on_begin(conn: Any) -> None:
         if begin is None:
             return
-        conn.exec_driver_sql(begin)
         if begin == "BEGIN IMMEDIATE":
-            # This process holds the write lock now: the transaction's statements run inline.
-            conn.connection.driver_connection.holds_write_lock = True
+            # Holding the write lock afterwards, the transaction's statements run inline.
+            driver = conn.connection.driver_connection
+            try:
+                await_only(driver.begin_immediate(int(SQLITE_BUSY_TIMEOUT_S * 1000)))
+            except sqlite3.Error as error:  # as Core raises it ("database is locked", ...)
+                raise DBAPIError.instance(begin, None, error, sqlite3.Error) from error
+            return
+        conn.exec_driver_sql(begin)
 
     return engine
 

@@ -71,9 +71,12 @@ class LocalUploadWriter:
 
     A body that fits in one batch (every small upload's) costs one hop: open, write, fsync.
 
-    A longer body's batches go to the file while the next batch arrives: `write` starts the
-    waiting batch's hop and returns without waiting for it (the next `write`, `sync`,
-    `rollback` or `close` waits for it first, so hops never overlap one another). Each such
+    A longer body's batches go to the file while the next batch arrives: told that more
+    follows (`more_follows`), `write` starts the batch's hop at once and returns without
+    waiting for it (the next `write`, `sync`, `rollback` or `close` waits for it first, so
+    hops never overlap one another); so a PATCH holds the batch in its hop and the one
+    arriving, no more. Not told, the batch waits, and a batch waiting before it goes to the
+    file the same way. Each such
     hop also starts the disk writing its batch without waiting (`start_writeback`), so the
     `sync` that acknowledges the body waits for about the last batch only, not for the
     whole body (`bench/README.md`, "Upload throughput"). A hop that fails leaves its batch
@@ -160,19 +163,30 @@ class LocalUploadWriter:
             self._waiting_bytes += size
             raise
 
-    async def write(self, *blocks: bytes) -> None:
+    async def write(self, *blocks: bytes, more_follows: bool = False) -> None:
         await self._settle()
-        if self._waiting:
-            batch, size = self._waiting, self._waiting_bytes
-            at = self.start + self.written - size
-            self._in_flight = asyncio.ensure_future(asyncio.to_thread(self._write, batch, at, size))
-            self._in_flight_batch = (batch, size)
-        self._waiting = list(blocks)
-        self._waiting_bytes = sum(map(len, blocks))
-        self.written += self._waiting_bytes
+        if more_follows:
+            # The body goes on: what was given goes to the file now, nothing waits.
+            if self._waiting or blocks:
+                self._start_hop(self._waiting + list(blocks))
+            self._waiting, self._waiting_bytes = [], 0
+        else:
+            if self._waiting:  # never more than one batch waits
+                self._start_hop(self._waiting)
+            self._waiting = list(blocks)
+            self._waiting_bytes = sum(map(len, blocks))
+        self.written += sum(map(len, blocks))
         if self._hash is not None:
             for block in blocks:
                 self._hash.update(block)
+
+    def _start_hop(self, batch: list[bytes]) -> None:
+        """The batch's hop, started and not awaited; it starts where the bytes given before
+        it end (everything before it is in the file or in the hop just settled)."""
+        size = sum(map(len, batch))
+        at = self.start + self.written - self._waiting_bytes
+        self._in_flight = asyncio.ensure_future(asyncio.to_thread(self._write, batch, at, size))
+        self._in_flight_batch = (batch, size)
 
     def digest(self) -> bytes:
         assert self._hash is not None

@@ -100,7 +100,8 @@ class S3UploadWriter:
                 self._id, self._multipart, number, first, first + s.part_size - 1
             )
 
-    async def write(self, *blocks: bytes) -> None:
+    async def write(self, *blocks: bytes, more_follows: bool = False) -> None:
+        # Parts go up as they fill, whether or not more follows.
         for data in blocks:
             self._buffer += data
             self.written += len(data)

@@ -84,6 +84,11 @@ class WriteBatches:
         # The COMMIT in progress: the next batch begins only after it (SQLite would make
         # the next BEGIN IMMEDIATE wait for it anyway, on a thread, in its busy handler).
         self._committing: asyncio.Task[None] | None = None
+        # The connection batches run on, kept between them: checking one out of the pool and
+        # back for each batch cost 0.12 ms of every write transaction (`bench/README.md`,
+        # "Upload throughput"). Batches never overlap, so one is enough; dropped (and a new
+        # one taken at the next batch) after a batch that failed, whatever state it is in.
+        self._connection: AsyncConnection | None = None
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[WriteTransaction]:
@@ -129,7 +134,9 @@ class WriteBatches:
             if self._queue is not None:
                 await self._queue.acquire()
             try:
-                connection = await self._engine.connect()
+                connection, self._connection = self._connection, None
+                if connection is None:
+                    connection = await self._engine.connect()
                 try:
                     await connection.begin()  # BEGIN IMMEDIATE: storage/database.py
                     self._open = _Batch(connection)
@@ -179,6 +186,7 @@ class WriteBatches:
 
     async def _commit(self, batch: _Batch, abort: bool) -> None:
         connection = batch.connection
+        kept = False
         try:
             if abort:
                 raise RuntimeError("a savepoint of the batch failed; the batch is rolled back")
@@ -190,10 +198,12 @@ class WriteBatches:
                 batch.committed.set_exception(exc)
         else:
             batch.committed.set_result(None)
+            self._connection, kept = connection, True  # for the next batch
         finally:
             try:
-                with contextlib.suppress(Exception):
-                    await connection.close()
+                if not kept:
+                    with contextlib.suppress(Exception):
+                        await connection.close()
             finally:
                 if self._queue is not None:
                     self._queue.release()  # after the COMMIT or ROLLBACK: the next may begin
@@ -206,5 +216,9 @@ class WriteBatches:
             if self._committing is not None:
                 await asyncio.shield(self._committing)
                 self._committing = None
+            if self._connection is not None:
+                connection, self._connection = self._connection, None
+                with contextlib.suppress(Exception):
+                    await connection.close()
             if self._queue is not None:
                 self._queue.close()

@@ -84,8 +84,8 @@ def statements_sent(connection: AsyncConnection) -> Iterator[list[str]]:
 @contextmanager
 def statements_sent_by(db: Database) -> Iterator[list[str]]:
     """What `db` sends while the block runs, through whichever connection: on SQLite the
-    write transactions' (each connection the write engine hands out in the block is traced,
-    as `statements_sent` traces one); on PostgreSQL every statement the asyncpg adapter
+    write transactions' (each transaction the write engine begins in the block is traced,
+    as `statements_sent` traces one connection); on PostgreSQL every statement the asyncpg adapter
     prepares on this thread (every connection's, reads too)."""
     engine = db.write_engine.sync_engine
     sent: list[str] = []
@@ -97,15 +97,18 @@ def statements_sent_by(db: Database) -> Iterator[list[str]]:
 
     traced: list[Any] = []
 
-    def on_checkout(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
-        raw = dbapi_connection.driver_connection._connection
+    def on_begin(connection: Any) -> None:
+        # At each transaction's start, not at checkout: the group commit keeps its
+        # connection between batches (storage/write_batches.py). First among the listeners,
+        # so that BEGIN itself is seen.
+        raw = connection.connection.driver_connection._connection
         raw.set_trace_callback(_sqlite_tracer(sent))
         traced.append(raw)
 
-    event.listen(engine.pool, "checkout", on_checkout)
+    event.listen(engine, "begin", on_begin, insert=True)
     try:
         yield sent
     finally:
-        event.remove(engine.pool, "checkout", on_checkout)
+        event.remove(engine, "begin", on_begin)
         for raw in traced:
             raw.set_trace_callback(None)

@@ -378,3 +378,36 @@ def test_start_writeback_asks_the_kernel_and_never_raises(tmp_path: Path) -> Non
     finally:
         os.close(fd)
     assert writeback.start_writeback(-1, 0, 10) is False  # a bad descriptor: only a hint
+
+
+def test_told_that_more_follows_a_batch_goes_at_once_and_nothing_waits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Mid-body batches (`more_follows`) start their hop at once: a PATCH holds the batch in
+    its hop and the one arriving, never a third waiting between them."""
+    store = _store(tmp_path)
+    release = threading.Event()
+    real_pwrite_all = local_blobs._pwrite_all
+    hopped: list[bytes] = []
+
+    def held_pwrite_all(fd: int, blocks: list[bytes], offset: int) -> None:
+        assert release.wait(10), "the hop was never let go"
+        hopped.append(b"".join(blocks))
+        real_pwrite_all(fd, blocks, offset)
+
+    monkeypatch.setattr(local_blobs, "_pwrite_all", held_pwrite_all)
+
+    async def patch() -> None:
+        writer = await store.open_writer(UPLOAD_ID, 0)
+        await writer.write(b"one", b"-batch", more_follows=True)
+        assert writer._waiting == []  # in its hop, held
+        release.set()
+        await writer.write(b"-two", more_follows=True)  # waits for the first hop, then goes
+        await writer.write(b"-last")  # ends the body: waits for the fsync's hop
+        assert writer._waiting == [b"-last"]
+        await writer.sync(final=True)
+        await writer.close()
+
+    asyncio.run(patch())
+    assert hopped == [b"one-batch", b"-two", b"-last"]
+    assert store.upload_path(UPLOAD_ID).read_bytes() == b"one-batch-two-last"

@@ -219,8 +219,9 @@ def test_members_have_their_own_sessions(tmp_path: Path) -> None:
 
 
 def test_statements_run_inline_only_while_the_write_lock_is_held(tmp_path: Path) -> None:
-    """Between BEGIN IMMEDIATE and COMMIT statements run on the loop's thread; BEGIN
-    IMMEDIATE and COMMIT, and an ordinary reader's statements, on the connection's."""
+    """Between BEGIN IMMEDIATE and COMMIT statements run on the loop's thread, and BEGIN
+    IMMEDIATE does too when nobody else holds the lock (tried without waiting); COMMIT, and
+    an ordinary reader's statements, on the connection's."""
 
     async def main() -> list[tuple[bool, str]]:
         db = await _db(tmp_path)
@@ -251,7 +252,7 @@ def test_statements_run_inline_only_while_the_write_lock_is_held(tmp_path: Path)
 
     trace = asyncio.run(main())
     on_loop = {sql: inline for inline, sql in trace}
-    assert on_loop["BEGIN IMMEDIATE"] is False
+    assert on_loop["BEGIN IMMEDIATE"] is True
     assert on_loop["COMMIT"] is False
     assert on_loop["INSERT INTO row (id, parent) VALUES (1, 1)"] is True
     assert on_loop["SELECT count(*) FROM row"] is False
@@ -326,3 +327,81 @@ def test_member_savepoints_go_to_sqlite_without_sqlalchemys_execution(tmp_path: 
         "RELEASE SAVEPOINT member_3",
     ], in_sqlite
     assert not [s for s in through_sqlalchemy if "SAVEPOINT" in s], through_sqlalchemy
+
+
+def test_begin_waits_on_the_connections_thread_while_another_connection_writes(
+    tmp_path: Path,
+) -> None:
+    """The first BEGIN IMMEDIATE, on the loop's thread without waiting, finds the lock taken
+    (a connection outside this server's writer queue holds it): the loop is never held up,
+    the BEGIN is made again on the connection's thread with the busy timeout, and it goes
+    through once the other commits; the busy timeout is as it was."""
+
+    async def main() -> tuple[list[tuple[bool, str]], int]:
+        db = await _db(tmp_path)
+        loop_thread = threading.get_ident()
+        trace: list[tuple[bool, str]] = []
+        async with db.write_engine.connect() as c:
+            raw_of = await c.run_sync(
+                lambda sync: sync.connection.driver_connection._connection  # type: ignore[union-attr]
+            )
+        raw_of.set_trace_callback(
+            lambda sql: trace.append((threading.get_ident() == loop_thread, sql.strip()))
+        )
+        other = sqlite3.connect(tmp_path / "batches.db", isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("INSERT INTO parent (id) VALUES (7)")
+
+        async def write() -> None:
+            async with db.write() as session:
+                await session.execute(text("INSERT INTO row (id, parent) VALUES (1, 7)"))
+
+        writing = asyncio.ensure_future(write())
+        ticks = 0
+        for _ in range(20):  # the loop goes on while the BEGIN waits
+            await asyncio.sleep(0.01)
+            ticks += 1
+        assert not writing.done()
+        other.execute("COMMIT")
+        other.close()
+        await asyncio.wait_for(writing, 10)
+        async with db.write_engine.connect() as c:
+            timeout = (await c.exec_driver_sql("PRAGMA busy_timeout")).scalar_one()
+        await db.close()
+        assert ticks == 20
+        return trace, timeout
+
+    trace, busy_timeout = asyncio.run(main())
+    begins = [inline for inline, sql in trace if sql == "BEGIN IMMEDIATE"]
+    assert begins[:2] == [True, False]  # tried on the loop, then waited for on the thread
+    assert ("INSERT INTO row (id, parent) VALUES (1, 7)") in [sql for _, sql in trace]
+    assert busy_timeout == 30_000
+
+
+def test_batches_keep_their_connection_and_drop_it_after_a_failed_commit(tmp_path: Path) -> None:
+    """One connection serves batch after batch (no checkout from the pool per batch); a
+    batch whose COMMIT fails gives its connection up, and the next batch takes a new one;
+    closing the database gives the kept one back."""
+
+    async def main() -> tuple[list[int], int, int]:
+        db = await _db(tmp_path)
+        pool = db.write_engine.sync_engine.pool
+        checkouts: list[int] = []
+        event.listen(pool, "checkout", lambda raw, _record, _proxy: checkouts.append(id(raw)))
+        for row in (11, 12, 13):  # _db made parent 1
+            async with db.write() as session:
+                await session.execute(text(f"INSERT INTO parent (id) VALUES ({row})"))
+        kept_for_three = len(checkouts)
+        # A row whose parent does not exist: the deferred foreign key fails the COMMIT.
+        with contextlib.suppress(Exception):
+            async with db.write() as session:
+                await session.execute(text("INSERT INTO row (id, parent) VALUES (9, 99)"))
+        async with db.write() as session:
+            await session.execute(text("INSERT INTO row (id, parent) VALUES (1, 1)"))
+        await db.close()
+        return checkouts, kept_for_three, pool.checkedout()
+
+    checkouts, kept_for_three, still_out = asyncio.run(main())
+    assert kept_for_three == 1
+    assert len(checkouts) == 2  # a new one after the failed COMMIT
+    assert still_out == 0

@@ -611,11 +611,11 @@ class TusHandler:
         pending: list[bytes] = []
         pending_bytes = 0
 
-        async def flush_pending() -> None:
+        async def flush_pending(more_follows: bool = False) -> None:
             # One blob store call (a thread hop, or an S3 part) per MiB, not per network read.
             nonlocal pending_bytes
             if pending:
-                await writer.write(*pending)
+                await writer.write(*pending, more_follows=more_follows)
                 pending.clear()
                 pending_bytes = 0
 
@@ -656,9 +656,11 @@ class TusHandler:
                 self._check_quota(request, quota_left, body_bytes)
                 pending.append(data)
                 pending_bytes += len(data)
-                if pending_bytes < WRITE_BATCH:
+                if pending_bytes < WRITE_BATCH or body_bytes == request.content_length:
+                    # A batch that ends the declared body goes with the commit's fsync (one
+                    # hop for both), as a body shorter than a batch does.
                     continue
-                await flush_pending()
+                await flush_pending(more_follows=True)
                 if (
                     checksum is None
                     and writer.start + writer.written - committed >= self.settings.checkpoint_bytes
