@@ -178,7 +178,8 @@ class UploadStore:
         return True
 
     async def finish(self, upload: Upload) -> None:
-        """An upload complete at creation (zero length, or a final concatenation)."""
+        """An upload complete without a last offset commit: at creation (zero length, or a
+        final concatenation), or by a deferred length declared equal to its offset."""
         verdict = await self.intake.inspect(upload)
         async with self.db.write() as session:
             if await self.intake.on_complete(session, upload, verdict):

@@ -408,3 +408,30 @@ def test_a_patch_to_an_upload_whose_file_is_gone_is_500_bytes_lost(tus_server):
     assert r.status_code == 500
     assert r.json()["error"]["code"] == "ERR_UPLOAD_BYTES_LOST"
     assert _offset(url) == 3
+
+
+@pytest.mark.parametrize("stored", [b"12345", b""])
+def test_a_deferred_length_declared_equal_to_the_bytes_stored_completes_the_upload(
+    tus_server, stored
+):
+    """No byte follows a length declared equal to the offset (0 included): the upload is
+    complete then, and its chunk goes through the intake's completion as after a last
+    PATCH (these bytes are not Ogg Opus: rejected), instead of staying `uploading` (or
+    `created`) for good."""
+    meeting = create_meeting(tus_server.url, tracks=["mic"])
+    meta = metadata(meeting_id=meeting["id"], track="mic", seq=0, start_ms=0)
+    url = tus_create(tus_server.url, None, meta, **{"Upload-Defer-Length": "1"}).headers["Location"]
+    if stored:
+        assert tus_patch(url, 0, stored).status_code == 204
+    declared = tus_patch(url, len(stored), b"", **{"Upload-Length": str(len(stored))})
+    assert declared.status_code == 204, declared.text
+    assert declared.headers["Upload-Offset"] == str(len(stored))
+    head = requests.head(url, headers=TUS, timeout=10)
+    assert head.headers["Upload-Length"] == head.headers["Upload-Offset"] == str(len(stored))
+    view = requests.get(f"{tus_server.url}/meetings/{meeting['id']}", timeout=10).json()
+    assert [chunk["state"] for chunk in view["chunks"]] == ["rejected"]
+    # Declared again, the same: nothing more happens (no second completion).
+    again = tus_patch(url, len(stored), b"", **{"Upload-Length": str(len(stored))})
+    assert again.status_code == 204
+    view = requests.get(f"{tus_server.url}/meetings/{meeting['id']}", timeout=10).json()
+    assert [chunk["state"] for chunk in view["chunks"]] == ["rejected"]

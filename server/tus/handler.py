@@ -540,6 +540,18 @@ class TusHandler:
         if not await self.uploads.declare_length(upload.id, length):
             raise ApiError(Errors.LENGTH_ALREADY_SET)
         upload.length = length
+        if length == upload.offset:
+            # Complete by the declaration alone: no byte follows, so no last commit will
+            # make the bytes whole in their store (an S3 multipart upload is completed by
+            # it) or record the completion (what it means to a meeting): both are done
+            # here, the second as for an upload created complete.
+            if length > 0:
+                writer = await self.blobs.open_writer(upload.id, upload.offset)
+                try:
+                    await writer.sync(final=True)
+                finally:
+                    await writer.close()
+            await self.uploads.finish(upload)
 
     @staticmethod
     def _check_declared(
