@@ -435,3 +435,18 @@ def test_a_deferred_length_declared_equal_to_the_bytes_stored_completes_the_uplo
     assert again.status_code == 204
     view = requests.get(f"{tus_server.url}/meetings/{meeting['id']}", timeout=10).json()
     assert [chunk["state"] for chunk in view["chunks"]] == ["rejected"]
+
+
+def test_a_length_declared_complete_over_a_lost_file_is_500_bytes_lost(tus_server):
+    """The declaration that completes an upload makes its bytes whole first: a file removed
+    behind the server's back is said as lost bytes, and no length is recorded."""
+    if on_s3():
+        pytest.skip("the folder store's files (S3's lost parts: tests/test_s3_blobs.py)")
+    url = tus_create(tus_server.url, None, **{"Upload-Defer-Length": "1"}).headers["Location"]
+    assert tus_patch(url, 0, b"abc").status_code == 204
+    (tus_server.data_dir / "uploads" / url.rsplit("/", 1)[1]).unlink()
+    r = tus_patch(url, 3, b"", **{"Upload-Length": "3"})
+    assert r.status_code == 500
+    assert r.json()["error"]["code"] == "ERR_UPLOAD_BYTES_LOST"
+    head = requests.head(url, headers=TUS, timeout=10)
+    assert head.headers["Upload-Defer-Length"] == "1" and "Upload-Length" not in head.headers

@@ -537,20 +537,25 @@ class TusHandler:
             raise ApiError(
                 Errors.INVALID_LENGTH, f"{length} is less than the {upload.offset} bytes stored"
             )
-        if not await self.uploads.declare_length(upload.id, length):
-            raise ApiError(Errors.LENGTH_ALREADY_SET)
-        upload.length = length
-        if length == upload.offset:
-            # Complete by the declaration alone: no byte follows, so no last commit will
-            # make the bytes whole in their store (an S3 multipart upload is completed by
-            # it) or record the completion (what it means to a meeting): both are done
-            # here, the second as for an upload created complete.
-            if length > 0:
+        # Complete by the declaration alone: no byte follows, so no last commit will make
+        # the bytes whole in their store (it completes an S3 multipart upload) or record
+        # the completion (what it means to a meeting): both are done here, the bytes before
+        # the length is recorded (bytes lost: nothing recorded), the completion after, as
+        # for an upload created complete.
+        complete = length == upload.offset
+        if complete and length > 0:
+            try:
                 writer = await self.blobs.open_writer(upload.id, upload.offset)
                 try:
                     await writer.sync(final=True)
                 finally:
                     await writer.close()
+            except BlobLost as exc:
+                raise self._bytes_lost(upload, exc) from None
+        if not await self.uploads.declare_length(upload.id, length):
+            raise ApiError(Errors.LENGTH_ALREADY_SET)
+        upload.length = length
+        if complete:
             await self.uploads.finish(upload)
 
     @staticmethod
