@@ -159,9 +159,11 @@ class LocalUploadWriter:
             raise
         except BaseException:
             blocks, size = self._in_flight_batch
+            self._in_flight_batch = ([], 0)
             self._waiting[:0] = blocks
             self._waiting_bytes += size
             raise
+        self._in_flight_batch = ([], 0)  # in the file: its memory may go
 
     async def write(self, *blocks: bytes, more_follows: bool = False) -> None:
         await self._settle()

@@ -236,11 +236,12 @@ def test_a_batch_goes_to_the_file_while_the_next_one_arrives(
     is asked to start writing that batch (no wait) in the same hop; the next call that
     touches the file waits for the hop first, so the bytes land in order."""
     store = _store(tmp_path)
-    release = threading.Event()
+    entered, release = threading.Event(), threading.Event()
     real_pwrite_all = local_blobs._pwrite_all
     writebacks: list[tuple[int, int]] = []
 
     def held_pwrite_all(fd: int, blocks: list[bytes], offset: int) -> None:
+        entered.set()
         assert release.wait(10), "the hop was never let go"
         real_pwrite_all(fd, blocks, offset)
 
@@ -256,6 +257,7 @@ def test_a_batch_goes_to_the_file_while_the_next_one_arrives(
         await writer.write(b"first", b"-batch")
         # The first batch's hop starts and is held; this call returns all the same.
         await asyncio.wait_for(writer.write(b"-second"), 5)
+        assert await asyncio.to_thread(entered.wait, 5)  # the hop runs, held, file open
         assert store.upload_path(UPLOAD_ID).read_bytes() == b""
         syncing = asyncio.ensure_future(writer.sync(final=True))
         await asyncio.sleep(0.05)
