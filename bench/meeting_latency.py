@@ -69,12 +69,12 @@ def record_meeting(
     # Recorder.run(), with a stamp when the last audio has been played.
     recording = threading.Thread(target=record, name="record")
     recording.start()
-    recorder.upload_loop(recording)
+    recorder.uploader.run(more_to_come=recording.is_alive)
     recording.join()
     recorder.finalize()
     recorder.wait_and_write()
     stamps["transcript_in_hand"] = time.time()
-    view = recorder.session.get(f"{server.url}/meetings/{recorder.state.meeting_id}").json()
+    view = recorder.uploader.get_json(f"/meetings/{recorder.state.meeting_id}")
     return {
         "meeting_id": str(recorder.state.meeting_id),
         "recorded_wall_s": stamps["last_audio"] - stamps["start"],
