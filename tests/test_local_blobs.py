@@ -309,16 +309,21 @@ def test_a_cancelled_close_closes_the_file_when_the_hop_in_flight_ends(
     """The file is never closed under a hop that still writes to it (its descriptor could
     be another file's by then), even when the caller of `close` is cancelled."""
     store = _store(tmp_path)
-    release = threading.Event()
+    entered, release = threading.Event(), threading.Event()
     real_pwrite_all = local_blobs._pwrite_all
+    held: list[int] = []  # the descriptor the held hop writes to
     closed: list[int] = []
     real_close = os.close
 
     def held_pwrite_all(fd: int, blocks: list[bytes], offset: int) -> None:
+        held.append(fd)
+        entered.set()
         assert release.wait(10), "the hop was never let go"
         real_pwrite_all(fd, blocks, offset)
 
     def recorded_close(fd: int) -> None:
+        # os.close is the process's: anything else closing a descriptor meanwhile (the
+        # loop, a thread pool) is seen too, so only the writer's descriptor is looked at.
         closed.append(fd)
         real_close(fd)
 
@@ -329,20 +334,22 @@ def test_a_cancelled_close_closes_the_file_when_the_hop_in_flight_ends(
         writer = await store.open_writer(UPLOAD_ID, 0)
         await writer.write(b"in-flight")
         await writer.write(b"-waiting")
+        assert await asyncio.to_thread(entered.wait, 5)  # the hop runs, held, file open
+        closed.clear()  # a number closed before the file was opened may be its number now
         closing = asyncio.ensure_future(writer.close())
         await asyncio.sleep(0.05)
         closing.cancel()
         with pytest.raises(asyncio.CancelledError):
             await closing
-        assert closed == []  # the hop still holds the file
+        assert held[0] not in closed  # the hop still holds the file
         release.set()
         for _ in range(500):
-            if closed:
+            if held[0] in closed:
                 break
             await asyncio.sleep(0.01)
 
     asyncio.run(cancelled_close())
-    assert len(closed) == 1
+    assert closed.count(held[0]) == 1
     assert store.upload_path(UPLOAD_ID).read_bytes() == b"in-flight"
 
 
