@@ -249,13 +249,11 @@ class LocalUploadWriter:
             os.close(fd)
 
     async def _close_file(self) -> None:
-        fd, self._fd = self._fd, None
-        if fd is None:
-            return
-        if self._unsynced:
+        if self._fd is not None and self._unsynced:
+            fd, self._fd = self._fd, None
             await asyncio.to_thread(os.close, fd)
         else:
-            os.close(fd)
+            self._close_now()
 
 
 class LocalBlobStore:
