@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.util import await_only
 
 from storage import sqlite_connection
+from storage.kept_connections import KeptConnections, closed_by_server
 from storage.models import Base
 from storage.prepared_statements import PreparedStatement, fetch_first
 from storage.write_batches import WriteBatches
@@ -47,6 +48,11 @@ SQLITE_BUSY_TIMEOUT_S = 30.0
 # `max_connections` must allow N times that (its default of 100 allows three).
 POSTGRES_POOL_SIZE = 20
 POSTGRES_POOL_OVERFLOW = 10
+# Of those, how many a process keeps checked out between the write transactions and between
+# the point reads of the hot path, each (`storage/kept_connections.py`): at most 16 idle
+# ones, so that the pool still has 14 for everything else at its busiest.
+POSTGRES_KEPT_WRITERS = 8
+POSTGRES_KEPT_POINT_READERS = 8
 # SQLite keeps a page cache per connection (2 MiB by default), each a copy of pages the
 # operating system's file cache holds anyway. The read pool keeps 5 connections between
 # bursts (SQLAlchemy's default) and opens up to 10 more during one. Every scan of a large table
@@ -147,13 +153,6 @@ def _postgres_engine(url: str) -> AsyncEngine:
     return engine
 
 
-def closed_by_server(driver_connection: Any) -> bool:
-    """Whether asyncpg saw the server close this connection (its socket; no round trip).
-    Another driver's connection is not asked (False): its statements find out."""
-    is_closed = getattr(driver_connection, "is_closed", None)
-    return callable(is_closed) and bool(is_closed())
-
-
 class Database:
     """`read()` for queries (an ORM session), `read_first()` for one SELECT by key, `write()`
     for transactions that change rows (`WriteTransaction`)."""
@@ -180,6 +179,13 @@ class Database:
                 isolation_level="AUTOCOMMIT"
             )
             self._write_engine = self._read_engine
+        self._kept_writers: KeptConnections | None = None
+        self._kept_point_readers: KeptConnections | None = None
+        if not self.is_sqlite:
+            self._kept_writers = KeptConnections(self._write_engine, POSTGRES_KEPT_WRITERS)
+            self._kept_point_readers = KeptConnections(
+                self._point_read_engine, POSTGRES_KEPT_POINT_READERS
+            )
         self._read = async_sessionmaker(self._read_engine, expire_on_commit=False)
         # Called after a write transaction that logged events has committed.
         self.on_events_committed: list[Callable[[], None]] = []
@@ -219,9 +225,10 @@ class Database:
         and reading never waits for a writer in WAL mode. Checking a pooled connection out
         and in for each read (the pool's bookkeeping, SQLAlchemy's connection set-up and
         reset) was about 6 % of the server's GIL-holding time under 200 uploading clients.
-        On PostgreSQL a pooled connection in autocommit: the SELECT's one round trip."""
-        if not self.is_sqlite:
-            async with self._point_read_engine.connect() as connection:
+        On PostgreSQL a connection in autocommit, kept between point reads
+        (`storage/kept_connections.py`): the SELECT's one round trip."""
+        if self._kept_point_readers is not None:
+            async with self._kept_point_readers.connection() as connection:
                 return await fetch_first(connection, prepared, params or {})
         if self._point_reader is None:
             async with self._point_reader_opening:
@@ -245,8 +252,9 @@ class Database:
             async with self._batches.transaction() as transaction:
                 yield transaction
             return
+        assert self._kept_writers is not None  # PostgreSQL
         async with (
-            self._write_engine.connect() as connection,
+            self._kept_writers.connection() as connection,
             connection.begin(),
             write_transaction_on(connection) as transaction,
         ):
@@ -262,6 +270,9 @@ class Database:
         if self._point_reader is not None:
             reader, self._point_reader = self._point_reader, None
             await reader.close()
+        for kept in (self._kept_writers, self._kept_point_readers):
+            if kept is not None:
+                await kept.close()
         await self._read_engine.dispose()
         if self._write_engine is not self._read_engine:
             await self._write_engine.dispose()

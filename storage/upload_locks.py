@@ -30,7 +30,8 @@ from sqlalchemy import select, text, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from storage.database import Database, closed_by_server
+from storage.database import Database
+from storage.kept_connections import closed_by_server
 from storage.models import Upload
 from storage.prepared_statements import PreparedStatement, fetch_first
 
