@@ -9,6 +9,7 @@ import jiwer
 import pytest
 import requests
 
+from tests.databases import drop_made_databases, on_postgres
 from tests.in_process_server import InProcessServer
 from tests.server_process import JFK, ServerProcess
 
@@ -144,3 +145,9 @@ def jfk_audio():
     from codec.decode import decode_to_16k_mono
 
     return decode_to_16k_mono(JFK)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Every server and fixture is stopped by now: the session's PostgreSQL databases go."""
+    if on_postgres():
+        drop_made_databases()

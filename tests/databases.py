@@ -20,8 +20,18 @@ def on_postgres() -> bool:
     return bool(POSTGRES)
 
 
+# The databases this test session made: dropped when it ends (`drop_made_databases`). Left
+# behind, a developer's PostgreSQL gathered a hundred after a few local runs, and its
+# autovacuum went through every one of them, under the benchmarks too.
+_MADE: set[str] = set()
+
+
+async def _admin() -> asyncpg.Connection:
+    return await asyncpg.connect(POSTGRES.replace("+asyncpg", "") + "/postgres")
+
+
 async def _create_database(name: str) -> None:
-    connection = await asyncpg.connect(POSTGRES.replace("+asyncpg", "") + "/postgres")
+    connection = await _admin()
     try:
         exists = await connection.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
         if not exists:
@@ -29,8 +39,28 @@ async def _create_database(name: str) -> None:
                 await connection.execute(f'CREATE DATABASE "{name}"')
             except (asyncpg.DuplicateDatabaseError, asyncpg.UniqueViolationError):
                 pass  # another node of the same test made it first
+        _MADE.add(name)
     finally:
         await connection.close()
+
+
+async def _drop_databases(names: list[str]) -> None:
+    connection = await _admin()
+    try:
+        for name in names:
+            # FORCE: a server a failed test left running loses its sessions, not the drop.
+            await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await connection.close()
+
+
+def drop_made_databases() -> int:
+    """Drop every database this session made (the end of a test session); how many."""
+    names = sorted(_MADE)
+    _MADE.clear()
+    if names:
+        asyncio.run(_drop_databases(names))
+    return len(names)
 
 
 def database_url_for(data_dir: Path) -> str:
