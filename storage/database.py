@@ -49,8 +49,9 @@ SQLITE_BUSY_TIMEOUT_S = 30.0
 POSTGRES_POOL_SIZE = 20
 POSTGRES_POOL_OVERFLOW = 10
 # Of those, how many a process keeps checked out between the write transactions and between
-# the point reads of the hot path, each (`storage/kept_connections.py`): at most 16 idle
-# ones, so that the pool still has 14 for everything else at its busiest.
+# the point reads of the hot path, each (`storage/kept_connections.py`), and only while no
+# more than the pool's 20 are out: the pool still serves everything else first come, first
+# served when a burst takes it past them.
 POSTGRES_KEPT_WRITERS = 8
 POSTGRES_KEPT_POINT_READERS = 8
 # SQLite keeps a page cache per connection (2 MiB by default), each a copy of pages the
