@@ -34,10 +34,15 @@ def closed_by_server(driver_connection: Any) -> bool:
     return callable(is_closed) and bool(is_closed())
 
 
+def connection_closed_by_server(connection: AsyncConnection) -> bool:
+    """`closed_by_server` for an open (not invalidated) SQLAlchemy connection."""
+    return closed_by_server(connection.sync_connection.connection.driver_connection)
+
+
 def _reusable(connection: AsyncConnection) -> bool:
     if connection.closed or connection.invalidated or connection.in_transaction():
         return False
-    return not closed_by_server(connection.sync_connection.connection.driver_connection)
+    return not connection_closed_by_server(connection)
 
 
 async def _close(connection: AsyncConnection) -> None:
@@ -50,7 +55,7 @@ async def _discard(connection: AsyncConnection) -> None:
     """A kept connection that may be dead: one the server closed is invalidated (the pool
     then drops it instead of resetting it over a closed socket)."""
     if not connection.closed and not connection.invalidated:
-        if closed_by_server(connection.sync_connection.connection.driver_connection):
+        if connection_closed_by_server(connection):
             await connection.invalidate()
     await _close(connection)
 

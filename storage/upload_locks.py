@@ -31,7 +31,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storage.database import Database
-from storage.kept_connections import closed_by_server
+from storage.kept_connections import connection_closed_by_server
 from storage.models import Upload
 from storage.prepared_statements import PreparedStatement, fetch_first
 
@@ -181,7 +181,7 @@ class PostgresAdvisoryLocks(TakeoverStamps):
     async def _conn(self) -> AsyncConnection:
         current = self._connection
         if current is not None and not current.closed and not current.invalidated:
-            if not closed_by_server(current.sync_connection.connection.driver_connection):
+            if not connection_closed_by_server(current):
                 return current
             # The server ended the session (a restart): its locks went with it.
             await current.invalidate()
