@@ -13,11 +13,15 @@ Both are rows that many transactions write in turn:
   clients, the wait was nearly all of a request's time: `bench/README.md`, "Many small
   uploads").
 So both are written last, in one statement with the lock and the NOTIFY that wakes other
-processes' event feeds: what writers do in turn is that statement and the COMMIT, two
-round trips (it was the count, every statement after it, then lock, insert, notify and
-commit). Nothing else runs while the lock is held, so it cannot take part in a deadlock;
-the byte count waits for the lock before it takes its row, so every transaction takes the
-two in the same order.
+processes' event feeds, and on asyncpg that statement and the COMMIT go to the server as one
+query (`postgres_commit`, `storage/postgres_transaction.py`): what writers do in turn is
+PostgreSQL's own work, never a wait for this process. Sent as two round trips, the lock was
+held from the statement's end until the COMMIT arrived: under 200 uploading clients the
+holder sat idle in transaction, waiting for a busy server's next turn, about half the time
+the lock was held, and four backends on average queued behind it (`bench/README.md`, "Many
+small uploads"). Nothing else runs while the lock is held, so it cannot take part in a
+deadlock; the byte count waits for the lock before it takes its row, so every transaction
+takes the two in the same order.
 
 They are plain rows until then, not ORM objects: the unit of work's bookkeeping for them was
 a good part of every write turn's CPU, while SQLite's one write lock was held.
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -97,11 +102,16 @@ _INSERT_EVENTS = """INSERT INTO events (meeting_id, type, payload, created_at)
             AS (meeting_id text, type text, payload json, created_at double precision)
     ) WITH ORDINALITY AS r(meeting_id, type, payload, created_at, n)
     ORDER BY r.n"""
-_PG_EVENTS = PreparedStatement(text(f"WITH {_LOCK} {_INSERT_EVENTS}"))
-_PG_EVENTS_AND_COUNTS = PreparedStatement(
-    text(f"WITH {_LOCK}, counted AS ({_COUNT.format(turn='turn CROSS JOIN')}) {_INSERT_EVENTS}")
+_PG_EVENTS_SQL = f"WITH {_LOCK} {_INSERT_EVENTS}"
+_PG_EVENTS_AND_COUNTS_SQL = (
+    f"WITH {_LOCK}, counted AS ({_COUNT.format(turn='turn CROSS JOIN')}) {_INSERT_EVENTS}"
 )
-_PG_COUNTS = PreparedStatement(text(_COUNT.format(turn="")))
+_PG_COUNTS_SQL = _COUNT.format(turn="")
+# Another PostgreSQL driver than asyncpg: the same statements with parameters, before a
+# COMMIT of their own (`write_pending`).
+_PG_EVENTS = PreparedStatement(text(_PG_EVENTS_SQL))
+_PG_EVENTS_AND_COUNTS = PreparedStatement(text(_PG_EVENTS_AND_COUNTS_SQL))
+_PG_COUNTS = PreparedStatement(text(_PG_COUNTS_SQL))
 _INSERT_EVENT = PreparedStatement(insert(EVENTS))
 _SQLITE_UPSERT = sqlite_insert(UPLOAD_BYTES)
 _SQLITE_COUNT = PreparedStatement(
@@ -144,6 +154,45 @@ async def _write_on_postgres(
         await write(connection, _PG_EVENTS_AND_COUNTS, {**params, "counts": json.dumps(count_rows)})
     else:
         await write(connection, _PG_EVENTS, params)
+
+
+def postgres_commit(info: dict[str, Any]) -> str:
+    """The query that ends a PostgreSQL transaction: what it logged and counted written (as
+    `write_pending` writes them), then COMMIT, as one simple query (one round trip).
+
+    Its values are written into the text as literals: PostgreSQL's extended protocol, the
+    one that carries parameters, takes one statement per message, and asyncpg sends no
+    other statement before that message's answer is in; the simple protocol takes several
+    statements in one message but no parameters. The values are the lock's number, the
+    channel's name (both constants here) and two JSON documents from `json.dumps`, which
+    escapes everything outside ASCII and every control character: `_literal` quotes them."""
+    events: list[dict[str, Any]] | None = info.pop(_PENDING_EVENTS, None)
+    counts: dict[tuple[str, str], int] | None = info.pop(_PENDING_BYTES, None)
+    values = {"lock": str(EVENT_ORDER_LOCK), "channel": _literal(EVENTS_CHANNEL)}
+    if counts:
+        count_rows = [
+            {"owner": owner, "day": day, "bytes": count} for (owner, day), count in counts.items()
+        ]
+        values["counts"] = _literal(json.dumps(count_rows))
+    if events:
+        values["events"] = _literal(json.dumps(events))
+        sql = _PG_EVENTS_AND_COUNTS_SQL if counts else _PG_EVENTS_SQL
+    elif counts:
+        sql = _PG_COUNTS_SQL
+    else:
+        return "COMMIT"
+    return _PARAMETER.sub(lambda m: values[m.group(1)], sql) + ";\nCOMMIT"
+
+
+_PARAMETER = re.compile(r":(lock|channel|events|counts)\b")
+
+
+def _literal(value: str) -> str:
+    """A PostgreSQL string literal of `value` (ASCII without NUL, as `json.dumps` writes).
+    The E'' form means the same whatever `standard_conforming_strings` says."""
+    if not value.isascii() or "\0" in value:
+        raise ValueError("only ASCII text without NUL is written as a literal here")
+    return "E'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
 
 
 def drop_pending(info: dict[str, Any]) -> None:

@@ -32,6 +32,7 @@ from sqlalchemy.util import await_only
 from storage import sqlite_connection
 from storage.kept_connections import KeptConnections, closed_by_server
 from storage.models import Base
+from storage.postgres_transaction import postgres_write_transaction
 from storage.prepared_statements import PreparedStatement, fetch_first
 from storage.write_batches import WriteBatches
 from storage.write_transaction import WriteTransaction, write_transaction_on
@@ -182,8 +183,13 @@ class Database:
             self._write_engine = self._read_engine
         self._kept_writers: KeptConnections | None = None
         self._kept_point_readers: KeptConnections | None = None
+        # asyncpg: write transactions begin and end on the driver, their last statement and
+        # COMMIT in one round trip (storage/postgres_transaction.py), on connections in
+        # SQLAlchemy's autocommit mode. Another driver: SQLAlchemy's transactions.
+        self._commits_on_driver = make_url(url).get_driver_name() == "asyncpg"
         if not self.is_sqlite:
-            self._kept_writers = KeptConnections(self._write_engine, POSTGRES_KEPT_WRITERS)
+            writers = self._point_read_engine if self._commits_on_driver else self._write_engine
+            self._kept_writers = KeptConnections(writers, POSTGRES_KEPT_WRITERS)
             self._kept_point_readers = KeptConnections(
                 self._point_read_engine, POSTGRES_KEPT_POINT_READERS
             )
@@ -254,6 +260,15 @@ class Database:
                 yield transaction
             return
         assert self._kept_writers is not None  # PostgreSQL
+        if self._commits_on_driver:
+            # connection.begin(): SQLAlchemy's own bookkeeping (autocommit: no statement).
+            async with (
+                self._kept_writers.connection() as connection,
+                connection.begin(),
+                postgres_write_transaction(connection) as transaction,
+            ):
+                yield transaction
+            return
         async with (
             self._kept_writers.connection() as connection,
             connection.begin(),

@@ -39,10 +39,19 @@ def connection_closed_by_server(connection: AsyncConnection) -> bool:
     return closed_by_server(connection.sync_connection.connection.driver_connection)
 
 
+def in_driver_transaction(connection: AsyncConnection) -> bool:
+    """Whether asyncpg's last word from the server was "in a transaction" (no round trip): a
+    transaction begun on the driver itself (`storage/postgres_transaction.py`), which
+    SQLAlchemy does not see. Another driver's connection: False."""
+    driver = connection.sync_connection.connection.driver_connection  # type: ignore[union-attr]
+    is_in_transaction = getattr(driver, "is_in_transaction", None)
+    return callable(is_in_transaction) and bool(is_in_transaction())
+
+
 def _reusable(connection: AsyncConnection) -> bool:
     if connection.closed or connection.invalidated or connection.in_transaction():
         return False
-    return not connection_closed_by_server(connection)
+    return not connection_closed_by_server(connection) and not in_driver_transaction(connection)
 
 
 async def _close(connection: AsyncConnection) -> None:
@@ -52,10 +61,11 @@ async def _close(connection: AsyncConnection) -> None:
 
 
 async def _discard(connection: AsyncConnection) -> None:
-    """A kept connection that may be dead: one the server closed is invalidated (the pool
-    then drops it instead of resetting it over a closed socket)."""
+    """A connection not kept: back to the pool. One the server closed is invalidated (the
+    pool then drops it instead of resetting it over a closed socket), and so is one still
+    inside a transaction begun on the driver (the pool's reset would not end it)."""
     if not connection.closed and not connection.invalidated:
-        if connection_closed_by_server(connection):
+        if connection_closed_by_server(connection) or in_driver_transaction(connection):
             await connection.invalidate()
     await _close(connection)
 
@@ -78,7 +88,7 @@ class KeptConnections:
                 kept = True
         finally:
             if not kept:  # raised (its state is unknown), or enough are kept
-                await _close(connection)
+                await _discard(connection)
 
     def _pool_has_room(self) -> bool:
         """Whether the pool is within its size, this connection counted: then nobody waits

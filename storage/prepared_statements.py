@@ -218,6 +218,22 @@ async def _as_core_raises_it(
     )
 
 
+async def run_simple_asyncpg(connection: AsyncConnection, sql: str) -> None:
+    """A query without parameters or rows (one statement or several) in PostgreSQL's simple
+    protocol, on asyncpg under SQLAlchemy's adapter (its connection lock; errors as Core
+    raises them). Never begins a transaction of the adapter's: for connections in
+    autocommit, whose transactions their owner begins and ends itself
+    (`storage/postgres_transaction.py`)."""
+    adapter = _asyncpg_adapter(connection)
+    if adapter is None:
+        raise TypeError("not a connection of SQLAlchemy's asyncpg adapter")
+    try:
+        async with adapter._execute_mutex:
+            await connection.sync_connection.connection.driver_connection.execute(sql)  # type: ignore[union-attr]
+    except Exception as error:
+        raise await _as_core_raises_it(connection, adapter, sql, {}, error) from error
+
+
 def _driver_columns(
     statement: Executable, dialect: Dialect, attributes: Sequence[Any]
 ) -> tuple[tuple[str, Processor], ...]:

@@ -86,13 +86,15 @@ class WriteTransaction:
     async def flush(self) -> None:
         await self._flush()
 
-    async def finish(self) -> None:
-        """Before the commit: the ORM's pending writes, then the events and counts logged."""
+    async def finish(self, write_logged: bool = True) -> None:
+        """Before the commit: the ORM's pending writes, then the events and counts logged
+        (unless the commit writes those itself: `storage/postgres_transaction.py`)."""
         if self._session is not None:
             session, self._session = self._session, None
             await session.commit()  # a flush and RELEASE of its savepoint, not a COMMIT
             await session.close()
-        await write_pending(self._connection, self.info)
+        if write_logged:
+            await write_pending(self._connection, self.info)
 
     async def discard(self) -> None:
         """Before a rollback: nothing logged is written."""

@@ -20,7 +20,6 @@ from pathlib import Path
 import asyncpg
 import pytest
 import requests
-from sqlalchemy import event as sqlalchemy_event
 from sqlalchemy import select
 from tusclient import client as tus_client
 
@@ -367,27 +366,39 @@ def test_event_ids_follow_commit_order(tmp_path):
 @needs_postgres
 def test_a_transaction_committing_holds_back_every_later_events_insert(tmp_path):
     """Two transactions commit at once: the one whose events got the smaller ids commits
-    first, whichever finishes its statements first. Transaction A has inserted its events
-    and is held just before its COMMIT; B logs an event meanwhile. Without the lock B's
-    event would get the next id and commit first, and a reader could see B's id and then
-    never look back for A's."""
+    first, whichever finishes its statements first. Transaction A's COMMIT is held up inside
+    PostgreSQL (a deferred trigger on its event sleeps at the commit: its last statement and
+    COMMIT are one query, so there is no moment between them to hold it from here); B logs
+    an event meanwhile. Without the lock B's event would get the next id and commit first,
+    and a reader could see B's id and then never look back for A's."""
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     url = database_url_for(data_dir)
     asyncio.run(_upgraded(url))
-    a_inserted = threading.Event()
+    # Deferred: it runs at A's COMMIT, after the events' statement took the lock.
+    asyncio.run(
+        _fetch(
+            url,
+            """
+            CREATE FUNCTION sleep_at_commit() RETURNS trigger LANGUAGE plpgsql AS
+                $$ BEGIN PERFORM pg_sleep(1.5); RETURN NULL; END $$""",
+        )
+    )
+    asyncio.run(
+        _fetch(
+            url,
+            """
+            CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON events
+                DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN (NEW.type = 'test.a')
+                EXECUTE FUNCTION sleep_at_commit();
+            """,
+        )
+    )
     committed: list[str] = []
 
-    def transaction(name: str, hold_before_commit: bool) -> None:
+    def transaction(name: str) -> None:
         async def run() -> None:
             db = Database(url)
-            if hold_before_commit:
-
-                @sqlalchemy_event.listens_for(db.write_engine.sync_engine, "commit")
-                def _hold(_connection: object) -> None:
-                    a_inserted.set()
-                    time.sleep(1.0)  # this thread's loop only: B runs on its own
-
             try:
                 async with db.write() as session:
                     record_event(session, "m1", f"test.{name}", {})
@@ -397,10 +408,18 @@ def test_a_transaction_committing_holds_back_every_later_events_insert(tmp_path)
 
         asyncio.run(run())
 
-    a = threading.Thread(target=transaction, args=("a", True))
+    a = threading.Thread(target=transaction, args=("a",))
     a.start()
-    assert a_inserted.wait(30)
-    b = threading.Thread(target=transaction, args=("b", False))
+    deadline = time.monotonic() + 30
+    while not asyncio.run(
+        _fetch(
+            url,
+            "SELECT 1 FROM pg_stat_activity WHERE wait_event = 'PgSleep' AND query LIKE '%COMMIT%'",
+        )
+    ):
+        assert time.monotonic() < deadline, "A never reached its COMMIT"
+        time.sleep(0.02)
+    b = threading.Thread(target=transaction, args=("b",))
     b.start()
     a.join(30)
     b.join(30)
