@@ -18,9 +18,10 @@ converted by the columns' own types (JSON, states, booleans), and sqlite3 keeps 
 On PostgreSQL the same statements go to asyncpg through the pieces of SQLAlchemy's own
 asyncpg adapter (`sqlalchemy.dialects.postgresql.asyncpg`) that its cursor uses for every
 statement: its lock on the connection, its lazily started transaction (so a statement here
-runs in the transaction Core began, or begins it as Core would), its cache of prepared
-statements (shared with Core's statements of the same text) and its translation of
-asyncpg's errors. Those are private names of SQLAlchemy's; if a release renames them,
+runs in the transaction Core began, or begins it as Core would; on a write transaction's
+connection, in autocommit, in the one `storage/postgres_transaction.py` began), its cache
+of prepared statements (shared with Core's statements of the same text) and its translation
+of asyncpg's errors. Those are private names of SQLAlchemy's; if a release renames them,
 `_asyncpg_adapter` finds them missing and every statement runs through Core again
 (`tests/test_prepared_statements.py` then fails, so the upgrade is noticed). What this skips
 on PostgreSQL is the greenlet hop, the cursor adapter and the result's set-up per statement,
