@@ -122,19 +122,25 @@ _SQLITE_COUNT = PreparedStatement(
 )
 
 
+def _take_pending(info: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """What the transaction logged and counted, taken out of its `info`: the event rows, and
+    a row per (key, day) counted."""
+    events: list[dict[str, Any]] = info.pop(_PENDING_EVENTS, None) or []
+    counts: dict[tuple[str, str], int] = info.pop(_PENDING_BYTES, None) or {}
+    count_rows = [
+        {"owner": owner, "day": day, "bytes": count} for (owner, day), count in counts.items()
+    ]
+    return events, count_rows
+
+
 async def write_pending(connection: AsyncConnection, info: dict[str, Any]) -> None:
     """At the end of a write transaction (`storage/write_transaction.py`), after its other
     statements: what it logged and counted."""
-    events: list[dict[str, Any]] | None = info.pop(_PENDING_EVENTS, None)
-    counts: dict[tuple[str, str], int] | None = info.pop(_PENDING_BYTES, None)
-    if not events and not counts:
+    events, count_rows = _take_pending(info)
+    if not events and not count_rows:
         return
-    count_rows = [
-        {"owner": owner, "day": day, "bytes": count}
-        for (owner, day), count in (counts or {}).items()
-    ]
     if connection.dialect.name == "postgresql":
-        await _write_on_postgres(connection, events or [], count_rows)
+        await _write_on_postgres(connection, events, count_rows)
         return
     if events:
         await write(connection, _INSERT_EVENT, events)
@@ -166,18 +172,14 @@ def postgres_commit(info: dict[str, Any]) -> str:
     statements in one message but no parameters. The values are the lock's number, the
     channel's name (both constants here) and two JSON documents from `json.dumps`, which
     escapes everything outside ASCII and every control character: `_literal` quotes them."""
-    events: list[dict[str, Any]] | None = info.pop(_PENDING_EVENTS, None)
-    counts: dict[tuple[str, str], int] | None = info.pop(_PENDING_BYTES, None)
+    events, count_rows = _take_pending(info)
     values = {"lock": str(EVENT_ORDER_LOCK), "channel": _literal(EVENTS_CHANNEL)}
-    if counts:
-        count_rows = [
-            {"owner": owner, "day": day, "bytes": count} for (owner, day), count in counts.items()
-        ]
+    if count_rows:
         values["counts"] = _literal(json.dumps(count_rows))
     if events:
         values["events"] = _literal(json.dumps(events))
-        sql = _PG_EVENTS_AND_COUNTS_SQL if counts else _PG_EVENTS_SQL
-    elif counts:
+        sql = _PG_EVENTS_AND_COUNTS_SQL if count_rows else _PG_EVENTS_SQL
+    elif count_rows:
         sql = _PG_COUNTS_SQL
     else:
         return "COMMIT"

@@ -34,17 +34,21 @@ def closed_by_server(driver_connection: Any) -> bool:
     return callable(is_closed) and bool(is_closed())
 
 
+def driver_of(connection: AsyncConnection) -> Any:
+    """The driver's connection under an open (not invalidated) SQLAlchemy connection."""
+    return connection.sync_connection.connection.driver_connection  # type: ignore[union-attr]
+
+
 def connection_closed_by_server(connection: AsyncConnection) -> bool:
     """`closed_by_server` for an open (not invalidated) SQLAlchemy connection."""
-    return closed_by_server(connection.sync_connection.connection.driver_connection)
+    return closed_by_server(driver_of(connection))
 
 
 def in_driver_transaction(connection: AsyncConnection) -> bool:
     """Whether asyncpg's last word from the server was "in a transaction" (no round trip): a
     transaction begun on the driver itself (`storage/postgres_transaction.py`), which
     SQLAlchemy does not see. Another driver's connection: False."""
-    driver = connection.sync_connection.connection.driver_connection  # type: ignore[union-attr]
-    is_in_transaction = getattr(driver, "is_in_transaction", None)
+    is_in_transaction = getattr(driver_of(connection), "is_in_transaction", None)
     return callable(is_in_transaction) and bool(is_in_transaction())
 
 

@@ -51,6 +51,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.sql import Executable
 from sqlalchemy.sql.compiler import SQLCompiler
 
+from storage.kept_connections import driver_of
 from storage.sqlite_connection import SqliteConnection
 
 if TYPE_CHECKING:  # write_transaction's commit-time writes use this module
@@ -230,7 +231,7 @@ async def run_simple_asyncpg(connection: AsyncConnection, sql: str) -> None:
         raise TypeError("not a connection of SQLAlchemy's asyncpg adapter")
     try:
         async with adapter._execute_mutex:
-            await connection.sync_connection.connection.driver_connection.execute(sql)  # type: ignore[union-attr]
+            await driver_of(connection).execute(sql)
     except Exception as error:
         raise await _as_core_raises_it(connection, adapter, sql, {}, error) from error
 
