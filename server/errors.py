@@ -13,11 +13,15 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from storage.database_outage import database_unavailable
 from storage.refusals import Refused, Rule
 
 log = logging.getLogger(__name__)
 
 TUS_VERSION = "1.0.0"
+# Seconds a client is asked to wait when the database is down or out of connections: long
+# enough not to add to a burst, short enough that a restart of the database is not noticed.
+DATABASE_RETRY_AFTER_S = 2
 
 
 @dataclass(frozen=True)
@@ -158,6 +162,12 @@ class Errors:
     ROUTE_NOT_FOUND = _e("ERR_NOT_FOUND", 404, "not found")
     BODY_TOO_LARGE = _e("ERR_BODY_TOO_LARGE", 413, "the request body is too large")
     BAD_REQUEST = _e("ERR_BAD_REQUEST", 400, "the request is malformed")
+    DATABASE_UNAVAILABLE = _e(
+        "ERR_DATABASE_UNAVAILABLE",
+        503,
+        "the database cannot serve requests right now; nothing of this request was kept, "
+        "try again shortly",
+    )
     INTERNAL = _e("ERR_INTERNAL", 500, "internal server error")
 
 
@@ -221,6 +231,13 @@ async def error_middleware(
             f"ERR_HTTP_{exc.status}", exc.status, exc.reason
         )
         return error_response(kind, exc.text or kind.message)
-    except Exception:
+    except Exception as exc:
+        if database_unavailable(exc):  # down, restarting, out of connections: not a fault
+            log.warning("database unavailable on %s %s: %s", request.method, request.path, exc)
+            return error_response(
+                Errors.DATABASE_UNAVAILABLE,
+                Errors.DATABASE_UNAVAILABLE.message,
+                {"Tus-Resumable": TUS_VERSION, "Retry-After": str(DATABASE_RETRY_AFTER_S)},
+            )
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error_response(Errors.INTERNAL, Errors.INTERNAL.message)

@@ -13,6 +13,7 @@ import time
 from storage.chunk_intake import ChunkIntake
 from storage.chunk_state_counts import fold_deltas
 from storage.database import Database
+from storage.database_outage import database_unavailable
 from storage.job_queue import RetryPolicy, promote_stuck_waiting, reap_expired_leases
 from storage.meeting_completion import (
     abandon_silent_meetings,
@@ -76,8 +77,11 @@ class RecoverySweeper:
             started = time.monotonic()
             try:
                 await self.sweep()
-            except Exception:
-                log.exception("recovery sweep failed; trying again")
+            except Exception as exc:
+                if not database_unavailable(exc):
+                    log.exception("recovery sweep failed; trying again")
+                else:  # an outage is not a fault: one line each sweep, no traceback
+                    log.warning("recovery sweep: the database is unavailable (%s)", exc)
             await asyncio.sleep(max(0.0, self.interval_s - (time.monotonic() - started)))
 
     def start(self) -> None:

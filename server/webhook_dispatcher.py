@@ -26,6 +26,7 @@ from yarl import URL
 
 from server.webhook_targets import GuardedResolver, TargetPolicy, TargetRefused, literal_host
 from storage.database import Database
+from storage.database_outage import database_unavailable
 from storage.field_rules import ascii_int
 from storage.outbox import DueDelivery, any_webhook, claim_due, fan_out, record_outcome
 
@@ -172,8 +173,11 @@ class WebhookDispatcher:
                             await asyncio.sleep(too_soon)
                 except asyncio.CancelledError:
                     raise
-                except Exception:
-                    log.exception("webhook dispatch failed; trying again")
+                except Exception as exc:
+                    if not database_unavailable(exc):
+                        log.exception("webhook dispatch failed; trying again")
+                    else:  # an outage is not a fault: one line a second, no traceback
+                        log.warning("webhook dispatch: the database is unavailable (%s)", exc)
                     await asyncio.sleep(1.0)
 
     def start(self) -> None:

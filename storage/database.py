@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.util import await_only
 
 from storage import sqlite_connection
+from storage.database_outage import DatabaseUnreachable
 from storage.kept_connections import KeptConnections, closed_by_server
 from storage.models import Base
 from storage.postgres_transaction import postgres_write_transaction
@@ -136,6 +137,17 @@ def _postgres_engine(url: str) -> AsyncEngine:
         pool_size=POSTGRES_POOL_SIZE,
         max_overflow=POSTGRES_POOL_OVERFLOW,
     )
+
+    # The dialect's own connect, with the socket's errors named for what they are: the
+    # database unreachable (storage/database_outage.py; SQLAlchemy's documented hook for
+    # taking over a connect).
+    @event.listens_for(engine.sync_engine, "do_connect")
+    def _connect(dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
+        try:
+            return dialect.connect(*cargs, **cparams)
+        except OSError as error:
+            raise DatabaseUnreachable(f"cannot connect to the database: {error}") from error
+
     if not on_asyncpg:
         return engine
 

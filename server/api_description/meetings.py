@@ -5,6 +5,7 @@ from __future__ import annotations
 from server.api_description.parts import (
     BODY_TOO_LARGE,
     BODY_TOO_SLOW,
+    DATABASE_UNAVAILABLE,
     HOST_REFUSED,
     Json,
     error_answer,
@@ -52,7 +53,9 @@ def meeting_paths() -> Json:
                     "408": BODY_TOO_SLOW,
                     "413": BODY_TOO_LARGE,
                     "503": error_answer(
-                        "ERR_BACKLOG_FULL: the transcription backlog is over its limit."
+                        "ERR_BACKLOG_FULL: the transcription backlog is over its limit. Or "
+                        + DATABASE_UNAVAILABLE,
+                        {"Retry-After": ref("headers", "Retry-After")},
                     ),
                 },
                 tags=["meetings"],

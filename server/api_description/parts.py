@@ -38,6 +38,10 @@ HOST_REFUSED = (
     "name nor the host of --public-url (DNS rebinding)."
 )
 INTERNAL = error_answer("ERR_INTERNAL: a server fault (logged); never expected.")
+DATABASE_UNAVAILABLE = (
+    "ERR_DATABASE_UNAVAILABLE: the database is down, restarting or out of connections; "
+    "nothing of the request was kept. Retry-After says when to try again."
+)
 BODY_TOO_LARGE = error_answer("ERR_BODY_TOO_LARGE: the JSON body is over 1 MiB.")
 BODY_TOO_SLOW = error_answer(
     "ERR_READ_TIMEOUT: the JSON body did not arrive whole within --read-timeout-seconds."
@@ -53,6 +57,9 @@ def common_responses(open_route: bool = False, tus: bool = False) -> Json:
     responses: Json = {
         "403": tus_error(HOST_REFUSED) if tus else error_answer(HOST_REFUSED),
         "500": INTERNAL,
+        "503": tus_error(DATABASE_UNAVAILABLE, **{"Retry-After": ref("headers", "Retry-After")})
+        if tus
+        else error_answer(DATABASE_UNAVAILABLE, {"Retry-After": ref("headers", "Retry-After")}),
     }
     if not open_route:
         responses["401"] = (

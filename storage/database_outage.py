@@ -1,0 +1,48 @@
+"""Whether a failure means the database cannot serve for now, rather than a fault.
+
+A request that finds the database down, restarting, out of connections, or its pool taken for
+as long as the pool waits, did nothing wrong, and nothing it sent was accepted: its client
+should try again shortly (503 with Retry-After), as tus clients do on a 5xx, not be told the
+server is broken (500). Everything else stays a fault.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+# PostgreSQL's SQLSTATEs that mean "not now": class 08 (connection exception: the connection
+# failed or was lost), class 53 (insufficient resources: too many connections, out of memory
+# or disk), and the server shutting down or starting up (57P01-57P03).
+_UNAVAILABLE_CLASSES = ("08", "53")
+_UNAVAILABLE_STATES = {"57P01", "57P02", "57P03"}
+# SQLite's primary result codes for a lock held past the busy timeout.
+_SQLITE_BUSY_CODES = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED}
+
+
+class DatabaseUnreachable(ConnectionError):
+    """A new connection to the database could not be opened (refused, reset, timed out).
+
+    The driver raises the socket's own error there (asyncpg: `ConnectionRefusedError`), which
+    says nothing of where it came from; opening connections raises this instead
+    (`storage.database`), so that an unreachable database is told apart from any other
+    `OSError`."""
+
+
+def database_unavailable(error: BaseException) -> bool:
+    if isinstance(error, DatabaseUnreachable | PoolTimeout):
+        return True
+    if not isinstance(error, DBAPIError):
+        return False
+    if error.connection_invalidated:  # the connection was lost in the middle of a statement
+        return True
+    original = error.orig
+    if isinstance(original, sqlite3.Error):
+        code = getattr(original, "sqlite_errorcode", None)  # extended: the low byte is primary
+        return code is not None and (code & 0xFF) in _SQLITE_BUSY_CODES
+    state = getattr(original, "sqlstate", None) or getattr(original, "pgcode", None)
+    if not isinstance(state, str):
+        return False
+    return state[:2] in _UNAVAILABLE_CLASSES or state in _UNAVAILABLE_STATES
