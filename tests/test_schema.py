@@ -168,7 +168,7 @@ def test_nodes_starting_together_on_an_empty_database(tmp_path):
         # asyncio's loop words it "Connect call failed", uvloop's (serve) "Connection refused".
         (
             "postgresql://someone:hunter2@127.0.0.1:1/rollscribe",
-            "ConnectionRefusedError: [Errno 111]",
+            "DatabaseUnreachable: cannot connect to the database: [Errno 111]",
         ),
     ],
 )
