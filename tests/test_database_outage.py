@@ -70,6 +70,7 @@ def test_unavailable_errors_are_told_apart_from_faults(tmp_path: Path) -> None:
     with pytest.raises(sqlite3.OperationalError) as syntax:
         integrity.execute("SELEC 1")
     assert not database_unavailable(DBAPIError.instance("SELEC", None, syntax.value, sqlite3.Error))
+    integrity.close()
     assert not database_unavailable(ConnectionRefusedError(111, "refused"))
     assert not database_unavailable(ValueError("bad"))
 
@@ -150,8 +151,20 @@ class DatabaseLink:
         self._call(close())
 
     def stop(self) -> None:
+        async def end() -> None:
+            if self._server is not None:
+                self._server.close()
+            for writer in self._writers:
+                writer.transport.abort()
+            pipes = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for pipe in pipes:
+                pipe.cancel()
+            await asyncio.gather(*pipes, return_exceptions=True)
+
+        self._call(end())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
+        self._loop.close()
 
 
 @pytest.fixture
