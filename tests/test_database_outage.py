@@ -139,23 +139,25 @@ class DatabaseLink:
 
         self._call(listen())
 
+    def _drop_all(self) -> None:
+        """No new connections, and every connection through the link closed at once."""
+        if self._server is not None:
+            self._server.close()
+        for writer in self._writers:
+            writer.transport.abort()
+        self._writers.clear()
+
     def cut(self) -> None:
         async def close() -> None:
             assert self._server is not None
-            self._server.close()
-            for writer in self._writers:
-                writer.transport.abort()
-            self._writers.clear()
+            self._drop_all()
             await self._server.wait_closed()
 
         self._call(close())
 
     def stop(self) -> None:
         async def end() -> None:
-            if self._server is not None:
-                self._server.close()
-            for writer in self._writers:
-                writer.transport.abort()
+            self._drop_all()
             pipes = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
             for pipe in pipes:
                 pipe.cancel()
