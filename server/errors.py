@@ -13,15 +13,16 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from storage.blob_store_outage import blob_store_unavailable
 from storage.database_outage import database_unavailable
 from storage.refusals import Refused, Rule
 
 log = logging.getLogger(__name__)
 
 TUS_VERSION = "1.0.0"
-# Seconds a client is asked to wait when the database is down or out of connections: long
-# enough not to add to a burst, short enough that a restart of the database is not noticed.
-DATABASE_RETRY_AFTER_S = 2
+# Seconds a client is asked to wait when the database or the blob store cannot serve: long
+# enough not to add to a burst, short enough that a restart of either is not noticed.
+UNAVAILABLE_RETRY_AFTER_S = 2
 
 
 @dataclass(frozen=True)
@@ -168,6 +169,12 @@ class Errors:
         "the database cannot serve requests right now; nothing of this request was kept, "
         "try again shortly",
     )
+    BLOB_STORE_UNAVAILABLE = _e(
+        "ERR_BLOB_STORE_UNAVAILABLE",
+        503,
+        "the blob store cannot be reached or cannot serve right now; what was acknowledged "
+        "before is kept, try again shortly",
+    )
     INTERNAL = _e("ERR_INTERNAL", 500, "internal server error")
 
 
@@ -232,12 +239,21 @@ async def error_middleware(
         )
         return error_response(kind, exc.text or kind.message)
     except Exception as exc:
-        if database_unavailable(exc):  # down, restarting, out of connections: not a fault
-            log.warning("database unavailable on %s %s: %s", request.method, request.path, exc)
+        # A store that cannot serve for now (down, restarting, out of connections,
+        # unreachable) is not a fault: one warning line, and the client told to come back.
+        unavailable = (
+            Errors.DATABASE_UNAVAILABLE
+            if database_unavailable(exc)
+            else Errors.BLOB_STORE_UNAVAILABLE
+            if blob_store_unavailable(exc)
+            else None
+        )
+        if unavailable is not None:
+            log.warning("%s on %s %s: %s", unavailable.code, request.method, request.path, exc)
             return error_response(
-                Errors.DATABASE_UNAVAILABLE,
-                Errors.DATABASE_UNAVAILABLE.message,
-                {"Tus-Resumable": TUS_VERSION, "Retry-After": str(DATABASE_RETRY_AFTER_S)},
+                unavailable,
+                unavailable.message,
+                {"Tus-Resumable": TUS_VERSION, "Retry-After": str(UNAVAILABLE_RETRY_AFTER_S)},
             )
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error_response(Errors.INTERNAL, Errors.INTERNAL.message)

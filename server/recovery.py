@@ -10,6 +10,7 @@ import asyncio
 import logging
 import time
 
+from storage.blob_store_outage import blob_store_unavailable
 from storage.chunk_intake import ChunkIntake
 from storage.chunk_state_counts import fold_deltas
 from storage.database import Database
@@ -78,10 +79,13 @@ class RecoverySweeper:
             try:
                 await self.sweep()
             except Exception as exc:
-                if not database_unavailable(exc):
-                    log.exception("recovery sweep failed; trying again")
-                else:  # an outage is not a fault: one line each sweep, no traceback
+                # An outage is not a fault: one line each sweep, no traceback.
+                if database_unavailable(exc):
                     log.warning("recovery sweep: the database is unavailable (%s)", exc)
+                elif blob_store_unavailable(exc):  # the expiry's deletes
+                    log.warning("recovery sweep: the blob store is unavailable (%s)", exc)
+                else:
+                    log.exception("recovery sweep failed; trying again")
             await asyncio.sleep(max(0.0, self.interval_s - (time.monotonic() - started)))
 
     def start(self) -> None:

@@ -504,6 +504,44 @@ async def fail_job(db: Database, job: Job, error: str, policy: RetryPolicy) -> N
         await _retry_or_fail(session, chunk, error, policy, guard_owner=job.owner)
 
 
+async def postpone_job(db: Database, job: Job, error: str, delay_s: float) -> bool:
+    """The job could not run for a reason outside its chunk (the blob store unreachable):
+    back to QUEUED after `delay_s`, and the attempt its claim counted is given back, so that
+    an outage longer than the retries' backoff leaves no chunk FAILED that nothing is wrong
+    with. False if this worker's lease was lost meanwhile (the chunk is someone else's)."""
+    async with db.write() as session:
+        chunk = await session.get(Chunk, job.chunk_id)
+        if chunk is None:
+            return False
+        guard = (Chunk.lease_owner == job.owner,)
+        if job.kind == "tail":
+            # The carry stays due, as after a failed tail job: only the lease goes.
+            result = await session.execute(
+                update(Chunk)
+                .where(Chunk.id == job.chunk_id, *guard)
+                .values(lease_owner=None, lease_expires_at=time.time() + delay_s)
+            )
+            return bool(result.rowcount)  # type: ignore[attr-defined]
+        attempts = max(0, chunk.attempts - 1)
+        try:
+            await transition_chunk(
+                session,
+                chunk,
+                ChunkState.QUEUED,
+                event="chunk.retrying",
+                payload={"error": error, "attempts": attempts, "attempt_counted": False},
+                guard=guard,
+                error=error,
+                attempts=attempts,
+                lease_owner=None,
+                lease_expires_at=None,
+                next_attempt_at=time.time() + delay_s,
+            )
+        except StaleState:
+            return False
+        return True
+
+
 async def _retry_or_fail(
     session: Transaction,
     chunk: Chunk,

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +26,7 @@ from tests.conftest import TUS, create_meeting, tus_create, tus_patch
 from tests.databases import POSTGRES, database_url_for, on_postgres
 from tests.in_process_server import InProcessServer
 from tests.key_helpers import eventually
-from tests.server_process import free_port
+from tests.tcp_link import TcpLink
 
 needs_postgres = pytest.mark.skipif(
     not on_postgres(), reason="a PostgreSQL server to take away (ROLLSCRIBE_TEST_POSTGRES)"
@@ -100,80 +99,11 @@ async def _out_of_connections() -> None:
         await admin.close()
 
 
-class DatabaseLink:
-    """A TCP forwarder on loopback between the server and PostgreSQL, which the test cuts
-    (every connection through it closed, and new ones refused) and mends on the same port."""
-
-    def __init__(self, target_host: str, target_port: int) -> None:
-        self.target = (target_host, target_port)
-        self.port = free_port()
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._thread.start()
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-
-    def _call(self, coroutine: object) -> None:
-        asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(10)  # type: ignore[arg-type]
-
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-        except (ConnectionError, asyncio.CancelledError):
-            pass
-        finally:
-            writer.close()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection(*self.target)
-        self._writers |= {writer, up_writer}
-        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
-
-    def mend(self) -> None:
-        async def listen() -> None:
-            self._server = await asyncio.start_server(
-                self._serve, "127.0.0.1", self.port, reuse_address=True
-            )
-
-        self._call(listen())
-
-    def _drop_all(self) -> None:
-        """No new connections, and every connection through the link closed at once."""
-        if self._server is not None:
-            self._server.close()
-        for writer in self._writers:
-            writer.transport.abort()
-        self._writers.clear()
-
-    def cut(self) -> None:
-        async def close() -> None:
-            assert self._server is not None
-            self._drop_all()
-            await self._server.wait_closed()
-
-        self._call(close())
-
-    def stop(self) -> None:
-        async def end() -> None:
-            self._drop_all()
-            pipes = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-            for pipe in pipes:
-                pipe.cancel()
-            await asyncio.gather(*pipes, return_exceptions=True)
-
-        self._call(end())
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-        self._loop.close()
-
-
 @pytest.fixture
-def linked_server(tmp_path: Path) -> Iterator[tuple[InProcessServer, DatabaseLink]]:
+def linked_server(tmp_path: Path) -> Iterator[tuple[InProcessServer, TcpLink]]:
     data = tmp_path / "data"
     url = make_url(database_url_for(data))  # the test database, made now
-    link = DatabaseLink(url.host or "127.0.0.1", url.port or 5432)
+    link = TcpLink(url.host or "127.0.0.1", url.port or 5432)
     link.mend()
     through_link = url.set(host="127.0.0.1", port=link.port).render_as_string(False)
     server = InProcessServer(
@@ -195,7 +125,7 @@ def _assert_unavailable(response: requests.Response, with_body: bool = True) -> 
 
 @needs_postgres
 def test_requests_get_503_while_the_database_is_away_and_work_again_after(
-    linked_server: tuple[InProcessServer, DatabaseLink], caplog: pytest.LogCaptureFixture
+    linked_server: tuple[InProcessServer, TcpLink], caplog: pytest.LogCaptureFixture
 ) -> None:
     server, link = linked_server
     meeting = create_meeting(server.url)["id"]

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from codec.decode import decode_blocks
 from storage.blob_store import BlobStore, BlobStoreError, blob_store_for
+from storage.blob_store_outage import blob_store_unavailable
 from storage.database import Database
 from storage.job_queue import (
     Carry,
@@ -32,6 +33,7 @@ from storage.job_queue import (
     complete_job,
     extend_lease,
     fail_job,
+    postpone_job,
 )
 from storage.meeting_completion import assemble_if_ready
 from storage.schema import SchemaMismatch, ensure_schema
@@ -99,6 +101,18 @@ async def run_job(engine: WhisperEngine, blobs: BlobStore, job: Job) -> JobOutco
     )
 
 
+# While the blob store cannot serve, every job claimed would fail at once and the worker
+# would take the next: a claim and a postponement (two writes, two events) per queued chunk
+# in a moment. It waits instead, longer each time the outage is met again, up to this.
+MAX_OUTAGE_PAUSE_S = 60.0
+
+
+def outage_pause_s(outages_in_a_row: int) -> float:
+    """How long a worker waits after postponing a job for a blob store outage: 2, 4, 8 ...
+    seconds, to at most MAX_OUTAGE_PAUSE_S."""
+    return min(MAX_OUTAGE_PAUSE_S, 2.0 ** max(1, outages_in_a_row))
+
+
 class Worker:
     def __init__(self, settings: WorkerSettings, engine: WhisperEngine | None = None) -> None:
         self.settings = settings
@@ -107,6 +121,7 @@ class Worker:
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self.engine = engine
         self.stopping = asyncio.Event()
+        self._outages_in_a_row = 0  # jobs postponed since one last ran: the pause grows
 
     async def _heartbeat(self, job: Job, lost: asyncio.Event) -> None:
         while True:
@@ -127,11 +142,27 @@ class Worker:
         try:
             outcome = await run_job(self.engine, self.blobs, job)
         except Exception as exc:  # a bad chunk must not kill the worker
-            log.exception("job %s/%s seq %s failed", job.meeting_id, job.track, job.seq)
             heartbeat.cancel()
-            await fail_job(self.db, job, f"{type(exc).__name__}: {exc}", self.settings.retry)
+            error = f"{type(exc).__name__}: {exc}"
+            if blob_store_unavailable(exc):
+                # Nothing wrong with the chunk: it waits, its attempt given back, and so
+                # does this worker, before it claims another that would fail the same way.
+                self._outages_in_a_row += 1
+                pause = outage_pause_s(self._outages_in_a_row)
+                log.warning(
+                    "job %s/%s seq %s postponed %.0f s: the blob store is unavailable (%s)",
+                    *(job.meeting_id, job.track, job.seq, pause, exc),
+                )
+                await postpone_job(self.db, job, error, pause)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(pause):
+                        await self.stopping.wait()
+                return True
+            log.exception("job %s/%s seq %s failed", job.meeting_id, job.track, job.seq)
+            await fail_job(self.db, job, error, self.settings.retry)
             return True
         heartbeat.cancel()
+        self._outages_in_a_row = 0
         elapsed = time.monotonic() - started
         if lost.is_set() or not await complete_job(
             self.db, job, outcome.segments, outcome.carry, elapsed, outcome.detected

@@ -40,7 +40,10 @@ HOST_REFUSED = (
 INTERNAL = error_answer("ERR_INTERNAL: a server fault (logged); never expected.")
 DATABASE_UNAVAILABLE = (
     "ERR_DATABASE_UNAVAILABLE: the database is down, restarting or out of connections; "
-    "nothing of the request was kept. Retry-After says when to try again."
+    "nothing of the request was kept. Or ERR_BLOB_STORE_UNAVAILABLE: the S3-compatible "
+    "blob store cannot be reached or cannot serve (once the server's own retries are spent); "
+    "bytes acknowledged before are kept (HEAD tells the offset). Retry-After says when to "
+    "try again."
 )
 BODY_TOO_LARGE = error_answer("ERR_BODY_TOO_LARGE: the JSON body is over 1 MiB.")
 BODY_TOO_SLOW = error_answer(
