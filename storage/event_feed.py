@@ -23,6 +23,7 @@ from sqlalchemy import func, select
 
 from storage.commit_time_writes import EVENTS_CHANNEL
 from storage.database import Database
+from storage.database_outage import database_unavailable
 from storage.models import Event, Meeting
 
 log = logging.getLogger("rollscribe.event_feed")
@@ -88,6 +89,8 @@ class EventFeed:
         self._listener: Any = None
         self._listen_again_at = 0.0
         self._relisten: asyncio.Task[None] | None = None
+        # When reading new events first found the database unavailable, while it still does.
+        self._unavailable_since: float | None = None
         db.on_events_committed.append(self.notify)
 
     # ---- reading the log (no stream state) ------------------------------------------------
@@ -198,8 +201,25 @@ class EventFeed:
                 continue
             try:
                 await self._read_new()
-            except Exception:  # a database hiccup: the next round reads the same again
-                log.exception("reading new events failed")
+            except Exception as exc:  # the next round reads the same again
+                if not database_unavailable(exc):
+                    log.exception("reading new events failed")
+                elif self._unavailable_since is None:
+                    # An outage is not a fault, and this loop meets it every poll_s: said
+                    # once when it begins and once when it ends, with no traceback.
+                    self._unavailable_since = time.monotonic()
+                    log.warning(
+                        "reading new events: the database is unavailable (%s); the streams "
+                        "wait for it",
+                        exc,
+                    )
+                continue
+            if self._unavailable_since is not None:
+                log.info(
+                    "reading new events again, after %.1f s of the database unavailable",
+                    time.monotonic() - self._unavailable_since,
+                )
+                self._unavailable_since = None
 
     async def _read_new(self) -> None:
         while True:

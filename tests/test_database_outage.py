@@ -7,8 +7,11 @@ accepted bytes intact, once the database is back."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sqlite3
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,11 +25,15 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from storage.database import Database
 from storage.database_outage import DatabaseUnreachable, database_unavailable
+from tests.blob_stores import blob_args
 from tests.conftest import TUS, create_meeting, tus_create, tus_patch
 from tests.databases import POSTGRES, database_url_for, on_postgres
 from tests.in_process_server import InProcessServer
 from tests.key_helpers import eventually
 from tests.tcp_link import TcpLink
+from tests.test_end_to_end import upload_segment
+from transcribe.worker import Worker
+from transcribe.worker_config import WorkerSettings
 
 needs_postgres = pytest.mark.skipif(
     not on_postgres(), reason="a PostgreSQL server to take away (ROLLSCRIBE_TEST_POSTGRES)"
@@ -156,3 +163,132 @@ def test_requests_get_503_while_the_database_is_away_and_work_again_after(
     assert downloaded.content == body
     assert requests.get(f"{server.url}/meetings/{meeting}", timeout=30).status_code == 200
     assert create_meeting(server.url)["id"] != meeting
+
+
+@needs_postgres
+def test_a_live_stream_outlives_a_database_outage(
+    linked_server: tuple[InProcessServer, TcpLink], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The stream stays open (keepalives need no database), the event feed says the outage
+    began in one warning (it polled with a traceback every 0.25 s before), and the stream
+    carries what is logged once the database is back."""
+    caplog.set_level(logging.INFO, logger="rollscribe.event_feed")
+    server, link = linked_server
+    meeting = create_meeting(server.url)["id"]
+    lines: list[bytes] = []
+
+    def listen() -> None:
+        url = f"{server.url}/meetings/{meeting}/events"
+        with contextlib.suppress(requests.RequestException):
+            with requests.get(url, stream=True, timeout=60) as stream:
+                for line in stream.iter_lines():
+                    lines.append(line)
+
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
+    eventually(lambda: b"event: meeting.progress" in lines)
+    link.cut()
+    began = "reading new events: the database is unavailable"
+    eventually(lambda: any(began in m for m in caplog.messages))
+    time.sleep(1.0)  # four more polls of the feed, each meeting the outage
+    assert sum(began in m for m in caplog.messages) == 1
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    link.mend()
+    eventually(lambda: any("reading new events again" in m for m in caplog.messages))
+    # Finalized with nothing uploaded: its events reach the stream that was open throughout.
+    finalize = requests.post(
+        f"{server.url}/meetings/{meeting}/finalize", json={"last_seq": {}}, timeout=30
+    )
+    assert finalize.status_code in (200, 202), finalize.text
+    eventually(lambda: b"event: meeting.finalizing" in lines, timeout_s=10)
+    assert listener.is_alive()
+
+
+@needs_postgres
+def test_a_worker_waits_out_the_database_and_keeps_its_transcription(
+    tmp_path: Path, jfk_segments, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The worker reaches PostgreSQL through a link cut twice: while it looks for work (it
+    used to exit, and be restarted, for as long as the outage lasted) and while it
+    transcribes (the result used to be lost with the process, and the chunk run again,
+    an attempt spent). It stays up, and the job is committed once, by its first attempt."""
+    data = tmp_path / "data"
+    url = make_url(database_url_for(data))
+    link = TcpLink(url.host or "127.0.0.1", url.port or 5432)
+    link.mend()
+    server = InProcessServer(data).start()  # its own way to PostgreSQL, never cut
+    try:
+        meeting = create_meeting(server.url, tracks=["mic"])["id"]
+        store = blob_args(data)  # the server's blob store: --blob-url, --s3-endpoint-url
+        settings = WorkerSettings(
+            database_url=url.set(host="127.0.0.1", port=link.port).render_as_string(False),
+            data_dir=data,
+            blob_url=store[1] if store else None,
+            s3_endpoint_url=store[3] if store else None,
+            cpu_threads=1,
+        )
+        outcome = asyncio.run(
+            _worker_through_outages(settings, link, server.url, meeting, jfk_segments[11.0][0])
+        )
+    finally:
+        server.stop()
+        link.stop()
+    assert outcome["state"] == "transcribed" and outcome["attempts"] == 1
+    assert "fellow" in outcome["text"].lower()
+    assert any("the database is unavailable" in m for m in caplog.messages)
+    assert any("its commit waits" in m for m in caplog.messages)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def _finalized_transcript(base: str, meeting: str) -> dict:
+    finalize = requests.post(
+        f"{base}/meetings/{meeting}/finalize", json={"last_seq": {"mic": 0}}, timeout=30
+    )
+    assert finalize.status_code in (200, 202), finalize.text
+    eventually(
+        lambda: (
+            requests.get(f"{base}/meetings/{meeting}", timeout=30).json()["state"] == "complete"
+        ),
+        timeout_s=30,
+    )
+    return requests.get(f"{base}/meetings/{meeting}/transcript", timeout=30).json()
+
+
+async def _worker_through_outages(
+    settings: WorkerSettings, link: TcpLink, base: str, meeting: str, segment: object
+) -> dict:
+    from transcribe.engine import EngineSettings, WhisperEngine
+
+    engine = await asyncio.to_thread(WhisperEngine, EngineSettings(cpu_threads=1))
+    worker = Worker(settings, engine=engine)
+    running = asyncio.create_task(worker.run())
+
+    def chunk() -> dict:
+        view = requests.get(f"{base}/meetings/{meeting}", timeout=30).json()
+        return view["chunks"][0] if view["chunks"] else {}
+
+    try:
+        await asyncio.sleep(1.0)  # started: the schema checked, polling an empty queue
+        link.cut()
+        await asyncio.sleep(3.0)  # claims meet the outage: pauses of 2 s, then 4 s
+        assert not running.done()
+        await asyncio.to_thread(upload_segment, base, meeting, "mic", segment, 0)
+        link.mend()
+        # Claimed once the pause is over; cut again while it transcribes (seconds of work).
+        deadline = time.monotonic() + 30
+        while (await asyncio.to_thread(chunk)).get("state") != "transcribing":
+            assert time.monotonic() < deadline, "the worker never claimed the chunk"
+            await asyncio.sleep(0.05)
+        link.cut()
+        await asyncio.sleep(6.0)  # the transcription ends; its commit waits
+        assert (await asyncio.to_thread(chunk))["state"] == "transcribing"
+        link.mend()
+        deadline = time.monotonic() + 30
+        while (found := await asyncio.to_thread(chunk)).get("state") != "transcribed":
+            assert time.monotonic() < deadline, f"never committed: {found}"
+            await asyncio.sleep(0.2)
+        transcript = await asyncio.to_thread(_finalized_transcript, base, meeting)
+        return {**found, "text": " ".join(s["text"] for s in transcript["segments"])}
+    finally:
+        worker.stopping.set()
+        await asyncio.wait_for(running, 30)

@@ -23,6 +23,7 @@ from codec.decode import decode_blocks
 from storage.blob_store import BlobStore, BlobStoreError, blob_store_for
 from storage.blob_store_outage import blob_store_unavailable
 from storage.database import Database
+from storage.database_outage import database_unavailable
 from storage.job_queue import (
     Carry,
     DetectedLanguage,
@@ -103,14 +104,21 @@ async def run_job(engine: WhisperEngine, blobs: BlobStore, job: Job) -> JobOutco
 
 # While the blob store cannot serve, every job claimed would fail at once and the worker
 # would take the next: a claim and a postponement (two writes, two events) per queued chunk
-# in a moment. It waits instead, longer each time the outage is met again, up to this.
+# in a moment. While the database cannot, the worker process exited, and its restarts (an
+# interpreter and its imports each, about 1.5 s of CPU) and their tracebacks went on for as
+# long as the outage did. It waits instead, longer each time it meets the outage again.
 MAX_OUTAGE_PAUSE_S = 60.0
 
 
 def outage_pause_s(outages_in_a_row: int) -> float:
-    """How long a worker waits after postponing a job for a blob store outage: 2, 4, 8 ...
-    seconds, to at most MAX_OUTAGE_PAUSE_S."""
+    """How long a worker waits after meeting a store outage `outages_in_a_row` times without
+    the store serving in between: 2, 4, 8 ... seconds, to at most MAX_OUTAGE_PAUSE_S."""
     return min(MAX_OUTAGE_PAUSE_S, 2.0 ** max(1, outages_in_a_row))
+
+
+def store_unavailable(error: BaseException) -> bool:
+    """The database or the blob store cannot serve for now: not a fault of any job."""
+    return database_unavailable(error) or blob_store_unavailable(error)
 
 
 class Worker:
@@ -121,18 +129,35 @@ class Worker:
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self.engine = engine
         self.stopping = asyncio.Event()
-        self._outages_in_a_row = 0  # jobs postponed since one last ran: the pause grows
+        # Outages met since the store last served: the pauses grow with them.
+        self._blob_outages = 0  # jobs postponed since one last fetched its audio
+        self._failed_turns = 0  # turns that met an outage since a claim last went through
+
+    async def _pause(self, seconds: float) -> None:
+        """Waits `seconds`, or until the worker is asked to stop."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self.stopping.wait()
 
     async def _heartbeat(self, job: Job, lost: asyncio.Event) -> None:
         while True:
             await asyncio.sleep(self.settings.lease_s / 3)
-            if not await extend_lease(self.db, job, self.settings.lease_s):
+            try:
+                extended = await extend_lease(self.db, job, self.settings.lease_s)
+            except Exception as exc:
+                if not database_unavailable(exc):
+                    raise
+                # The lease may outlast the outage: the job goes on, and its commit says.
+                log.warning("lease on chunk %s not extended: %s", job.chunk_id, exc)
+                continue
+            if not extended:
                 lost.set()
                 return
 
     async def run_one(self) -> bool:
         """Claim and run one job. False when the queue had nothing to claim."""
         job = await claim_next_job(self.db, self.owner, self.settings.lease_s)
+        self._failed_turns = 0
         if job is None:
             return False
         assert self.engine is not None
@@ -147,26 +172,22 @@ class Worker:
             if blob_store_unavailable(exc):
                 # Nothing wrong with the chunk: it waits, its attempt given back, and so
                 # does this worker, before it claims another that would fail the same way.
-                self._outages_in_a_row += 1
-                pause = outage_pause_s(self._outages_in_a_row)
+                self._blob_outages += 1
+                pause = outage_pause_s(self._blob_outages)
                 log.warning(
                     "job %s/%s seq %s postponed %.0f s: the blob store is unavailable (%s)",
                     *(job.meeting_id, job.track, job.seq, pause, exc),
                 )
                 await postpone_job(self.db, job, error, pause)
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(pause):
-                        await self.stopping.wait()
+                await self._pause(pause)
                 return True
             log.exception("job %s/%s seq %s failed", job.meeting_id, job.track, job.seq)
             await fail_job(self.db, job, error, self.settings.retry)
             return True
         heartbeat.cancel()
-        self._outages_in_a_row = 0
+        self._blob_outages = 0
         elapsed = time.monotonic() - started
-        if lost.is_set() or not await complete_job(
-            self.db, job, outcome.segments, outcome.carry, elapsed, outcome.detected
-        ):
+        if lost.is_set() or not await self._complete(job, outcome, elapsed):
             log.warning("lease on chunk %s was lost; result discarded", job.chunk_id)
             return True
         if job.carry_in is not None:
@@ -176,7 +197,36 @@ class Worker:
         await assemble_if_ready(self.db, job.meeting_id)
         return True
 
+    async def _complete(self, job: Job, outcome: JobOutcome, elapsed: float) -> bool:
+        """Commits the job's result, through a database outage: the transcription is the
+        expensive part, and the commit's compare-and-set on the lease tells whether it
+        still counts (False once another worker has the chunk)."""
+        while True:
+            try:
+                return await complete_job(
+                    self.db, job, outcome.segments, outcome.carry, elapsed, outcome.detected
+                )
+            except Exception as exc:
+                if not database_unavailable(exc) or self.stopping.is_set():
+                    raise
+                self._failed_turns += 1
+                pause = outage_pause_s(self._failed_turns)
+                log.warning(
+                    "chunk %s transcribed, its commit waits %.0f s: %s", job.chunk_id, pause, exc
+                )
+                await self._pause(pause)
+
+    async def _wait_out(self, exc: BaseException) -> None:
+        """After a turn that met a store outage: the pause before the next turn."""
+        self._failed_turns += 1
+        pause = outage_pause_s(self._failed_turns)
+        which = "database" if database_unavailable(exc) else "blob store"
+        log.warning("the %s is unavailable (%s); trying again in %.0f s", which, exc, pause)
+        await self._pause(pause)
+
     async def run(self) -> None:
+        # A worker that cannot start (the database unreachable, its schema not this code's)
+        # says so and exits: a wrong URL is told at once. Once started, it waits outages out.
         await ensure_schema(self.db)  # SchemaMismatch: this worker's code and the database differ
         await self.blobs.start()  # BlobStoreError: the bucket or endpoint is unusable
         if self.engine is None:
@@ -195,7 +245,14 @@ class Worker:
         ready.write_text(self.owner)  # /readyz: this process has its model loaded
         try:
             while not self.stopping.is_set():
-                if not await self.run_one():
+                try:
+                    ran = await self.run_one()
+                except Exception as exc:
+                    if not store_unavailable(exc):
+                        raise
+                    await self._wait_out(exc)
+                    continue
+                if not ran:
                     # Not wait_for: on 3.11 it can drop a cancellation (storage/event_feed.py).
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(self.settings.poll_s):
