@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +22,24 @@ log = logging.getLogger("rollscribe.pool")
 # Set for every supervised process: the pid of the process that supervises it, so that a
 # child can tell that it was orphaned even if that happened before it got to look.
 SUPERVISOR_PID_ENV = "ROLLSCRIBE_SUPERVISOR_PID"
+
+
+# A process that exits soon after it started (the database or the bucket unreachable at its
+# start, its schema not this code's) would exit again at once: restarted every second, each
+# time an interpreter and its imports (about 1.5 s of CPU) and a traceback, for as long as
+# the cause lasts. Such quick exits in a row are restarted after pauses that double, up to
+# MAX_RESTART_DELAY_S; a process that ran RAN_LONG_ENOUGH_S or more is restarted as before.
+MAX_RESTART_DELAY_S = 60.0
+RAN_LONG_ENOUGH_S = 60.0
+
+
+def restart_delay_s(base_s: float, quick_exits_in_a_row: int) -> float:
+    """The pause before starting a process again: `base_s` after one that ran long enough,
+    then base, 2 x base, 4 x base ... for exits soon after start, to at most
+    MAX_RESTART_DELAY_S."""
+    if quick_exits_in_a_row <= 1:
+        return base_s
+    return min(MAX_RESTART_DELAY_S, base_s * 2.0 ** (quick_exits_in_a_row - 1))
 
 
 @dataclass
@@ -45,7 +64,9 @@ class SupervisedProcesses:
         return [p.pid for p in self.processes if p is not None and p.returncode is None]
 
     async def _supervise(self, slot: int) -> None:
+        quick_exits = 0
         while not self._stopping:
+            started = time.monotonic()
             process = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
@@ -57,8 +78,14 @@ class SupervisedProcesses:
             code = await process.wait()
             if self._stopping:
                 return
-            log.warning("%s %s exited with %s; restarting", self.what, process.pid, code)
-            await asyncio.sleep(self.restart_delay_s)
+            ran_s = time.monotonic() - started
+            quick_exits = quick_exits + 1 if ran_s < RAN_LONG_ENOUGH_S else 0
+            delay = restart_delay_s(self.restart_delay_s, quick_exits)
+            log.warning(
+                "%s %s exited with %s after %.1f s; restarting in %.1f s",
+                *(self.what, process.pid, code, ran_s, delay),
+            )
+            await asyncio.sleep(delay)
 
     async def stop(self, timeout_s: float = 10.0) -> None:
         self._stopping = True
