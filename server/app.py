@@ -22,6 +22,7 @@ from server.key_ring import KeyRing
 from server.meeting_languages import LanguagePolicy
 from server.meetings_api import MeetingsApi
 from server.metrics import Metrics
+from server.path_params import path_params_middleware
 from server.recovery import RecoverySweeper
 from server.tus.handler import TusHandler, TusSettings
 from server.web_pages import WebPages
@@ -137,6 +138,7 @@ def build_app(config: ServerConfig, keys: KeyRing | ApiKeys | None = None) -> we
             error_middleware,
             *host_check,
             auth_middleware(ring),
+            path_params_middleware,
         ],
         client_max_size=1024**2,
     )

@@ -21,6 +21,7 @@ from storage.field_rules import (
     MAX_TRACK_LABEL_CHARS,
     MAX_TRACKS,
     ascii_int,
+    is_storable_text,
     is_track_label,
     is_track_name,
 )
@@ -40,8 +41,17 @@ def _optional_str(body: dict[str, Any], key: str, limit: int) -> str | None:
     value = body.get(key)
     if value is None:
         return None
-    if not isinstance(value, str) or not value.strip() or len(value) > limit:
-        raise ApiError(Errors.INVALID_FIELD, f"{key} must be a non-empty string of <= {limit}")
+    if (
+        not isinstance(value, str)
+        or not value.strip()
+        or len(value) > limit
+        or not is_storable_text(value)
+    ):
+        raise ApiError(
+            Errors.INVALID_FIELD,
+            f"{key} must be a non-empty string of <= {limit} characters, without NUL or "
+            "unpaired surrogates",
+        )
     return value
 
 
@@ -107,7 +117,8 @@ def _cursor(text: str) -> Cursor:
         cursor = Cursor(float(created), meeting_id)
     except (ValueError, UnicodeError):
         raise bad from None
-    if not meeting_id or cursor.created_at != cursor.created_at:  # NaN
+    nan = cursor.created_at != cursor.created_at
+    if not meeting_id or not is_storable_text(meeting_id) or nan:
         raise bad
     return cursor
 

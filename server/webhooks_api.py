@@ -15,7 +15,7 @@ from server.json_body import read_json_object
 from server.key_limits import LIMITS
 from server.webhook_targets import TargetPolicy
 from storage.database import Database
-from storage.field_rules import ascii_int
+from storage.field_rules import ascii_int, is_storable_text
 from storage.models import Webhook
 from storage.outbox import replay
 from storage.webhook_subscriptions import DELIVERY_STATUSES, WebhookSubscriptions
@@ -65,7 +65,12 @@ class WebhooksApi:
         body = await read_json_object(request)
         url, secret, events = body.get("url"), body.get("secret"), body.get("events")
         parsed = urlparse(url) if isinstance(url, str) else None
-        if parsed is None or parsed.scheme not in ("http", "https") or not parsed.netloc:
+        if (
+            parsed is None
+            or parsed.scheme not in ("http", "https")
+            or not parsed.netloc
+            or not is_storable_text(url)
+        ):
             raise ApiError(Errors.INVALID_FIELD, "url must be an http(s) URL")
         if not isinstance(secret, str) or not secret.startswith("whsec_"):
             raise ApiError(Errors.INVALID_FIELD, "secret must be 'whsec_' + base64 of 24-64 bytes")

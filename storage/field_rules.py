@@ -21,6 +21,20 @@ def ascii_int(raw: str | None, maximum: int = MAX_DB_INT) -> int | None:
     return value if value <= maximum else None
 
 
+def is_storable_text(value: str) -> bool:
+    """Text both databases keep as given: no NUL (PostgreSQL's text cannot hold one, and
+    refused it with a fault, while SQLite kept it) and no unpaired surrogate (JSON's
+    "\\ud800" decodes to one; it has no UTF-8 form, and both databases' drivers refused
+    it with a fault)."""
+    if value.isascii():
+        return "\0" not in value
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return "\0" not in value
+
+
 # A track's name, in a meeting's declared tracks and in a chunk's metadata alike.
 MAX_TRACK_CHARS = 200
 

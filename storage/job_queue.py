@@ -23,6 +23,7 @@ from typing import Any
 from sqlalchemy import and_, bindparam, or_, select, update
 
 from storage.database import Database
+from storage.field_rules import is_storable_text
 from storage.models import Chunk, Meeting, Segment, detached
 from storage.prepared_statements import PreparedStatement, fetch_first
 from storage.state_machine import (
@@ -174,6 +175,10 @@ async def meeting_and_chunk_at(
     session: Transaction, meeting_id: str, track: str, seq: int
 ) -> tuple[Meeting | None, Chunk | None]:
     """`meeting_at` and `chunk_at` in one SELECT, both detached as they hand them back."""
+    if not is_storable_text(meeting_id):
+        # From a client's tus metadata: an id with NUL names no meeting. PostgreSQL refuses
+        # to look it up (a fault, 500), where SQLite answered "no such meeting".
+        return None, None
     row = await fetch_first(
         session, _MEETING_WITH_CHUNK_AT, {"meeting_id": meeting_id, "track": track, "seq": seq}
     )

@@ -18,6 +18,8 @@ NULLABLE_STR = {"type": ["string", "null"]}
 NULLABLE_NUM = {"type": ["number", "null"]}
 NULLABLE_INT = {"type": ["integer", "null"]}
 NON_BLANK = "\\S"
+# storage/field_rules.py's is_storable_text.
+STORABLE_TEXT = "Any text but NUL (U+0000) and unpaired surrogates (400 ERR_INVALID_FIELD)."
 
 # storage/field_rules.py's is_track_name, as near as a pattern gets: printable is Python's
 # str.isprintable (no control, format or separator characters but the space).
@@ -60,14 +62,20 @@ SCHEMAS: Json = {
     "MeetingCreate": {
         "type": "object",
         "properties": {
-            "title": {**NULLABLE_STR, "minLength": 1, "maxLength": 500, "pattern": NON_BLANK},
+            "title": {
+                **NULLABLE_STR,
+                "minLength": 1,
+                "maxLength": 500,
+                "pattern": NON_BLANK,
+                "description": STORABLE_TEXT,
+            },
             "external_id": {
                 **NULLABLE_STR,
                 "minLength": 1,
                 "maxLength": 200,
                 "pattern": NON_BLANK,
                 "description": "The caller's own id: a second creation with it answers the "
-                "first meeting (200).",
+                "first meeting (200). " + STORABLE_TEXT,
             },
             "tracks": {
                 "type": "array",

@@ -7,6 +7,7 @@ from server.api_description.parts import (
     BODY_TOO_SLOW,
     DATABASE_UNAVAILABLE,
     HOST_REFUSED,
+    PATH_NAMES_NOTHING,
     Json,
     error_answer,
     header_param,
@@ -23,7 +24,9 @@ from transcribe.transcript_formats import FORMATS
 MEETING_STATES = sorted(s.value for s in MeetingState)
 
 MEETING_ID = path_param("meeting_id", "The meeting's id (`m_...`), as its creation answered.")
-MEETING_NOT_FOUND = error_answer("ERR_MEETING_NOT_FOUND: no such meeting (or another key's).")
+MEETING_NOT_FOUND = error_answer(
+    "ERR_MEETING_NOT_FOUND: no such meeting (or another key's)." + PATH_NAMES_NOTHING
+)
 
 
 def meeting_paths() -> Json:
@@ -202,7 +205,9 @@ def meeting_paths() -> Json:
                         "content": json_content(ref("schemas", "Meeting")),
                     },
                     "400": error_answer("ERR_INVALID_FIELD: seq is not an integer."),
-                    "404": error_answer("ERR_MEETING_NOT_FOUND or ERR_CHUNK_NOT_FOUND."),
+                    "404": error_answer(
+                        "ERR_MEETING_NOT_FOUND or ERR_CHUNK_NOT_FOUND." + PATH_NAMES_NOTHING
+                    ),
                     "409": error_answer("ERR_NOT_RETRYABLE: only a failed chunk can be retried."),
                 },
                 tags=["meetings"],

@@ -28,6 +28,9 @@ def tus_error(description: str, **extra_headers: Json) -> Json:
     )
 
 
+# A path parameter holding NUL: no id or track name does (server/path_params.py).
+PATH_NAMES_NOTHING = " Or ERR_NOT_FOUND: the path holds a NUL, which no id or name does."
+
 # What any route may answer whatever it does: the middlewares' refusals.
 UNAUTHORIZED = error_answer(
     "ERR_UNAUTHORIZED: the server has API keys and the request names none of them.",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from server.api_description.parts import (
     HOST_REFUSED,
+    PATH_NAMES_NOTHING,
     UPLOAD_BYTES_LIMIT,
     Json,
     header_param,
@@ -138,7 +139,9 @@ def _creation(operation_id: str) -> Json:
 
 
 UPLOAD_ERRORS: Json = {
-    "404": tus_error("ERR_UPLOAD_NOT_FOUND: no such upload (or another key's)."),
+    "404": tus_error(
+        "ERR_UPLOAD_NOT_FOUND: no such upload (or another key's)." + PATH_NAMES_NOTHING
+    ),
     "410": tus_error("ERR_UPLOAD_GONE: the upload expired or was terminated."),
     "412": tus_error("ERR_UNSUPPORTED_VERSION", **{"Tus-Version": ref("headers", "Tus-Version")}),
 }

@@ -6,6 +6,7 @@ from server.api_description.parts import (
     BODY_TOO_LARGE,
     BODY_TOO_SLOW,
     HOST_REFUSED,
+    PATH_NAMES_NOTHING,
     Json,
     error_answer,
     json_body,
@@ -16,7 +17,9 @@ from server.api_description.parts import (
 )
 
 WEBHOOK_ID = path_param("webhook_id", "The webhook's id (`wh_...`).")
-WEBHOOK_NOT_FOUND = error_answer("ERR_WEBHOOK_NOT_FOUND: no such webhook (or another key's).")
+WEBHOOK_NOT_FOUND = error_answer(
+    "ERR_WEBHOOK_NOT_FOUND: no such webhook (or another key's)." + PATH_NAMES_NOTHING
+)
 
 
 def webhook_paths() -> Json:
