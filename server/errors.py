@@ -16,6 +16,7 @@ from aiohttp import web
 from storage.blob_store_outage import blob_store_unavailable
 from storage.database_outage import database_unavailable
 from storage.refusals import Refused, Rule
+from storage.storage_full import storage_full
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +24,8 @@ TUS_VERSION = "1.0.0"
 # Seconds a client is asked to wait when the database or the blob store cannot serve: long
 # enough not to add to a burst, short enough that a restart of either is not noticed.
 UNAVAILABLE_RETRY_AFTER_S = 2
+# When the server's disk is full: space comes back when someone makes it, not in a moment.
+STORAGE_FULL_RETRY_AFTER_S = 60
 
 
 @dataclass(frozen=True)
@@ -175,6 +178,11 @@ class Errors:
         "the blob store cannot be reached or cannot serve right now; what was acknowledged "
         "before is kept, try again shortly",
     )
+    STORAGE_FULL = _e(
+        "ERR_STORAGE_FULL",
+        507,
+        "the server's storage is full; what was acknowledged before is kept, try again later",
+    )
     INTERNAL = _e("ERR_INTERNAL", 500, "internal server error")
 
 
@@ -254,6 +262,13 @@ async def error_middleware(
                 unavailable,
                 unavailable.message,
                 {"Tus-Resumable": TUS_VERSION, "Retry-After": str(UNAVAILABLE_RETRY_AFTER_S)},
+            )
+        if storage_full(exc):  # the operator's to mend, not a fault of the request
+            log.error("storage full on %s %s: %s", request.method, request.path, exc)
+            return error_response(
+                Errors.STORAGE_FULL,
+                Errors.STORAGE_FULL.message,
+                {"Tus-Resumable": TUS_VERSION, "Retry-After": str(STORAGE_FULL_RETRY_AFTER_S)},
             )
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error_response(Errors.INTERNAL, Errors.INTERNAL.message)

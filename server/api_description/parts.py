@@ -28,6 +28,12 @@ def tus_error(description: str, **extra_headers: Json) -> Json:
     )
 
 
+STORAGE_FULL = (
+    "ERR_STORAGE_FULL: the server's disk is full; what the request wrote past the last "
+    "acknowledged offset was dropped (HEAD tells the offset). Retry-After says when to try "
+    "again."
+)
+
 # A path parameter holding NUL: no id or track name does (server/path_params.py).
 PATH_NAMES_NOTHING = " Or ERR_NOT_FOUND: the path holds a NUL, which no id or name does."
 

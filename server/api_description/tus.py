@@ -5,6 +5,7 @@ from __future__ import annotations
 from server.api_description.parts import (
     HOST_REFUSED,
     PATH_NAMES_NOTHING,
+    STORAGE_FULL,
     UPLOAD_BYTES_LIMIT,
     Json,
     header_param,
@@ -114,6 +115,7 @@ def _creation(operation_id: str) -> Json:
                 "(Location, Upload-Offset) and can be resumed.",
                 **CREATED_ANYWAY,
             ),
+            "507": tus_error(STORAGE_FULL, **{"Retry-After": ref("headers", "Retry-After")}),
         },
         tags=["tus"],
         tus=True,
@@ -180,6 +182,7 @@ PATCH_ERRORS: Json = {
     "423": tus_error("ERR_UPLOAD_LOCKED: another request is writing this upload."),
     "429": tus_error(UPLOAD_BYTES_LIMIT, **{"Retry-After": ref("headers", "Retry-After")}),
     "460": tus_error("ERR_CHECKSUM_MISMATCH: the bytes of this request were discarded."),
+    "507": tus_error(STORAGE_FULL, **{"Retry-After": ref("headers", "Retry-After")}),
 }
 PATCH_OK: Json = {
     "description": "The bytes are stored durably; Upload-Offset is the new offset.",

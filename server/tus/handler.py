@@ -40,6 +40,7 @@ from storage.blob_store import (
     check_upload_id,
 )
 from storage.models import Upload
+from storage.storage_full import storage_full
 from storage.upload_locks import UploadLocks
 from storage.upload_store import UploadStore, make_upload, new_upload_id
 
@@ -701,7 +702,12 @@ class TusHandler:
             await writer.rollback(committed)
             await writer.close()
             raise
-        except BaseException:
+        except BaseException as exc:
+            if storage_full(exc):
+                # The disk is full: what this request wrote past its last commit is cut, so
+                # its space is free again, and the client hears 507 with the offset kept.
+                await asyncio.shield(self._drop_uncommitted(writer, committed))
+                raise
             # The client went away mid-body (reset, payload error, cancellation): keep what
             # arrived, as tus asks, unless it was to be verified against a checksum.
             await asyncio.shield(
@@ -717,6 +723,13 @@ class TusHandler:
     def _bytes_lost(upload: Upload, lost: BlobLost) -> ApiError:
         log.error("upload %s: %s", upload.id, lost)
         return ApiError(Errors.UPLOAD_BYTES_LOST, str(lost))
+
+    @staticmethod
+    async def _drop_uncommitted(writer: UploadWriter, committed: int) -> None:
+        try:
+            await writer.rollback(committed)
+        finally:
+            await writer.close()
 
     async def _keep_partial(
         self,

@@ -1,0 +1,26 @@
+"""Whether a failure means the server's own storage is full, rather than a fault.
+
+A disk (or a quota) that is full refuses what a request would have written; nothing is
+wrong with the request, and it may succeed once space is made: 507 Insufficient Storage
+with Retry-After, not 500. The folder blob store's writes meet it as ENOSPC or EDQUOT,
+SQLite as SQLITE_FULL ("database or disk is full"). PostgreSQL's own disk full (SQLSTATE
+53100) is the database unable to serve (`storage/database_outage.py`).
+"""
+
+from __future__ import annotations
+
+import errno
+import sqlite3
+
+from sqlalchemy.exc import DBAPIError
+
+_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
+
+
+def storage_full(error: BaseException) -> bool:
+    if isinstance(error, OSError):
+        return error.errno in _FULL_ERRNOS
+    if isinstance(error, DBAPIError) and isinstance(error.orig, sqlite3.Error):
+        code = getattr(error.orig, "sqlite_errorcode", None)  # extended: the low byte is primary
+        return code is not None and (code & 0xFF) == sqlite3.SQLITE_FULL
+    return False
