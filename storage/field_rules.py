@@ -26,13 +26,15 @@ def is_storable_text(value: str) -> bool:
     refused it with a fault, while SQLite kept it) and no unpaired surrogate (JSON's
     "\\ud800" decodes to one; it has no UTF-8 form, and both databases' drivers refused
     it with a fault)."""
-    if value.isascii():
-        return "\0" not in value
+    if "\0" in value:
+        return False
+    if value.isascii():  # nearly every value: no encoding to try
+        return True
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
         return False
-    return "\0" not in value
+    return True
 
 
 # A track's name, in a meeting's declared tracks and in a chunk's metadata alike.
