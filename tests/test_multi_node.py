@@ -363,6 +363,15 @@ def test_event_ids_follow_commit_order(tmp_path):
     assert asyncio.run(run()) == ["test.quick", "test.slow"]
 
 
+# In this test's database: a backend waiting for an advisory lock (B, at the event-order
+# lock) while another sleeps in its COMMIT (A, held there by the test's trigger).
+_B_WAITS_WHILE_A_COMMITS = """
+    SELECT count(*) FILTER (WHERE wait_event_type = 'Lock' AND wait_event = 'advisory') > 0
+        AND count(*) FILTER (WHERE wait_event = 'PgSleep' AND query LIKE '%COMMIT%') > 0
+        AS b_waits
+    FROM pg_stat_activity WHERE datname = current_database()"""
+
+
 @needs_postgres
 def test_a_transaction_committing_holds_back_every_later_events_insert(tmp_path):
     """Two transactions commit at once: the one whose events got the smaller ids commits
@@ -381,7 +390,7 @@ def test_a_transaction_committing_holds_back_every_later_events_insert(tmp_path)
             url,
             """
             CREATE FUNCTION sleep_at_commit() RETURNS trigger LANGUAGE plpgsql AS
-                $$ BEGIN PERFORM pg_sleep(1.5); RETURN NULL; END $$""",
+                $$ BEGIN PERFORM pg_sleep(3); RETURN NULL; END $$""",
         )
     )
     asyncio.run(
@@ -421,9 +430,19 @@ def test_a_transaction_committing_holds_back_every_later_events_insert(tmp_path)
         time.sleep(0.02)
     b = threading.Thread(target=transaction, args=("b",))
     b.start()
+    # B's events insert waits for the event-order lock, which A holds until its COMMIT ends:
+    # seen from PostgreSQL, in one snapshot with A still at its COMMIT. (Which thread appends
+    # first once both have their answers is a race of the clients, not of the commits: under
+    # a busy machine B's thread came first once, CI run 57.)
+    b_waited = False
+    while a.is_alive() and not b_waited:
+        (seen,) = asyncio.run(_fetch(url, _B_WAITS_WHILE_A_COMMITS))
+        b_waited = bool(seen["b_waits"])
+        time.sleep(0.02)
     a.join(30)
     b.join(30)
-    assert committed == ["a", "b"]  # B waited for A's COMMIT
+    assert b_waited, "B's events insert never waited for A's COMMIT"
+    assert sorted(committed) == ["a", "b"]
 
     async def by_id() -> list[str]:
         db = Database(url)
