@@ -13,10 +13,9 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from storage.blob_store_outage import blob_store_unavailable
-from storage.database_outage import database_unavailable
 from storage.refusals import Refused, Rule
 from storage.storage_full import storage_full
+from storage.store_outage import BLOB_STORE, DATABASE, unavailable_store
 
 log = logging.getLogger(__name__)
 
@@ -211,6 +210,19 @@ def error_response(
     return response
 
 
+def _store_refusal(exc: BaseException) -> tuple[ErrorKind, int] | None:
+    """The answer to an error that says a store cannot take the request now, and the seconds
+    to ask the client to wait; None for a fault."""
+    which = unavailable_store(exc)
+    if which == DATABASE:
+        return Errors.DATABASE_UNAVAILABLE, UNAVAILABLE_RETRY_AFTER_S
+    if which == BLOB_STORE:
+        return Errors.BLOB_STORE_UNAVAILABLE, UNAVAILABLE_RETRY_AFTER_S
+    if storage_full(exc):
+        return Errors.STORAGE_FULL, STORAGE_FULL_RETRY_AFTER_S
+    return None
+
+
 @web.middleware
 async def error_middleware(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -248,27 +260,18 @@ async def error_middleware(
         return error_response(kind, exc.text or kind.message)
     except Exception as exc:
         # A store that cannot serve for now (down, restarting, out of connections,
-        # unreachable) is not a fault: one warning line, and the client told to come back.
-        unavailable = (
-            Errors.DATABASE_UNAVAILABLE
-            if database_unavailable(exc)
-            else Errors.BLOB_STORE_UNAVAILABLE
-            if blob_store_unavailable(exc)
-            else None
-        )
-        if unavailable is not None:
-            log.warning("%s on %s %s: %s", unavailable.code, request.method, request.path, exc)
+        # unreachable), or a full disk, is not a fault: one line, and the client told when
+        # to come back.
+        refusal = _store_refusal(exc)
+        if refusal is not None:
+            kind, retry_after_s = refusal
+            # A full disk is the operator's to mend: an error; an outage passes by itself.
+            level = logging.ERROR if kind is Errors.STORAGE_FULL else logging.WARNING
+            log.log(level, "%s on %s %s: %s", kind.code, request.method, request.path, exc)
             return error_response(
-                unavailable,
-                unavailable.message,
-                {"Tus-Resumable": TUS_VERSION, "Retry-After": str(UNAVAILABLE_RETRY_AFTER_S)},
-            )
-        if storage_full(exc):  # the operator's to mend, not a fault of the request
-            log.error("storage full on %s %s: %s", request.method, request.path, exc)
-            return error_response(
-                Errors.STORAGE_FULL,
-                Errors.STORAGE_FULL.message,
-                {"Tus-Resumable": TUS_VERSION, "Retry-After": str(STORAGE_FULL_RETRY_AFTER_S)},
+                kind,
+                kind.message,
+                {"Tus-Resumable": TUS_VERSION, "Retry-After": str(retry_after_s)},
             )
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error_response(Errors.INTERNAL, Errors.INTERNAL.message)

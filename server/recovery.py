@@ -10,11 +10,9 @@ import asyncio
 import logging
 import time
 
-from storage.blob_store_outage import blob_store_unavailable
 from storage.chunk_intake import ChunkIntake
 from storage.chunk_state_counts import fold_deltas
 from storage.database import Database
-from storage.database_outage import database_unavailable
 from storage.job_queue import RetryPolicy, promote_stuck_waiting, reap_expired_leases
 from storage.meeting_completion import (
     abandon_silent_meetings,
@@ -22,6 +20,7 @@ from storage.meeting_completion import (
     finalizing_meetings,
     give_up_missing,
 )
+from storage.store_outage import unavailable_store
 from storage.upload_store import UploadStore
 
 log = logging.getLogger("rollscribe.recovery")
@@ -79,11 +78,11 @@ class RecoverySweeper:
             try:
                 await self.sweep()
             except Exception as exc:
-                # An outage is not a fault: one line each sweep, no traceback.
-                if database_unavailable(exc):
-                    log.warning("recovery sweep: the database is unavailable (%s)", exc)
-                elif blob_store_unavailable(exc):  # the expiry's deletes
-                    log.warning("recovery sweep: the blob store is unavailable (%s)", exc)
+                # An outage (the blob store: the expiry's deletes) is not a fault: one
+                # line each sweep, no traceback.
+                which = unavailable_store(exc)
+                if which is not None:
+                    log.warning("recovery sweep: the %s is unavailable (%s)", which, exc)
                 else:
                     log.exception("recovery sweep failed; trying again")
             await asyncio.sleep(max(0.0, self.interval_s - (time.monotonic() - started)))

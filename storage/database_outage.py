@@ -31,6 +31,15 @@ class DatabaseUnreachable(ConnectionError):
     `OSError`."""
 
 
+def sqlite_primary_code(error: BaseException) -> int | None:
+    """SQLite's primary result code of a driver error (Python 3.11's `sqlite_errorcode` is the
+    extended code, whose low byte is the primary), or None for any other error."""
+    if isinstance(error, DBAPIError):
+        error = error.orig  # type: ignore[assignment]
+    code = getattr(error, "sqlite_errorcode", None) if isinstance(error, sqlite3.Error) else None
+    return None if code is None else code & 0xFF
+
+
 def database_unavailable(error: BaseException) -> bool:
     if isinstance(error, DatabaseUnreachable | PoolTimeout):
         return True
@@ -40,8 +49,7 @@ def database_unavailable(error: BaseException) -> bool:
         return True
     original = error.orig
     if isinstance(original, sqlite3.Error):
-        code = getattr(original, "sqlite_errorcode", None)  # extended: the low byte is primary
-        return code is not None and (code & 0xFF) in _SQLITE_BUSY_CODES
+        return sqlite_primary_code(original) in _SQLITE_BUSY_CODES
     state = getattr(original, "sqlstate", None) or getattr(original, "pgcode", None)
     if not isinstance(state, str):
         return False

@@ -14,13 +14,12 @@ import sqlite3
 
 from sqlalchemy.exc import DBAPIError
 
+from storage.database_outage import sqlite_primary_code
+
 _FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
 
 
 def storage_full(error: BaseException) -> bool:
     if isinstance(error, OSError):
         return error.errno in _FULL_ERRNOS
-    if isinstance(error, DBAPIError) and isinstance(error.orig, sqlite3.Error):
-        code = getattr(error.orig, "sqlite_errorcode", None)  # extended: the low byte is primary
-        return code is not None and (code & 0xFF) == sqlite3.SQLITE_FULL
-    return False
+    return isinstance(error, DBAPIError) and sqlite_primary_code(error) == sqlite3.SQLITE_FULL

@@ -38,6 +38,7 @@ from storage.job_queue import (
 )
 from storage.meeting_completion import assemble_if_ready
 from storage.schema import SchemaMismatch, ensure_schema
+from storage.store_outage import unavailable_store
 from transcribe.carry import SAMPLE_RATE, AudioPiece
 from transcribe.engine import EngineSettings, EngineUnavailable, WhisperEngine
 from transcribe.model_catalog import ModelUnavailable
@@ -114,11 +115,6 @@ def outage_pause_s(outages_in_a_row: int) -> float:
     """How long a worker waits after meeting a store outage `outages_in_a_row` times without
     the store serving in between: 2, 4, 8 ... seconds, to at most MAX_OUTAGE_PAUSE_S."""
     return min(MAX_OUTAGE_PAUSE_S, 2.0 ** max(1, outages_in_a_row))
-
-
-def store_unavailable(error: BaseException) -> bool:
-    """The database or the blob store cannot serve for now: not a fault of any job."""
-    return database_unavailable(error) or blob_store_unavailable(error)
 
 
 class Worker:
@@ -220,7 +216,7 @@ class Worker:
         """After a turn that met a store outage: the pause before the next turn."""
         self._failed_turns += 1
         pause = outage_pause_s(self._failed_turns)
-        which = "database" if database_unavailable(exc) else "blob store"
+        which = unavailable_store(exc)
         log.warning("the %s is unavailable (%s); trying again in %.0f s", which, exc, pause)
         await self._pause(pause)
 
@@ -248,7 +244,7 @@ class Worker:
                 try:
                     ran = await self.run_one()
                 except Exception as exc:
-                    if not store_unavailable(exc):
+                    if unavailable_store(exc) is None:
                         raise
                     await self._wait_out(exc)
                     continue
