@@ -499,14 +499,20 @@ async def fail_job(db: Database, job: Job, error: str, policy: RetryPolicy) -> N
         if chunk is None:
             return
         if job.kind == "tail":
-            # The carry stays due; release the lease and let the next claim retry it.
-            await session.execute(
-                update(Chunk)
-                .where(Chunk.id == job.chunk_id, Chunk.lease_owner == job.owner)
-                .values(lease_owner=None, lease_expires_at=time.time() + policy.delay(1))
-            )
+            await _release_tail(session, job, policy.delay(1))
             return
         await _retry_or_fail(session, chunk, error, policy, guard_owner=job.owner)
+
+
+async def _release_tail(session: Transaction, job: Job, delay_s: float) -> bool:
+    """A tail job that did not run: the carry stays due, only the lease goes, and the next
+    claim may retry it after `delay_s`. False if this worker's lease was lost meanwhile."""
+    result = await session.execute(
+        update(Chunk)
+        .where(Chunk.id == job.chunk_id, Chunk.lease_owner == job.owner)
+        .values(lease_owner=None, lease_expires_at=time.time() + delay_s)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
 async def postpone_job(db: Database, job: Job, error: str, delay_s: float) -> bool:
@@ -518,15 +524,9 @@ async def postpone_job(db: Database, job: Job, error: str, delay_s: float) -> bo
         chunk = await session.get(Chunk, job.chunk_id)
         if chunk is None:
             return False
-        guard = (Chunk.lease_owner == job.owner,)
         if job.kind == "tail":
-            # The carry stays due, as after a failed tail job: only the lease goes.
-            result = await session.execute(
-                update(Chunk)
-                .where(Chunk.id == job.chunk_id, *guard)
-                .values(lease_owner=None, lease_expires_at=time.time() + delay_s)
-            )
-            return bool(result.rowcount)  # type: ignore[attr-defined]
+            return await _release_tail(session, job, delay_s)
+        guard = (Chunk.lease_owner == job.owner,)
         attempts = max(0, chunk.attempts - 1)
         try:
             await transition_chunk(

@@ -131,6 +131,7 @@ class Worker:
 
     async def _pause(self, seconds: float) -> None:
         """Waits `seconds`, or until the worker is asked to stop."""
+        # Not wait_for: on 3.11 it can drop a cancellation (storage/event_feed.py).
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(seconds):
                 await self.stopping.wait()
@@ -205,19 +206,15 @@ class Worker:
             except Exception as exc:
                 if not database_unavailable(exc) or self.stopping.is_set():
                     raise
-                self._failed_turns += 1
-                pause = outage_pause_s(self._failed_turns)
-                log.warning(
-                    "chunk %s transcribed, its commit waits %.0f s: %s", job.chunk_id, pause, exc
-                )
-                await self._pause(pause)
+                await self._wait_out(exc, f"chunk {job.chunk_id} transcribed, its commit")
 
-    async def _wait_out(self, exc: BaseException) -> None:
-        """After a turn that met a store outage: the pause before the next turn."""
+    async def _wait_out(self, exc: BaseException, what: str = "the next turn") -> None:
+        """After a turn that met a store outage: the pause before `what` is tried again,
+        longer for each such turn since a claim last went through."""
         self._failed_turns += 1
         pause = outage_pause_s(self._failed_turns)
         which = unavailable_store(exc)
-        log.warning("the %s is unavailable (%s); trying again in %.0f s", which, exc, pause)
+        log.warning("the %s is unavailable (%s); %s waits %.0f s", which, exc, what, pause)
         await self._pause(pause)
 
     async def run(self) -> None:
@@ -249,10 +246,7 @@ class Worker:
                     await self._wait_out(exc)
                     continue
                 if not ran:
-                    # Not wait_for: on 3.11 it can drop a cancellation (storage/event_feed.py).
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(self.settings.poll_s):
-                            await self.stopping.wait()
+                    await self._pause(self.settings.poll_s)
         finally:
             ready.unlink(missing_ok=True)
             await self.blobs.close()
