@@ -66,9 +66,9 @@ def test_out_of_order_arrival_waits_for_the_predecessor(transcribing_server, jfk
 BEFORE_8_S = 14
 
 
-def _long_track(tmp_path, readings: int = 4) -> list:
+def _long_track(tmp_path, readings: int = 1) -> list:
     """Seq 0: jfk 0-5.5 s (cut inside a word); seq 1: the rest plus more readings
-    (about 11 s each, so its job is long enough to be killed midway)."""
+    (about 11 s each, so its job lasts long enough to be caught midway)."""
     pcm = np.concatenate(list(iter_pcm(JFK)))
     cut = int(5.5 * 48000)
     pieces = [pcm[:cut], np.concatenate([pcm[cut:]] + [pcm] * readings)]
@@ -111,8 +111,9 @@ def test_worker_killed_mid_job_with_a_carry(tmp_path):
             view = requests.get(f"{base}/meetings/{meeting_id}", timeout=10).json()
             chunk = view["chunks"][1]
             if chunk["state"] == "transcribing" and chunk["worker"]:
+                # At once: a job on 16 s of audio lasts seconds on any machine, and the
+                # attempts counted below say the kill came before its commit.
                 killed = int(chunk["worker"].split(":")[1])
-                time.sleep(0.5)  # well inside the ~50 s job
                 os.kill(killed, signal.SIGKILL)
             time.sleep(0.05)
         assert killed is not None, "never saw seq 1 transcribing"
@@ -125,7 +126,7 @@ def test_worker_killed_mid_job_with_a_carry(tmp_path):
         # The cut at 5.5 s falls inside "ask not": every word on either side of it, once.
         # (Past them tiny.en may add a word on some CPUs: "can do for you personally ask".)
         assert spoken[:BEFORE_8_S] == REFERENCE[:BEFORE_8_S]
-        assert spoken.count("fellow") == 5
+        assert spoken.count("fellow") == 2
         segments = requests.get(f"{base}/meetings/{meeting_id}/transcript", timeout=10).json()[
             "segments"
         ]
