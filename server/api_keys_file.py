@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from server.key_limits import LIMIT_NAMES
+from server.key_limit_values import LIMIT_NAMES
 
 HASH_PREFIX = "sha256:"
 MIN_TOKEN_LENGTH = 16

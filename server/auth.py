@@ -18,7 +18,8 @@ from aiohttp import web
 
 from server.api_keys_file import KeyEntry, parse_env_keys, parse_keys, token_digest
 from server.errors import ApiError, Errors
-from server.key_limits import LIMITS, KeyLimits
+from server.key_limit_values import KeyLimits
+from server.key_limits import LIMITS
 
 if TYPE_CHECKING:
     from server.key_ring import KeyRing

@@ -5,17 +5,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import logging
 import os
 import signal
 import sys
 
-from aiohttp import web
-
-from storage.database import DatabaseError, printable_url
-
 
 async def _serve(args: argparse.Namespace, argv: list[str]) -> None:
+    from aiohttp import web
+
     from server.app import build_app
     from server.auth import is_loopback
     from server.config import config_from_args
@@ -38,6 +37,7 @@ async def _serve(args: argparse.Namespace, argv: list[str]) -> None:
             print("rollscribe: no API keys configured: serving loopback only", flush=True)
     from server.meeting_languages import LanguageUnavailable
     from storage.blob_store import BlobStoreError
+    from storage.database import DatabaseError
     from storage.schema import SchemaMismatch
     from transcribe.model_catalog import ModelUnavailable
 
@@ -127,6 +127,8 @@ def _check_device(device: str, compute_type: str | None) -> None:
 
 
 def _database_error(url: str, exc: BaseException) -> str:
+    from storage.database import printable_url
+
     return f"rollscribe: cannot use the database {printable_url(url)}: {type(exc).__name__}: {exc}"
 
 
@@ -144,7 +146,7 @@ def _database_url(args: argparse.Namespace) -> str:
 
 async def _db(command: str, url: str) -> None:
     from storage import schema
-    from storage.database import Database
+    from storage.database import Database, DatabaseError
 
     try:
         db = Database(url)
@@ -167,47 +169,65 @@ async def _db(command: str, url: str) -> None:
         await db.close()
 
 
-def main(argv: list[str] | None = None) -> None:
+# Each command: its help line, and where the function that adds its arguments lives. Only
+# the command being run has its module imported: the others' would cost every start (the
+# Discord library, the recorder's audio stack, the server's web framework and ORM: about
+# 0.6 s of CPU for a server, 1.5 s for `keys list`, which needs none of them).
+COMMANDS: dict[str, tuple[str, str | None]] = {
+    "serve": ("run the server (and its worker pool)", "server.config:add_serve_arguments"),
+    "worker": (
+        "run one transcription worker process",
+        "transcribe.worker_config:add_worker_arguments",
+    ),
+    "record": (
+        "record audio files as a meeting (desktop recorder)",
+        "client.recorder:add_record_arguments",
+    ),
+    "discord": (
+        "a Discord bot that records voice channels",
+        "client.discord_bot.cli:add_discord_arguments",
+    ),
+    "keys": (
+        "API keys: add (prints a token once), list, revoke",
+        "server.keys_cli:add_keys_arguments",
+    ),
+    "models": ("the Whisper models installed, and where", None),
+    "db": ("database schema: upgrade (apply migrations) or status", None),
+}
+
+
+def _chosen_command(argv: list[str]) -> str | None:
+    """The command named on the command line: the first word that is not an option (the
+    top level has no option that takes a value)."""
+    return next((word for word in argv if not word.startswith("-")), None)
+
+
+def _parser(
+    chosen: str | None,
+) -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
     parser = argparse.ArgumentParser(prog="rollscribe")
     sub = parser.add_subparsers(dest="command", required=True)
-
-    from server.config import add_serve_arguments
-
-    serve = sub.add_parser("serve", help="run the server (and its worker pool)")
-    add_serve_arguments(serve)
-
-    from transcribe.worker_config import add_worker_arguments
-
-    worker = sub.add_parser("worker", help="run one transcription worker process")
-    add_worker_arguments(worker)
-
-    from client.recorder import add_record_arguments
-
-    record = sub.add_parser("record", help="record audio files as a meeting (desktop recorder)")
-    add_record_arguments(record)
-
-    from client.discord_bot.cli import add_discord_arguments
-
-    # No abbreviations: "--token X" must not be taken for --token-file (the token is never
-    # a flag, so a mistyped one is refused rather than read as a path).
-    discord_bot = sub.add_parser(
-        "discord", help="a Discord bot that records voice channels", allow_abbrev=False
-    )
-    add_discord_arguments(discord_bot)
-
-    from server.keys_cli import add_keys_arguments
-
-    keys = sub.add_parser("keys", help="API keys: add (prints a token once), list, revoke")
-    add_keys_arguments(keys)
-
-    sub.add_parser("models", help="the Whisper models installed, and where")
-
-    db = sub.add_parser("db", help="database schema: upgrade (apply migrations) or status")
+    commands = {}
+    for name, (help_line, adder) in COMMANDS.items():
+        # No abbreviations for the bot: "--token X" must not be taken for --token-file (the
+        # token is never a flag, so a mistyped one is refused rather than read as a path).
+        command = sub.add_parser(name, help=help_line, allow_abbrev=name != "discord")
+        commands[name] = command
+        if name == chosen and adder is not None:
+            module, function = adder.split(":")
+            getattr(importlib.import_module(module), function)(command)
+    db = commands["db"]
     db.add_argument("db_command", choices=["upgrade", "status"])
     db.add_argument("--database-url", default=os.environ.get("ROLLSCRIBE_DATABASE_URL"))
     db.add_argument("--data-dir", default=os.environ.get("ROLLSCRIBE_DATA_DIR", "./data"))
+    return parser, commands
 
-    args = parser.parse_args(argv)
+
+def main(argv: list[str] | None = None) -> None:
+    words = list(sys.argv[1:] if argv is None else argv)
+    parser, commands = _parser(_chosen_command(words))
+    serve = commands["serve"]
+    args = parser.parse_args(words)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr
     )
@@ -221,8 +241,7 @@ def main(argv: list[str] | None = None) -> None:
             serve.error(
                 f"ROLLSCRIBE_EVENT_LOOP: {args.event_loop!r} is not one of {', '.join(EVENT_LOOPS)}"
             )
-        argv = list(sys.argv[1:] if argv is None else argv)
-        serve_argv = argv[argv.index("serve") + 1 :]
+        serve_argv = words[words.index("serve") + 1 :]
         args.processes = resolve_processes(args.processes, args.database_url)
         if args.processes > 1 and not args.sibling:
             from pathlib import Path

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from server.event_loop import DEFAULT_EVENT_LOOP, EVENT_LOOPS
-from server.key_limits import KeyLimits
+from server.key_limit_values import KeyLimits
 from server.webhook_targets import IpNetwork, parse_networks
 from storage.blob_store import add_blob_store_arguments
 from transcribe.worker_config import add_model_arguments

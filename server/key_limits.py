@@ -1,36 +1,19 @@
-"""Per-key limits: how many meetings a key may have recording, how many webhooks it may
-register, and how many upload bytes it may send per UTC day.
-
-Server-wide defaults come from `rollscribe serve` flags; a line of the keys file may
-override any of them for its key. 0 means unlimited. The counting is `storage.key_usage`'s.
+"""Per-key limits enforced: how many meetings a key may have recording, how many webhooks it
+may register, and how many upload bytes it may send per UTC day. The values are
+`server.key_limit_values`'; the counting is `storage.key_usage`'s.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, fields, replace
 
 from aiohttp import web
 
 from server.errors import ApiError, Errors
+from server.key_limit_values import KeyLimits
 from storage import key_usage
 from storage.database import Database
 
-
-@dataclass(frozen=True)
-class KeyLimits:
-    # A recorder holds one meeting per call it records: 200 is far past any honest use and
-    # still bounds how many rows one leaked key can open.
-    max_open_meetings: int = 200
-    # Opus speech is ~15 MB an hour a track: 100 GiB is thousands of track-hours a day.
-    max_upload_bytes_per_day: int = 100 * 1024**3
-    max_webhooks: int = 25
-
-    def with_overrides(self, overrides: dict[str, int]) -> KeyLimits:
-        return replace(self, **overrides)
-
-
-LIMIT_NAMES = tuple(f.name for f in fields(KeyLimits))
 LIMITS = web.RequestKey("limits", KeyLimits)
 
 

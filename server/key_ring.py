@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 
 from server.auth import ApiKeys, load_api_keys
-from server.key_limits import KeyLimits
+from server.key_limit_values import KeyLimits
 
 log = logging.getLogger("rollscribe.keys")
 

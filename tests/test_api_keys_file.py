@@ -8,7 +8,7 @@ import pytest
 
 from server.api_keys_file import KeysFileError, parse_env_keys, parse_keys
 from server.auth import api_keys_from, fingerprint
-from server.key_limits import KeyLimits
+from server.key_limit_values import KeyLimits
 
 pytestmark = pytest.mark.storage_free
 
