@@ -23,8 +23,10 @@ import logging
 import os
 import struct
 import time
+from collections import Counter
+from functools import partial
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from sqlalchemy import select, text, update
 from sqlalchemy.exc import DBAPIError
@@ -176,7 +178,14 @@ class PostgresAdvisoryLocks(TakeoverStamps):
         self._connection: AsyncConnection | None = None
         # asyncpg runs one statement at a time per connection.
         self._guard = asyncio.Lock()
-        self._held: set[str] = set()
+        # Abandoned lock requests and their give-backs, referenced until done (the event
+        # loop keeps only weak references to tasks).
+        self._giving_back: set[asyncio.Future[Any]] = set()
+        # How many times the session holds each upload's lock: PostgreSQL's session locks
+        # stack (a second pg_try_advisory_lock by the same session succeeds and needs its own
+        # unlock), and a lock given back after an abandoned request may overlap the next
+        # request's (try_lock).
+        self._held: Counter[str] = Counter()
 
     async def _conn(self) -> AsyncConnection:
         current = self._connection
@@ -210,22 +219,44 @@ class PostgresAdvisoryLocks(TakeoverStamps):
                 raise
 
     async def try_lock(self, upload_id: str) -> bool:
+        # Shielded: once the statement is sent PostgreSQL may grant the lock whether or not
+        # its caller still waits. A request cancelled meanwhile (its client gone, the server
+        # stopping) would leave the lock with this node's session, unknown to it: no other
+        # node could write the upload again until this one restarted.
+        taking = asyncio.ensure_future(self._take(upload_id))
+        try:
+            return await asyncio.shield(taking)
+        except asyncio.CancelledError:
+            self._giving_back.add(taking)
+            taking.add_done_callback(self._giving_back.discard)
+            taking.add_done_callback(partial(self._give_back_abandoned, upload_id))
+            raise
+
+    async def _take(self, upload_id: str) -> bool:
         got = await self._scalar(_TRY_LOCK, upload_id)
         if got:
-            self._held.add(upload_id)
+            self._held[upload_id] += 1
         return bool(got)
 
+    def _give_back_abandoned(self, upload_id: str, taking: asyncio.Future[bool]) -> None:
+        if not taking.cancelled() and taking.exception() is None and taking.result():
+            release = asyncio.ensure_future(self.unlock(upload_id))
+            self._giving_back.add(release)
+            release.add_done_callback(self._giving_back.discard)
+
     async def unlock(self, upload_id: str) -> None:
-        if upload_id not in self._held:
+        if not self._held[upload_id]:
             return
-        self._held.discard(upload_id)
+        self._held[upload_id] -= 1
+        if not self._held[upload_id]:
+            del self._held[upload_id]
         try:
             await self._scalar(_UNLOCK, upload_id)
         except DBAPIError:
             log.warning("upload lock connection lost; its locks went with it")
 
     def holds(self, upload_id: str) -> bool:
-        return upload_id in self._held
+        return self._held[upload_id] > 0
 
     async def close(self) -> None:
         if self._connection is not None:

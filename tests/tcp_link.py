@@ -22,13 +22,22 @@ class TcpLink:
         self._thread.start()
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self._answers = asyncio.Event()  # set: answers flow back (`hold` clears it)
+        self._answers.set()
 
     def _call(self, coroutine: object) -> None:
         asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(10)  # type: ignore[arg-type]
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pipe(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        gate: asyncio.Event | None = None,
+    ) -> None:
         try:
             while data := await reader.read(65536):
+                if gate is not None:
+                    await gate.wait()
                 writer.write(data)
                 await writer.drain()
         except (ConnectionError, asyncio.CancelledError):
@@ -39,7 +48,9 @@ class TcpLink:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         up_reader, up_writer = await asyncio.open_connection(*self.target)
         self._writers |= {writer, up_writer}
-        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+        await asyncio.gather(
+            self._pipe(reader, up_writer), self._pipe(up_reader, writer, self._answers)
+        )
 
     def mend(self) -> None:
         async def listen() -> None:
@@ -56,6 +67,14 @@ class TcpLink:
         for writer in self._writers:
             writer.transport.abort()
         self._writers.clear()
+
+    def hold(self) -> None:
+        """Requests still reach the target; its answers wait in the link until `release`:
+        a statement in flight, its outcome decided but not yet known to the caller."""
+        self._loop.call_soon_threadsafe(self._answers.clear)
+
+    def release(self) -> None:
+        self._loop.call_soon_threadsafe(self._answers.set)
 
     def cut(self) -> None:
         async def close() -> None:
