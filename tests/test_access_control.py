@@ -117,6 +117,7 @@ def test_another_key_sees_nothing(keyed_server):
     assert head.status_code == 200 and head.headers["Upload-Offset"] == "0"
 
 
+@pytest.mark.storage_free
 def test_no_keys_refuses_a_public_bind(tmp_path):
     result = subprocess.run(
         [
@@ -143,6 +144,7 @@ def test_no_keys_refuses_a_public_bind(tmp_path):
     assert "without API keys" in result.stderr
 
 
+@pytest.mark.storage_free
 def test_short_keys_are_refused(tmp_path):
     result = subprocess.run(
         [

@@ -30,6 +30,7 @@ def status(server: ServerProcess, token: str) -> int:
     ).status_code
 
 
+@pytest.mark.storage_free
 def test_keys_add_list_revoke(tmp_path):
     keys = tmp_path / "keys"
     added = keys_command(keys, "add", "--name", "alice", "--max-webhooks", "2")
@@ -65,6 +66,7 @@ def test_keys_add_list_revoke(tmp_path):
     assert stat.S_IMODE(os.stat(keys).st_mode) == 0o600
 
 
+@pytest.mark.storage_free
 def test_revoke_by_an_ambiguous_prefix_is_refused(tmp_path):
     keys = tmp_path / "keys"
     keys.write_text(
@@ -78,6 +80,7 @@ def test_revoke_by_an_ambiguous_prefix_is_refused(tmp_path):
     assert keys.read_text().splitlines()[-1].startswith("sha256:abcdef01")
 
 
+@pytest.mark.storage_free
 def test_keys_file_from_the_environment_and_bad_files(tmp_path):
     keys = tmp_path / "keys"
     env = {**os.environ, "ROLLSCRIBE_API_KEYS_FILE": str(keys)}
@@ -166,6 +169,7 @@ def test_malformed_file_keeps_the_last_good_keys(keys_server):
     assert status(server, PLAIN) == 401
 
 
+@pytest.mark.storage_free
 def test_a_malformed_file_stops_the_start(tmp_path):
     keys = tmp_path / "keys"
     keys.write_text(f"{PLAIN} max_webhooks=many\n")

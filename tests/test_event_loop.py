@@ -23,6 +23,7 @@ from tests.test_end_to_end import upload_segment
 from tests.test_server_processes import listening_sockets, server_pids
 
 
+@pytest.mark.storage_free
 def test_the_named_loop_is_made():
     for name, kind in (("uvloop", uvloop.Loop), ("asyncio", asyncio.BaseEventLoop)):
         loop = new_event_loop(name)
@@ -35,6 +36,7 @@ def test_the_named_loop_is_made():
         new_event_loop("trio")
 
 
+@pytest.mark.storage_free
 def test_run_on_runs_the_coroutine_on_that_loop():
     async def kind() -> str:
         await asyncio.sleep(0)
@@ -87,6 +89,7 @@ def serve(tmp_path: Path, *flags: str, **env: str) -> subprocess.CompletedProces
     )
 
 
+@pytest.mark.storage_free
 def test_an_unknown_loop_is_refused(tmp_path):
     flag = serve(tmp_path, "--event-loop", "trio")
     assert flag.returncode == 2

@@ -172,6 +172,7 @@ def test_limits_from_the_environment_apply_without_keys(tmp_path):
         process.stop()
 
 
+@pytest.mark.storage_free
 @pytest.mark.parametrize(
     "args, env",
     [

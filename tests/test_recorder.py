@@ -87,6 +87,7 @@ def test_recorder_resumes_after_sigkill_and_network_loss(tmp_path):
         server.stop()
 
 
+@pytest.mark.storage_free
 def test_recorder_bad_arguments(tmp_path):
     audio = tmp_path / "a.wav"
     audio.write_bytes(b"")
@@ -191,6 +192,7 @@ def test_finalize_only_after_a_crash_uploads_and_finishes(tmp_path, transcribing
     assert sorted(p.name for p in spool.iterdir()) == ["state.json"]
 
 
+@pytest.mark.storage_free
 def test_finalize_only_needs_a_spool(tmp_path):
     r = subprocess.run(
         [

@@ -149,6 +149,7 @@ def test_siblings_stop_when_the_first_process_is_killed(tmp_path):
             os.kill(pid, signal.SIGKILL)
 
 
+@pytest.mark.storage_free
 @pytest.mark.parametrize("value", ["-1", "two", "²", "Auto", ""])
 def test_a_bad_process_count_is_refused(tmp_path, value):
     result = subprocess.run(
@@ -171,6 +172,7 @@ def test_a_bad_process_count_is_refused(tmp_path, value):
     assert "--processes: expected auto or a non-negative integer" in result.stderr
 
 
+@pytest.mark.storage_free
 @pytest.mark.parametrize(
     ("value", "database_url", "cores", "expected"),
     [
@@ -189,6 +191,7 @@ def test_the_process_count_auto_means(monkeypatch, value, database_url, cores, e
     assert resolve_processes(value, database_url) == expected
 
 
+@pytest.mark.storage_free
 def test_serve_defaults_to_auto(monkeypatch):
     import argparse
 
