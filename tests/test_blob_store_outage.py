@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import boto3
@@ -203,3 +203,78 @@ async def _outage_then_transcribed(settings: WorkerSettings, link: TcpLink, meet
     finally:
         await worker.blobs.close()
         await db.close()
+
+
+def test_a_carrys_flush_waits_out_a_blob_store_outage(
+    linked_store: tuple[Path, str, TcpLink], jfk_segments, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The track's last chunk ends inside speech: its carry, kept in the store, is flushed by
+    a tail job once the meeting is finalized. A tail job that cannot fetch the carry leaves
+    it due (no attempt spent, the chunk transcribed still) and flushes it after the outage."""
+    data, blob_url, link = linked_store
+    server = InProcessServer(data, extra=_through(link, blob_url)).start()
+    try:
+        meeting = create_meeting(server.url, tracks=["mic"])["id"]
+        upload_segment(server.url, meeting, "mic", jfk_segments[3.0][0], 0)
+    finally:
+        server.stop()
+    settings = WorkerSettings(
+        database_url=database_url_for(data),
+        data_dir=data,
+        blob_url=blob_url,
+        s3_endpoint_url=f"http://127.0.0.1:{link.port}",
+        cpu_threads=1,
+        retry=RetryPolicy(max_attempts=1),
+    )
+    from transcribe.engine import EngineSettings, WhisperEngine
+
+    engine = WhisperEngine(EngineSettings(cpu_threads=1))
+    carried = asyncio.run(_run_one(settings, engine, meeting))
+    assert carried.state == ChunkState.TRANSCRIBED and carried.carry_samples > 0
+    assert not carried.carry_done  # not finalized yet: its words wait for the next chunk
+    server = InProcessServer(data, extra=_through(link, blob_url)).start()
+    try:
+        finalized = requests.post(
+            f"{server.url}/meetings/{meeting}/finalize", json={"last_seq": {"mic": 0}}, timeout=10
+        )
+        assert finalized.status_code == 200, finalized.text
+        started = time.monotonic()
+        postponed = asyncio.run(_run_one(settings, engine, meeting, before_claim=link.cut))
+        assert time.monotonic() - started >= 2.0 - 0.1  # the worker's pause after it
+        assert postponed.state == ChunkState.TRANSCRIBED and postponed.attempts == 1
+        assert not postponed.carry_done and postponed.lease_owner is None
+        assert requests.get(f"{server.url}/meetings/{meeting}", timeout=10).json()["state"] == (
+            "finalizing"
+        )
+        link.mend()
+        time.sleep(max(0.0, (postponed.lease_expires_at or 0) - time.time()))
+        flushed = asyncio.run(_run_one(settings, engine, meeting))
+        assert flushed.carry_done and flushed.attempts == 1
+        view = requests.get(f"{server.url}/meetings/{meeting}", timeout=10).json()
+        assert view["state"] == "complete"
+        transcript = requests.get(f"{server.url}/meetings/{meeting}/transcript", timeout=10)
+        assert "fellow" in transcript.text  # the carried words, said once the store was back
+    finally:
+        server.stop()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert sum("the blob store is unavailable" in m for m in caplog.messages) == 1
+
+
+async def _run_one(
+    settings: WorkerSettings,
+    engine: object,
+    meeting: str,
+    before_claim: Callable[[], None] | None = None,
+) -> Chunk:
+    """One claim by a worker with the given engine (`before_claim` run once the worker has
+    started, which needs the store); the meeting's one chunk after it."""
+    worker = Worker(settings, engine=engine)  # type: ignore[arg-type]
+    await worker.blobs.start()
+    try:
+        if before_claim is not None:
+            before_claim()
+        assert await worker.run_one()
+        return await _chunk(worker.db, meeting)
+    finally:
+        await worker.blobs.close()
+        await worker.db.close()
