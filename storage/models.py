@@ -149,10 +149,21 @@ class Chunk(Base):
         Index("ix_chunks_transcribed_at", "transcribed_at"),
         # Each live meeting's newest upload (the backlog's per-meeting lag).
         Index("ix_chunks_meeting_uploaded", "meeting_id", "uploaded_at"),
+        # The carries no job has consumed yet (the tail claim, storage/job_queue.py): a few
+        # rows, where the transcribed chunks they are among may be millions.
+        Index(
+            "ix_chunks_carry_pending",
+            "transcribed_at",
+            sqlite_where=text("carry_done = 0 AND carry_samples > 0"),
+            postgresql_where=text("NOT carry_done AND carry_samples > 0"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    meeting_id: Mapped[str] = mapped_column(ForeignKey("meetings.id"), index=True)
+    # No index of its own: it leads uq_chunk_key and ix_chunks_meeting_uploaded, which serve
+    # every read by meeting (and the foreign key's checks); a third index on it only cost
+    # each chunk's INSERT and state change another entry.
+    meeting_id: Mapped[str] = mapped_column(ForeignKey("meetings.id"))
     track: Mapped[str] = mapped_column(String(200))
     seq: Mapped[int] = mapped_column(Integer)
     start_ms: Mapped[int] = mapped_column(Integer)
