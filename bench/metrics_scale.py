@@ -5,7 +5,9 @@ Then the same million chunks in 188 meetings still recording (long meetings in s
 segments), whose backlog figures read their pending chunks: scrapes, and meeting creations
 (which read the backlog for admission); then with 100,000 of those chunks still pending (no
 worker has taken them: the backlog a server with its admission limit lifted can hold).
-With each, the server's CPU over 10 s when nobody calls it (what its sweeps cost).
+With each, the server's CPU over 10 s when nobody calls it (what its sweeps cost); without
+pending chunks, also that of a server with one transcription worker, which looks for a job
+every 0.2 s (the server's, the worker's and the validation process's CPU together).
 Run: `./dev bench metrics_scale` (about two minutes).
 """
 
@@ -106,13 +108,24 @@ def creation_ms(url: str) -> list[float]:
     return times
 
 
-def idle_cpu_percent(pid: int, seconds: float = IDLE_S) -> float:
-    """The server's CPU while nobody calls it (its sweeps run every 2 s), % of one core."""
+def idle_cpu_percent(pid: int, seconds: float = IDLE_S, descendants: bool = False) -> float:
+    """The server's CPU while nobody calls it (its sweeps run every 2 s), % of one core;
+    with `descendants`, with its workers' (each looks for a job every 0.2 s)."""
 
-    before, started = cpu_seconds(pid), time.monotonic()
+    before, started = cpu_seconds(pid, descendants), time.monotonic()
     time.sleep(seconds)
-    used_s = cpu_seconds(pid) - before
+    used_s = cpu_seconds(pid, descendants) - before
     return 100 * used_s / (time.monotonic() - started)
+
+
+def wait_ready(url: str, timeout_s: float = 120.0) -> None:
+    """Until /readyz says yes: the worker has its model loaded."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if requests.get(url + "/readyz", timeout=10).status_code == 200:
+            return
+        time.sleep(0.2)
+    raise TimeoutError("no worker became ready")
 
 
 def measure(root: Path, chunks: int, live: bool = False, pending: int = 0) -> dict[str, object]:
@@ -132,6 +145,16 @@ def measure(root: Path, chunks: int, live: bool = False, pending: int = 0) -> di
         idle = idle_cpu_percent(server.pid)
     finally:
         server.stop()
+    with_worker = None
+    if not pending:  # pending chunks would be taken (their bytes were never written)
+        server = RollscribeServer(
+            data, "--processes", "1", "--max-backlog-seconds", "1e12", "--workers", "1"
+        )
+        try:
+            wait_ready(server.url)
+            with_worker = idle_cpu_percent(server.pid, descendants=True)
+        finally:
+            server.stop()
     return {
         "chunks": chunks,
         "meetings": "recording" if live else "complete",
@@ -141,6 +164,7 @@ def measure(root: Path, chunks: int, live: bool = False, pending: int = 0) -> di
         "max_ms": max(times),
         "creation_median_ms": None if created is None else statistics.median(created),
         "idle_cpu_percent": idle,
+        "idle_cpu_percent_with_worker": with_worker,
     }
 
 
@@ -159,14 +183,15 @@ def main() -> None:
         ]
     print(
         f"\n{'chunks':>20} {'pending':>8} {'meetings':>10} {'median ms':>10} {'max ms':>8} "
-        f"{'POST /meetings ms':>18} {'idle CPU %':>10}"
+        f"{'POST /meetings ms':>18} {'idle CPU %':>10} {'with a worker %':>16}"
     )
     for r in rows:
         created = r["creation_median_ms"]
+        worker = r["idle_cpu_percent_with_worker"]
         print(
             f"{r['chunks']:>20,} {r['pending']:>8,} {r['meetings']:>10} {r['median_ms']:>10.1f} "
             f"{r['max_ms']:>8.1f} {'' if created is None else f'{created:.1f}':>18} "
-            f"{r['idle_cpu_percent']:>10.1f}"
+            f"{r['idle_cpu_percent']:>10.1f} {'' if worker is None else f'{worker:.1f}':>16}"
         )
     if not args.no_save:
         save_results("metrics_scale", {"scrapes": SCRAPES, "rows": rows})
