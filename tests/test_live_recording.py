@@ -118,6 +118,14 @@ def _spoken(transcript: dict, track: str) -> list[str]:
     return words(" ".join(s["text"] for s in transcript["segments"] if s["track"] == track))
 
 
+def _assert_every_word_once(spoken: list[str], reference: list[str]) -> None:
+    """Every word of the speech, in order, none lost or doubled. Past its end the track
+    records silence, over which tiny.en may say "thank you" (its best-known hallucination;
+    CI run 62): that, and only that, may follow."""
+    assert spoken[: len(reference)] == reference, spoken
+    assert spoken[len(reference) :] in ([], ["thank", "you"]), spoken
+
+
 def _state(spool: Path) -> dict:
     return json.loads((spool / "state.json").read_text())
 
@@ -143,7 +151,7 @@ def test_records_the_microphone_and_what_the_computer_plays(
     time.sleep(1.0)
     transcript = json.loads(recorder.finish())
     assert transcript["final"] is True
-    assert _spoken(transcript, "mic") == REFERENCE
+    _assert_every_word_once(_spoken(transcript, "mic"), REFERENCE)
     assert _spoken(transcript, "system") == words(VOICE_TEXT)
     # Lines in the order they were spoken: jfk's first line starts before the voice's.
     starts = {
@@ -267,7 +275,7 @@ def test_a_server_outage_of_10_seconds_loses_nothing(
         player.wait(30)
     time.sleep(1.0)
     transcript = json.loads(recorder.finish())
-    assert _spoken(transcript, "mic") == REFERENCE
+    _assert_every_word_once(_spoken(transcript, "mic"), REFERENCE)
     assert _spoken(transcript, "system") == words(VOICE_TEXT)
 
 
@@ -300,7 +308,7 @@ def test_a_device_that_disappears_keeps_what_it_recorded(
             check=False,
         )
     assert "what was recorded is kept" in recorder.stderr
-    assert _spoken(transcript, "mic") == REFERENCE
+    _assert_every_word_once(_spoken(transcript, "mic"), REFERENCE)
     # Its start, up to the unplug (words cut by it may come back as other words).
     system, reference = _spoken(transcript, "system"), words(VOICE_TEXT)
     pairs = enumerate(zip(system, reference, strict=False))
