@@ -100,6 +100,28 @@ def _through(link: TcpLink, blob_url: str) -> list[str]:
     return ["--blob-url", blob_url, "--s3-endpoint-url", f"http://127.0.0.1:{link.port}"]
 
 
+def _one_chunk_and_a_worker(
+    data: Path, blob_url: str, link: TcpLink, segment: object
+) -> tuple[str, WorkerSettings]:
+    """A meeting with one chunk uploaded through the link, and the settings of a worker that
+    reaches the store through it, with one attempt per chunk (`--max-attempts 1`)."""
+    server = InProcessServer(data, extra=_through(link, blob_url)).start()
+    try:
+        meeting = create_meeting(server.url, tracks=["mic"])["id"]
+        upload_segment(server.url, meeting, "mic", segment, 0)
+    finally:
+        server.stop()
+    settings = WorkerSettings(
+        database_url=database_url_for(data),
+        data_dir=data,
+        blob_url=blob_url,
+        s3_endpoint_url=f"http://127.0.0.1:{link.port}",
+        cpu_threads=1,
+        retry=RetryPolicy(max_attempts=1),
+    )
+    return meeting, settings
+
+
 def _assert_unavailable(response: requests.Response) -> None:
     assert response.status_code == 503, response.text
     assert response.headers["Retry-After"] == "2"
@@ -147,20 +169,7 @@ def test_a_job_waits_out_a_blob_store_outage_without_spending_its_attempts(
     """One attempt per chunk (`--max-attempts 1`): a job that failed for the outage would
     leave its chunk FAILED at once. Postponed twice instead, then transcribed."""
     data, blob_url, link = linked_store
-    server = InProcessServer(data, extra=_through(link, blob_url)).start()
-    try:
-        meeting = create_meeting(server.url, tracks=["mic"])["id"]
-        upload_segment(server.url, meeting, "mic", jfk_segments[3.0][0], 0)
-    finally:
-        server.stop()
-    settings = WorkerSettings(
-        database_url=database_url_for(data),
-        data_dir=data,
-        blob_url=blob_url,
-        s3_endpoint_url=f"http://127.0.0.1:{link.port}",
-        cpu_threads=1,
-        retry=RetryPolicy(max_attempts=1),
-    )
+    meeting, settings = _one_chunk_and_a_worker(data, blob_url, link, jfk_segments[3.0][0])
     asyncio.run(_outage_then_transcribed(settings, link, meeting))
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert sum("the blob store is unavailable" in m for m in caplog.messages) == 2
@@ -212,20 +221,7 @@ def test_a_carrys_flush_waits_out_a_blob_store_outage(
     a tail job once the meeting is finalized. A tail job that cannot fetch the carry leaves
     it due (no attempt spent, the chunk transcribed still) and flushes it after the outage."""
     data, blob_url, link = linked_store
-    server = InProcessServer(data, extra=_through(link, blob_url)).start()
-    try:
-        meeting = create_meeting(server.url, tracks=["mic"])["id"]
-        upload_segment(server.url, meeting, "mic", jfk_segments[3.0][0], 0)
-    finally:
-        server.stop()
-    settings = WorkerSettings(
-        database_url=database_url_for(data),
-        data_dir=data,
-        blob_url=blob_url,
-        s3_endpoint_url=f"http://127.0.0.1:{link.port}",
-        cpu_threads=1,
-        retry=RetryPolicy(max_attempts=1),
-    )
+    meeting, settings = _one_chunk_and_a_worker(data, blob_url, link, jfk_segments[3.0][0])
     from transcribe.engine import EngineSettings, WhisperEngine
 
     engine = WhisperEngine(EngineSettings(cpu_threads=1))
