@@ -70,11 +70,19 @@ class TcpLink:
 
     def hold(self) -> None:
         """Requests still reach the target; its answers wait in the link until `release`:
-        a statement in flight, its outcome decided but not yet known to the caller."""
-        self._loop.call_soon_threadsafe(self._answers.clear)
+        a statement in flight, its outcome decided but not yet known to the caller. Both
+        return once the link's own thread has applied them."""
+
+        async def close_gate() -> None:
+            self._answers.clear()
+
+        self._call(close_gate())
 
     def release(self) -> None:
-        self._loop.call_soon_threadsafe(self._answers.set)
+        async def open_gate() -> None:
+            self._answers.set()
+
+        self._call(open_gate())
 
     def cut(self) -> None:
         async def close() -> None:
