@@ -118,7 +118,9 @@ CLAIM_ORDER = (
 )
 
 
-def _lease_free(now: float) -> Any:
+def _lease_free(now: Any) -> Any:
+    """No worker holds the chunk, or its lease ran out before `now` (a time or a bound
+    parameter)."""
     return or_(Chunk.lease_owner.is_(None), Chunk.lease_expires_at < now)
 
 
@@ -378,13 +380,7 @@ QUEUED_DUE = PreparedStatement(
     .limit(1)
 )
 CARRY_CLAIMABLE = PreparedStatement(
-    select(CHUNKS.c.id)
-    .where(
-        CHUNKS.c.carry_done == false(),
-        CHUNKS.c.carry_samples > 0,
-        or_(CHUNKS.c.lease_owner.is_(None), CHUNKS.c.lease_expires_at < bindparam("now")),
-    )
-    .limit(1)
+    select(CHUNKS.c.id).where(CARRY_PENDING, _lease_free(bindparam("now"))).limit(1)
 )
 
 

@@ -31,7 +31,7 @@ def _statements() -> dict[str, Any]:
 
 
 def _literal(statement: Any, dialect: Any) -> str:
-    bound = statement.params(now=NOW) if ":now" in str(statement) else statement
+    bound = statement.params(now=NOW) if "now" in statement.compile().params else statement
     return str(bound.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
 
 
